@@ -1,0 +1,144 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.api import IdempotentCreateMixin
+from common.errors import NotFound
+
+from . import selectors, services
+from .models import Membership, Organization
+from .serializers import (
+    ApiTokenCreateSerializer,
+    ApiTokenSerializer,
+    CompanySignupSerializer,
+    EngineerSignupSerializer,
+    IssuedTokenSerializer,
+    MeSerializer,
+    MemberAddSerializer,
+    MemberRoleSerializer,
+    MemberSerializer,
+    MeUpdateSerializer,
+    OrganizationSerializer,
+)
+
+
+def _signup_response(user, *, status_code=status.HTTP_201_CREATED) -> Response:
+    issued = services.api_token_create(user=user, name="signup")
+    body = MeSerializer(user).data
+    body["token"] = IssuedTokenSerializer(issued.token, context={"secret": issued.secret}).data
+    return Response(body, status=status_code)
+
+
+class CompanySignupApi(APIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(request=CompanySignupSerializer, responses={201: MeSerializer})
+    def post(self, request):
+        serializer = CompanySignupSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user, _ = services.company_signup(**serializer.validated_data)
+        return _signup_response(user)
+
+
+class EngineerSignupApi(APIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(request=EngineerSignupSerializer, responses={201: MeSerializer})
+    def post(self, request):
+        serializer = EngineerSignupSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.engineer_signup(**serializer.validated_data)
+        return _signup_response(user)
+
+
+class MeApi(APIView):
+    @extend_schema(responses=MeSerializer)
+    def get(self, request):
+        return Response(MeSerializer(request.user).data)
+
+    @extend_schema(request=MeUpdateSerializer, responses=MeSerializer)
+    def patch(self, request):
+        serializer = MeUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        if "name" in data:
+            request.user.name = data.pop("name")
+            request.user.save(update_fields=["name"])
+        if data:
+            services.engineer_profile_update(user=request.user, **data)
+        request.user.refresh_from_db()
+        return Response(MeSerializer(request.user).data)
+
+
+class ApiTokenViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = ApiTokenSerializer
+
+    def get_queryset(self):
+        return selectors.api_token_list(user=self.request.user)
+
+    @extend_schema(request=ApiTokenCreateSerializer, responses={201: IssuedTokenSerializer})
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    def create_response(self, request):
+        serializer = ApiTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = services.api_token_create(user=request.user, **serializer.validated_data)
+        return Response(
+            IssuedTokenSerializer(issued.token, context={"secret": issued.secret}).data, status=status.HTTP_201_CREATED
+        )
+
+    def destroy(self, request, pk=None):
+        token = services.api_token_revoke(user=request.user, token_id=int(pk))
+        return Response(ApiTokenSerializer(token).data)
+
+
+class OrganizationViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = OrganizationSerializer
+
+    def get_queryset(self):
+        return Organization.objects.filter(pk__in=selectors.user_organization_ids(user=self.request.user)).order_by("id")
+
+
+class MemberViewSet(IdempotentCreateMixin, viewsets.GenericViewSet, mixins.ListModelMixin):
+    serializer_class = MemberSerializer
+
+    def _organization(self) -> Organization:
+        organization = get_object_or_404(Organization, pk=self.kwargs["organization_pk"])
+        if not selectors.user_is_org_member(user=self.request.user, organization_id=organization.pk):
+            raise NotFound("No such organization.")
+        return organization
+
+    def get_queryset(self):
+        return selectors.organization_members(organization=self._organization())
+
+    @extend_schema(request=MemberAddSerializer, responses={201: MemberSerializer})
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    def create_response(self, request):
+        serializer = MemberAddSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.membership_add(
+            actor=request.user, organization=self._organization(), **serializer.validated_data
+        )
+        return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=MemberRoleSerializer, responses=MemberSerializer)
+    def partial_update(self, request, organization_pk=None, pk=None):
+        membership = get_object_or_404(Membership, pk=pk, organization=self._organization())
+        serializer = MemberRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.membership_change_role(
+            actor=request.user, membership=membership, role=serializer.validated_data["role"]
+        )
+        return Response(MemberSerializer(membership).data)
+
+    def destroy(self, request, organization_pk=None, pk=None):
+        membership = get_object_or_404(Membership, pk=pk, organization=self._organization())
+        services.membership_remove(actor=request.user, membership=membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)

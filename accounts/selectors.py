@@ -1,0 +1,33 @@
+from django.db.models import QuerySet
+
+from .models import ApiToken, Membership, Organization, User
+
+
+def membership_role(*, user: User, organization_id: int) -> str | None:
+    if not user.is_authenticated:
+        return None
+    return (
+        Membership.objects.filter(user=user, organization_id=organization_id).values_list("role", flat=True).first()
+    )
+
+
+def user_is_org_admin(*, user: User, organization_id: int) -> bool:
+    return membership_role(user=user, organization_id=organization_id) in Membership.ADMIN_ROLES
+
+
+def user_is_org_member(*, user: User, organization_id: int) -> bool:
+    return membership_role(user=user, organization_id=organization_id) is not None
+
+
+def user_organization_ids(*, user: User) -> list[int]:
+    if not user.is_authenticated:
+        return []
+    return list(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
+
+
+def organization_members(*, organization: Organization) -> QuerySet[Membership]:
+    return organization.memberships.select_related("user").order_by("id")
+
+
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
+    return user.api_tokens.order_by("-created_at", "-id")

@@ -1,0 +1,169 @@
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from common.errors import Conflict, NotFound, NotPermitted, ValidationFailed
+from common.services import audit_record
+
+from .models import ApiToken, EngineerProfile, Membership, Organization, User
+from .selectors import membership_role
+
+
+def _user_create(*, email: str, password: str, name: str, account_type: str) -> User:
+    email = email.strip().lower()
+    try:
+        validate_password(password)
+    except DjangoValidationError as exc:
+        raise ValidationFailed("Password is too weak.", code="weak_password", fields={"password": exc.messages})
+    if User.objects.filter(email=email).exists():
+        raise Conflict("An account with this email already exists.", code="email_taken", fields={"email": ["taken"]})
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(email=email, password=password, name=name, account_type=account_type)
+    except IntegrityError:
+        raise Conflict("An account with this email already exists.", code="email_taken", fields={"email": ["taken"]})
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:60] or "org"
+    slug, n = base, 1
+    while Organization.objects.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+@transaction.atomic
+def company_signup(*, email: str, password: str, name: str, organization_name: str) -> tuple[User, Organization]:
+    user = _user_create(email=email, password=password, name=name, account_type=User.AccountType.COMPANY)
+    organization = Organization.objects.create(name=organization_name, slug=_unique_slug(organization_name))
+    Membership.objects.create(organization=organization, user=user, role=Membership.Role.OWNER)
+    audit_record(actor=user, verb="organization_created", obj=organization, to_state="active")
+    return user, organization
+
+
+@transaction.atomic
+def engineer_signup(
+    *, email: str, password: str, name: str, headline: str = "", skills=(), hardware_expertise=()
+) -> User:
+    user = _user_create(email=email, password=password, name=name, account_type=User.AccountType.ENGINEER)
+    EngineerProfile.objects.create(
+        user=user, headline=headline, skills=list(skills), hardware_expertise=list(hardware_expertise)
+    )
+    return user
+
+
+def engineer_profile_update(*, user: User, **fields) -> EngineerProfile:
+    profile, _ = EngineerProfile.objects.get_or_create(user=user)
+    allowed = {"headline", "skills", "hardware_expertise"}
+    for key, value in fields.items():
+        if key in allowed:
+            setattr(profile, key, value)
+    profile.save()
+    return profile
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str
+
+
+def token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_token_create(*, user: User, name: str, expires_at: datetime | None = None) -> IssuedToken:
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationFailed(
+            "Expiry must be in the future.", code="token_expiry_past", fields={"expires_at": ["in the past"]}
+        )
+    secret = settings.API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=secret[:12], token_hash=token_hash(secret), expires_at=expires_at
+    )
+    return IssuedToken(token=token, secret=secret)
+
+
+def api_token_revoke(*, user: User, token_id: int) -> ApiToken:
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().filter(user=user, pk=token_id).first()
+        if token is None:
+            raise NotFound("No such token.")
+        if token.revoked_at is None:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+    return token
+
+
+def _require_org_admin(*, actor: User, organization: Organization) -> str:
+    role = membership_role(user=actor, organization_id=organization.pk)
+    if role not in Membership.ADMIN_ROLES:
+        raise NotPermitted("Only the organization's owners and admins can manage members.")
+    return role
+
+
+@transaction.atomic
+def membership_add(*, actor: User, organization: Organization, email: str, role: str) -> Membership:
+    actor_role = _require_org_admin(actor=actor, organization=organization)
+    if role not in Membership.Role.values:
+        raise ValidationFailed("Unknown role.", code="invalid_role", fields={"role": ["unknown"]})
+    if role == Membership.Role.OWNER and actor_role != Membership.Role.OWNER:
+        raise NotPermitted("Only owners can add owners.")
+    user = User.objects.filter(email=email.strip().lower()).first()
+    if user is None:
+        raise NotFound("No account with this email.", code="user_not_found", fields={"email": ["unknown"]})
+    if user.account_type == User.AccountType.ENGINEER:
+        raise ValidationFailed(
+            "Engineer accounts cannot join a company.", code="engineer_cannot_join", fields={"email": ["engineer"]}
+        )
+    membership, created = Membership.objects.get_or_create(organization=organization, user=user, defaults={"role": role})
+    if not created:
+        raise Conflict("This user is already a member.", code="already_member")
+    audit_record(actor=actor, verb="member_added", obj=membership, to_state=role)
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(*, actor: User, membership: Membership, role: str) -> Membership:
+    actor_role = _require_org_admin(actor=actor, organization=membership.organization)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    if role not in Membership.Role.values:
+        raise ValidationFailed("Unknown role.", code="invalid_role", fields={"role": ["unknown"]})
+    if Membership.Role.OWNER in (role, membership.role) and actor_role != Membership.Role.OWNER:
+        raise NotPermitted("Only owners can grant or remove the owner role.")
+    _ensure_an_owner_remains(membership, new_role=role)
+    previous = membership.role
+    membership.role = role
+    membership.save(update_fields=["role", "updated_at"])
+    audit_record(actor=actor, verb="member_role_changed", obj=membership, from_state=previous, to_state=role)
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, actor: User, membership: Membership) -> None:
+    actor_role = _require_org_admin(actor=actor, organization=membership.organization)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    if membership.role == Membership.Role.OWNER and actor_role != Membership.Role.OWNER:
+        raise NotPermitted("Only owners can remove an owner.")
+    _ensure_an_owner_remains(membership, new_role=None)
+    audit_record(actor=actor, verb="member_removed", obj=membership, from_state=membership.role)
+    membership.delete()
+
+
+def _ensure_an_owner_remains(membership: Membership, *, new_role: str | None) -> None:
+    if membership.role != Membership.Role.OWNER or new_role == Membership.Role.OWNER:
+        return
+    owners = Membership.objects.select_for_update().filter(
+        organization_id=membership.organization_id, role=Membership.Role.OWNER
+    )
+    if owners.count() <= 1:
+        raise Conflict("An organization must keep at least one owner.", code="last_owner")

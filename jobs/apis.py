@@ -1,0 +1,287 @@
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from accounts.models import Organization
+from accounts.selectors import user_organization_ids
+from common.api import IdempotentCreateMixin, idempotent_response
+from common.errors import NotFound, NotPermitted, ValidationFailed
+from common.models import Artifact
+
+from . import selectors
+from .filters import JobFilter
+from .serializers import (
+    AuditEventSerializer,
+    BidSerializer,
+    BidWriteSerializer,
+    ContractSerializer,
+    JobCancelSerializer,
+    JobSerializer,
+    JobWriteSerializer,
+    SubmissionCreateSerializer,
+    SubmissionSerializer,
+    UploadSerializer,
+)
+from .services import bids as bid_services
+from .services import contracts as contract_services
+from .services import jobs as job_services
+from .services import submissions as submission_services
+
+
+def _artifact_download(artifact: Artifact | None, filename: str) -> FileResponse:
+    if artifact is None:
+        raise NotFound("Nothing has been uploaded yet.", code="artifact_missing")
+    extension = artifact.archive_format or "bin"
+    return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=f"{filename}.{extension}")
+
+
+def _created(data) -> Response:
+    return Response(data, status=status.HTTP_201_CREATED)
+
+
+class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    search_fields = ["title", "description"]
+    ordering_fields = ["id", "published_at", "budget_max", "bidding_deadline"]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.job_list_visible(user=self.request.user).select_related("package")
+
+    def _job(self):
+        return selectors.job_get_visible(user=self.request.user, job_id=int(self.kwargs["pk"]))
+
+    def _fresh(self, job_id: int):
+        return JobSerializer(self.get_queryset().get(pk=job_id)).data
+
+    def list(self, request):
+        queryset = self.filter_queryset(self.get_queryset())
+        if "ordering" in request.query_params:
+            queryset = queryset.order_by(*queryset.query.order_by, "-id")
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(JobSerializer(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        return Response(JobSerializer(self._job()).data)
+
+    @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer})
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    def create_response(self, request):
+        serializer = JobWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        organization = self._organization_for_create(request.user, data.pop("organization", None))
+        job = job_services.job_create(actor=request.user, organization=organization, **data)
+        return _created(self._fresh(job.pk))
+
+    @staticmethod
+    def _organization_for_create(user, organization_id: int | None) -> Organization:
+        member_of = user_organization_ids(user=user)
+        if organization_id is None:
+            if len(member_of) != 1:
+                raise ValidationFailed(
+                    "Name the organization that posts the job.",
+                    code="organization_required",
+                    fields={"organization": ["required"]},
+                )
+            organization_id = member_of[0]
+        if organization_id not in member_of:
+            raise NotPermitted("You can post jobs only for your own organization.")
+        return Organization.objects.get(pk=organization_id)
+
+    @extend_schema(request=JobWriteSerializer, responses=JobSerializer)
+    def partial_update(self, request, pk=None):
+        job = self._job()
+        serializer = JobWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        data.pop("organization", None)
+        job_services.job_update(actor=request.user, job=job, **data)
+        return Response(self._fresh(job.pk))
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def publish(self, request, pk=None):
+        job = job_services.job_publish(actor=request.user, job=self._job())
+        return Response(self._fresh(job.pk))
+
+    @extend_schema(request=JobCancelSerializer, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        serializer = JobCancelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = job_services.job_cancel(actor=request.user, job=self._job(), **serializer.validated_data)
+        return Response(self._fresh(job.pk))
+
+    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses=JobSerializer)
+    @action(detail=True, methods=["put", "get"], parser_classes=[MultiPartParser])
+    def package(self, request, pk=None):
+        job = self._job()
+        if request.method == "GET":
+            return _artifact_download(job.package, f"job-{job.pk}-package")
+        serializer = UploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job_services.job_attach_package(actor=request.user, job=job, upload=serializer.validated_data["file"])
+        return Response(self._fresh(job.pk))
+
+    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses=JobSerializer)
+    @action(detail=True, methods=["put", "get"], url_path="hidden-inputs", parser_classes=[MultiPartParser])
+    def hidden_inputs(self, request, pk=None):
+        job = self._job()
+        if not selectors.job_hidden_inputs_visible(user=request.user, job=job):
+            raise NotPermitted("Hidden inputs are visible only to the job's organization.")
+        if request.method == "GET":
+            return _artifact_download(job.hidden_inputs, f"job-{job.pk}-hidden-inputs")
+        serializer = UploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job_services.job_attach_hidden_inputs(actor=request.user, job=job, upload=serializer.validated_data["file"])
+        return Response(self._fresh(job.pk))
+
+    @extend_schema(request=BidWriteSerializer, responses={200: BidSerializer(many=True), 201: BidSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def bids(self, request, pk=None):
+        job = self._job()
+        if request.method == "GET":
+            page = self.paginate_queryset(selectors.bid_list_visible(user=request.user, job=job))
+            return self.get_paginated_response(BidSerializer(page, many=True).data)
+        return idempotent_response(request, lambda: self.bid_create_response(request, job))
+
+    def bid_create_response(self, request, job):
+        serializer = BidWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        bid = bid_services.bid_place(actor=request.user, job=job, **serializer.validated_data)
+        return _created(BidSerializer(bid).data)
+
+    @extend_schema(responses=AuditEventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        job = self._job()
+        is_party = (
+            request.user.is_staff
+            or job.organization_id in user_organization_ids(user=request.user)
+            or selectors.contract_list_visible(user=request.user).filter(job=job).exists()
+        )
+        if not is_party:
+            raise NotPermitted("Only the job's parties can read its history.")
+        page = self.paginate_queryset(selectors.job_audit_events(job=job))
+        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+
+
+class BidViewSet(viewsets.GenericViewSet):
+    serializer_class = BidSerializer
+
+    def get_queryset(self):
+        return selectors.bid_list_visible(user=self.request.user)
+
+    def _bid(self):
+        return selectors.bid_get_visible(user=self.request.user, bid_id=int(self.kwargs["pk"]))
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(BidSerializer(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        return Response(BidSerializer(self._bid()).data)
+
+    @extend_schema(request=BidWriteSerializer, responses=BidSerializer)
+    def partial_update(self, request, pk=None):
+        serializer = BidWriteSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        bid = bid_services.bid_update(actor=request.user, bid=self._bid(), **serializer.validated_data)
+        return Response(BidSerializer(bid).data)
+
+    @extend_schema(request=None, responses=BidSerializer)
+    @action(detail=True, methods=["post"])
+    def withdraw(self, request, pk=None):
+        bid = bid_services.bid_withdraw(actor=request.user, bid=self._bid())
+        return Response(BidSerializer(bid).data)
+
+    @extend_schema(request=None, responses={201: ContractSerializer})
+    @action(detail=True, methods=["post"])
+    def accept(self, request, pk=None):
+        bid = self._bid()
+        return idempotent_response(
+            request, lambda: _created(ContractSerializer(bid_services.bid_accept(actor=request.user, bid=bid)).data)
+        )
+
+
+class ContractViewSet(viewsets.GenericViewSet):
+    serializer_class = ContractSerializer
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.contract_list_visible(user=self.request.user)
+
+    def _contract(self):
+        return selectors.contract_get_visible(user=self.request.user, contract_id=int(self.kwargs["pk"]))
+
+    def list(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ContractSerializer(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        return Response(ContractSerializer(self._contract()).data)
+
+    @extend_schema(request=JobCancelSerializer, responses=ContractSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        serializer = JobCancelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        contract = contract_services.contract_cancel_unfunded(
+            actor=request.user, contract=self._contract(), reason=serializer.validated_data["reason"] or "cancelled"
+        )
+        return Response(ContractSerializer(contract).data)
+
+    @extend_schema(
+        request={"multipart/form-data": SubmissionCreateSerializer},
+        responses={200: SubmissionSerializer(many=True), 201: SubmissionSerializer},
+    )
+    @action(detail=True, methods=["get", "post"])
+    def submissions(self, request, pk=None):
+        contract = self._contract()
+        if request.method == "GET":
+            page = self.paginate_queryset(selectors.submission_list(contract=contract))
+            return self.get_paginated_response(SubmissionSerializer(page, many=True).data)
+
+        def create() -> Response:
+            serializer = SubmissionCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            submission = submission_services.submission_create(
+                actor=request.user,
+                contract=contract,
+                upload=serializer.validated_data["file"],
+                notes=serializer.validated_data["notes"],
+            )
+            return _created(SubmissionSerializer(submission).data)
+
+        return idempotent_response(request, create)
+
+    @extend_schema(responses=AuditEventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        contract = self._contract()
+        page = self.paginate_queryset(selectors.audit_events_for(obj=contract))
+        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+
+
+class SubmissionViewSet(viewsets.GenericViewSet):
+    serializer_class = SubmissionSerializer
+
+    def _submission(self):
+        submission = selectors.submission_get_visible(user=self.request.user, submission_id=int(self.kwargs["pk"]))
+        return submission
+
+    def retrieve(self, request, pk=None):
+        return Response(SubmissionSerializer(self._submission()).data)
+
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"])
+    def candidate(self, request, pk=None):
+        submission = self._submission()
+        return _artifact_download(submission.candidate, f"contract-{submission.contract_id}-candidate-{submission.number}")

@@ -1,0 +1,146 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Organization
+from common.models import Artifact, TimeStampedModel
+
+
+class Job(TimeStampedModel):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        OPEN = "open", "Open for bids"
+        AWARDED = "awarded", "Awarded"
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+
+    class Visibility(models.TextChoices):
+        PUBLIC = "public", "Public"
+        INVITED = "invited", "Invited engineers only"
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    hardware_class = models.CharField(max_length=32)
+    currency = models.CharField(max_length=3)
+    budget_min = models.BigIntegerField()
+    budget_max = models.BigIntegerField()
+    bidding_deadline = models.DateTimeField()
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC)
+    invited_engineers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="job_invitations")
+    review_window_hours = models.PositiveIntegerField(default=48)
+    max_submissions = models.PositiveIntegerField(default=5)
+    criteria = models.JSONField(default=dict, blank=True)
+    package = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    hidden_inputs = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(budget_min__gt=0) & Q(budget_max__gte=models.F("budget_min")), name="job_budget_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Bid(TimeStampedModel):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        DECLINED = "declined", "Declined"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.ACCEPTED)
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="bids")
+    engineer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bids")
+    amount = models.BigIntegerField()
+    estimated_days = models.PositiveIntegerField()
+    proposal = models.TextField()
+    predicted_speedup = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "engineer"],
+                condition=Q(status__in=["pending", "accepted"]),
+                name="one_active_bid_per_engineer_per_job",
+            ),
+            models.UniqueConstraint(fields=["job"], condition=Q(status="accepted"), name="one_accepted_bid_per_job"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="bid_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Bid {self.pk} on {self.job_id}"
+
+
+class Contract(TimeStampedModel):
+    class Status(models.TextChoices):
+        AWAITING_FUNDING = "awaiting_funding", "Awaiting funding"
+        ACTIVE = "active", "Funded, in progress"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    job = models.OneToOneField(Job, on_delete=models.PROTECT, related_name="contract")
+    bid = models.OneToOneField(Bid, on_delete=models.PROTECT, related_name="contract")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="contracts")
+    engineer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="contracts")
+    currency = models.CharField(max_length=3)
+    amount = models.BigIntegerField()
+    platform_fee = models.BigIntegerField()
+    submission_limit = models.PositiveIntegerField()
+    submissions_used = models.PositiveIntegerField(default=0)
+    deadline = models.DateTimeField()
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.AWAITING_FUNDING, db_index=True
+    )
+    status_reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(submissions_used__lte=models.F("submission_limit")), name="contract_attempts_within_limit"
+            ),
+            models.CheckConstraint(condition=Q(platform_fee__gte=0) & Q(amount__gt=0), name="contract_money_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Contract {self.pk} for job {self.job_id}"
+
+    @property
+    def attempts_left(self) -> int:
+        return max(self.submission_limit - self.submissions_used, 0)
+
+
+class Submission(TimeStampedModel):
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        VERIFYING = "verifying", "Verifying"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+        INCONCLUSIVE = "inconclusive", "Inconclusive"
+        ERROR = "error", "Error"
+
+    contract = models.ForeignKey(Contract, on_delete=models.PROTECT, related_name="submissions")
+    number = models.PositiveIntegerField()
+    submitted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    candidate = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    notes = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [models.UniqueConstraint(fields=["contract", "number"], name="uniq_submission_number")]
+
+    def __str__(self) -> str:
+        return f"Submission {self.number} of contract {self.contract_id}"

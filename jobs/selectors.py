@@ -1,0 +1,101 @@
+from django.db.models import Count, Q, QuerySet
+
+from accounts.models import User
+from accounts.selectors import user_is_org_admin, user_organization_ids
+from common.errors import NotFound
+from common.models import AuditEvent
+
+from .models import Bid, Contract, Job, Submission
+
+
+def job_list_visible(*, user: User) -> QuerySet[Job]:
+    """Jobs the user may see: their organization's (drafts too), and published public or invited ones."""
+    jobs = Job.objects.select_related("organization").annotate(
+        bid_count=Count("bids", filter=Q(bids__status__in=Bid.ACTIVE_STATUSES), distinct=True)
+    )
+    if user.is_staff:
+        return jobs.order_by("-id")
+    published = ~Q(status=Job.Status.DRAFT)
+    visible = Q(organization_id__in=user_organization_ids(user=user)) | (published & Q(visibility=Job.Visibility.PUBLIC))
+    if user.account_type == User.AccountType.ENGINEER:
+        invited_ids = Job.invited_engineers.through.objects.filter(user_id=user.pk).values("job_id")
+        own_bid_ids = Bid.objects.filter(engineer=user).values("job_id")
+        visible |= published & (Q(pk__in=invited_ids) | Q(pk__in=own_bid_ids))
+    return jobs.filter(visible).order_by("-id")
+
+
+def job_get_visible(*, user: User, job_id: int) -> Job:
+    job = job_list_visible(user=user).filter(pk=job_id).first()
+    if job is None:
+        raise NotFound("No such job.", code="job_not_found")
+    return job
+
+
+def job_can_manage(*, user: User, job: Job) -> bool:
+    return user_is_org_admin(user=user, organization_id=job.organization_id)
+
+
+def job_hidden_inputs_visible(*, user: User, job: Job) -> bool:
+    return job.organization_id in user_organization_ids(user=user)
+
+
+def bid_list_visible(*, user: User, job: Job | None = None) -> QuerySet[Bid]:
+    """The job's organization sees every bid on its jobs; an engineer sees only their own bids."""
+    bids = Bid.objects.select_related("job", "engineer")
+    if job is not None:
+        bids = bids.filter(job=job)
+    if not user.is_staff:
+        bids = bids.filter(Q(engineer=user) | Q(job__organization_id__in=user_organization_ids(user=user)))
+    return bids.order_by("-id")
+
+
+def bid_get_visible(*, user: User, bid_id: int) -> Bid:
+    bid = bid_list_visible(user=user).filter(pk=bid_id).first()
+    if bid is None:
+        raise NotFound("No such bid.", code="bid_not_found")
+    return bid
+
+
+def contract_list_visible(*, user: User) -> QuerySet[Contract]:
+    contracts = Contract.objects.select_related("job", "organization", "engineer")
+    if not user.is_staff:
+        contracts = contracts.filter(Q(engineer=user) | Q(organization_id__in=user_organization_ids(user=user)))
+    return contracts.order_by("-id")
+
+
+def contract_get_visible(*, user: User, contract_id: int) -> Contract:
+    contract = contract_list_visible(user=user).filter(pk=contract_id).first()
+    if contract is None:
+        raise NotFound("No such contract.", code="contract_not_found")
+    return contract
+
+
+def submission_list(*, contract: Contract) -> QuerySet[Submission]:
+    return contract.submissions.select_related("candidate").order_by("-number")
+
+
+def audit_events_for(*, obj) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(object_type=obj._meta.label_lower, object_id=str(obj.pk)).select_related("actor")
+
+
+def job_audit_events(*, job: Job) -> QuerySet[AuditEvent]:
+    """Events of the job and of everything hanging off it (bids, contract, submissions)."""
+    contract_id = Contract.objects.filter(job=job).values_list("pk", flat=True).first()
+    scopes = Q(object_type="jobs.job", object_id=str(job.pk))
+    if contract_id:
+        submission_ids = [str(pk) for pk in Submission.objects.filter(contract_id=contract_id).values_list("pk", flat=True)]
+        scopes |= Q(object_type="jobs.contract", object_id=str(contract_id))
+        scopes |= Q(object_type="jobs.submission", object_id__in=submission_ids)
+    return AuditEvent.objects.filter(scopes).select_related("actor").order_by("id")
+
+
+def submission_get_visible(*, user: User, submission_id: int) -> Submission:
+    contract_ids = contract_list_visible(user=user).values("pk")
+    submission = (
+        Submission.objects.select_related("contract", "candidate")
+        .filter(pk=submission_id, contract_id__in=contract_ids)
+        .first()
+    )
+    if submission is None:
+        raise NotFound("No such submission.", code="submission_not_found")
+    return submission

@@ -1,0 +1,167 @@
+from rest_framework import serializers
+
+from accounts.models import User
+from common.models import Artifact, AuditEvent
+
+from .models import Bid, Contract, Job, Submission
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Artifact
+        fields = ["sha256", "size", "archive_format"]
+
+
+class OrganizationRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class JobSerializer(serializers.ModelSerializer):
+    organization = OrganizationRefSerializer(read_only=True)
+    bid_count = serializers.IntegerField(read_only=True)
+    package = ArtifactSerializer(read_only=True)
+    hidden_inputs_attached = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "organization",
+            "title",
+            "description",
+            "hardware_class",
+            "currency",
+            "budget_min",
+            "budget_max",
+            "bidding_deadline",
+            "visibility",
+            "review_window_hours",
+            "max_submissions",
+            "criteria",
+            "status",
+            "published_at",
+            "created_at",
+            "bid_count",
+            "package",
+            "hidden_inputs_attached",
+        ]
+
+    def get_hidden_inputs_attached(self, job: Job) -> bool:
+        return job.hidden_inputs_id is not None
+
+
+class JobWriteSerializer(serializers.Serializer):
+    organization = serializers.IntegerField(required=False, help_text="Defaults to your only organization.")
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    hardware_class = serializers.CharField(max_length=32)
+    currency = serializers.CharField(max_length=3)
+    budget_min = serializers.IntegerField(min_value=1)
+    budget_max = serializers.IntegerField(min_value=1)
+    bidding_deadline = serializers.DateTimeField()
+    visibility = serializers.ChoiceField(choices=Job.Visibility.choices, default=Job.Visibility.PUBLIC)
+    review_window_hours = serializers.IntegerField(min_value=0, default=48)
+    max_submissions = serializers.IntegerField(min_value=1, default=5)
+    criteria = serializers.JSONField(required=False)
+    invited_engineers = serializers.PrimaryKeyRelatedField(
+        queryset=User.objects.filter(account_type=User.AccountType.ENGINEER), many=True, required=False
+    )
+
+
+class UploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+
+
+class JobCancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class BidSerializer(serializers.ModelSerializer):
+    engineer = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Bid
+        fields = [
+            "id",
+            "job",
+            "engineer",
+            "amount",
+            "estimated_days",
+            "proposal",
+            "predicted_speedup",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_engineer(self, bid: Bid) -> dict:
+        return {"id": bid.engineer_id, "name": bid.engineer.name}
+
+
+class BidWriteSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(min_value=1)
+    estimated_days = serializers.IntegerField(min_value=1, max_value=365)
+    proposal = serializers.CharField(max_length=10_000)
+    predicted_speedup = serializers.FloatField(required=False, allow_null=True, min_value=0)
+
+
+class ContractSerializer(serializers.ModelSerializer):
+    attempts_left = serializers.IntegerField(read_only=True)
+    engineer = serializers.SerializerMethodField()
+    organization = OrganizationRefSerializer(read_only=True)
+
+    class Meta:
+        model = Contract
+        fields = [
+            "id",
+            "job",
+            "bid",
+            "organization",
+            "engineer",
+            "currency",
+            "amount",
+            "platform_fee",
+            "submission_limit",
+            "submissions_used",
+            "attempts_left",
+            "deadline",
+            "status",
+            "status_reason",
+            "created_at",
+        ]
+
+    def get_engineer(self, contract: Contract) -> dict:
+        return {"id": contract.engineer_id, "name": contract.engineer.name}
+
+
+class SubmissionSerializer(serializers.ModelSerializer):
+    candidate = ArtifactSerializer(read_only=True)
+    attempts_left = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Submission
+        fields = ["id", "contract", "number", "candidate", "notes", "status", "created_at", "attempts_left"]
+
+    def get_attempts_left(self, submission: Submission) -> int:
+        return submission.contract.attempts_left
+
+
+class SubmissionCreateSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField()
+    object = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "actor", "verb", "object", "from_state", "to_state", "created_at"]
+
+    def get_actor(self, event: AuditEvent) -> dict | None:
+        return {"id": event.actor_id, "name": event.actor.name} if event.actor_id else None
+
+    def get_object(self, event: AuditEvent) -> dict:
+        return {"type": event.object_type, "id": event.object_id}

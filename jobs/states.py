@@ -1,0 +1,26 @@
+"""Allowed state transitions of the jobs app's objects; every service checks its move against these maps."""
+
+from .models import Bid, Contract, Job, Submission
+
+JOB_TRANSITIONS = {
+    Job.Status.DRAFT: {Job.Status.OPEN, Job.Status.CANCELLED},
+    Job.Status.OPEN: {Job.Status.AWARDED, Job.Status.CANCELLED, Job.Status.EXPIRED},
+    Job.Status.AWARDED: {Job.Status.IN_PROGRESS, Job.Status.CANCELLED},
+    Job.Status.IN_PROGRESS: {Job.Status.COMPLETED, Job.Status.CANCELLED},
+}
+BID_TRANSITIONS = {
+    Bid.Status.PENDING: {Bid.Status.ACCEPTED, Bid.Status.DECLINED, Bid.Status.WITHDRAWN},
+}
+CONTRACT_TRANSITIONS = {
+    Contract.Status.AWAITING_FUNDING: {Contract.Status.ACTIVE, Contract.Status.CANCELLED},
+    Contract.Status.ACTIVE: {Contract.Status.COMPLETED, Contract.Status.FAILED, Contract.Status.CANCELLED},
+}
+SUBMISSION_TRANSITIONS = {
+    Submission.Status.RECEIVED: {Submission.Status.VERIFYING, Submission.Status.ERROR},
+    Submission.Status.VERIFYING: {
+        Submission.Status.PASSED,
+        Submission.Status.FAILED,
+        Submission.Status.INCONCLUSIVE,
+        Submission.Status.ERROR,
+    },
+}

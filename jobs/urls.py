@@ -1,0 +1,10 @@
+from rest_framework.routers import SimpleRouter
+
+from .apis import BidViewSet, ContractViewSet, JobViewSet, SubmissionViewSet
+
+router = SimpleRouter()
+router.register("jobs", JobViewSet, basename="job")
+router.register("bids", BidViewSet, basename="bid")
+router.register("contracts", ContractViewSet, basename="contract")
+router.register("submissions", SubmissionViewSet, basename="submission")
+urlpatterns = router.urls
