@@ -84,7 +84,7 @@ class ApiTokenViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.Gen
     def create(self, request, *args, **kwargs):
         return super().create(request, *args, **kwargs)
 
-    def create_response(self, request):
+    def create_response(self, request, *args, **kwargs):
         serializer = ApiTokenCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         issued = services.api_token_create(user=request.user, **serializer.validated_data)
@@ -120,7 +120,7 @@ class MemberViewSet(IdempotentCreateMixin, viewsets.GenericViewSet, mixins.ListM
     def create(self, request, *args, **kwargs):
         return super().create(request, *args, **kwargs)
 
-    def create_response(self, request):
+    def create_response(self, request, *args, **kwargs):
         serializer = MemberAddSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         membership = services.membership_add(

@@ -72,7 +72,7 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
     def create(self, request, *args, **kwargs):
         return super().create(request, *args, **kwargs)
 
-    def create_response(self, request):
+    def create_response(self, request, *args, **kwargs):
         serializer = JobWriteSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -83,6 +83,8 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
     @staticmethod
     def _organization_for_create(user, organization_id: int | None) -> Organization:
         member_of = user_organization_ids(user=user)
+        if not member_of:
+            raise NotPermitted("Only company members can post jobs.", code="not_a_company_member")
         if organization_id is None:
             if len(member_of) != 1:
                 raise ValidationFailed(

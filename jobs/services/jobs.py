@@ -38,7 +38,7 @@ def job_lock(job_id: int) -> Job:
 
 
 def _require_member(actor: User, organization_id: int) -> None:
-    if not (actor.is_staff or user_is_org_member(user=actor, organization_id=organization_id)):
+    if not user_is_org_member(user=actor, organization_id=organization_id):
         raise NotPermitted("Only members of the job's organization can do this.")
 
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make run`: the whole service on embedded defaults (SQLite, local files, filesystem broker,
+# offline payments): web on 127.0.0.1:8000, a Celery worker, a verification worker and beat.
+# Ctrl-C stops them all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-marketplace.settings.local}"
+BIN=.venv/bin
+HARDWARE_CLASS="${LOCAL_HARDWARE_CLASS:-cpu-x86}"
+mkdir -p var/broker var/broker-processed var/media
+
+$BIN/python manage.py migrate --no-input
+$BIN/python manage.py seed_demo
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo "Stopping..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop_all INT TERM EXIT
+
+$BIN/celery -A marketplace worker -Q default -n "default@%h" --concurrency 2 --loglevel INFO &
+pids+=($!)
+$BIN/celery -A marketplace worker -Q "verify.$HARDWARE_CLASS" -n "verify@%h" --concurrency 1 --prefetch-multiplier 1 --loglevel INFO &
+pids+=($!)
+$BIN/celery -A marketplace beat --loglevel INFO --schedule var/celerybeat-schedule &
+pids+=($!)
+$BIN/python manage.py runserver 127.0.0.1:8000 --noreload &
+pids+=($!)
+echo "Speedproof is running on http://127.0.0.1:8000/ (API docs: /api/docs/, admin: /admin/). Ctrl-C stops it."
+wait -n "${pids[@]}"
