@@ -100,11 +100,12 @@ def _inspect_zip(fileobj: BinaryIO, field: str, budget: _Budget) -> set[str]:
             for info in archive.infolist():
                 name = _check_name(field, info.filename)
                 mode = info.external_attr >> 16
+                file_type = stat.S_IFMT(mode)  # 0 when the archiver recorded no Unix type
                 if stat.S_ISLNK(mode):
                     if info.file_size > 4096:
                         raise _reject(field, "archive_link_outside", f"Link {name!r} is malformed.")
                     _check_link_target(field, name, archive.read(info).decode(errors="replace"))
-                elif mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                elif file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
                     raise _reject(field, "archive_special_file", f"Archive member {name!r} is a device or special file.")
                 budget.add(info.file_size)
                 names.add(name.rstrip("/"))

@@ -70,7 +70,8 @@ class JobWriteSerializer(serializers.Serializer):
 
 
 class UploadSerializer(serializers.Serializer):
-    file = serializers.FileField()
+    # Empty files reach archive validation, which answers with its own error code.
+    file = serializers.FileField(allow_empty_file=True)
 
 
 class JobCancelSerializer(serializers.Serializer):
@@ -148,7 +149,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
 
 
 class SubmissionCreateSerializer(serializers.Serializer):
-    file = serializers.FileField()
+    file = serializers.FileField(allow_empty_file=True)
     notes = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
 
 

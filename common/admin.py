@@ -1,0 +1,126 @@
+"""Admin for the shared records, and the helpers every app's admin uses.
+
+Rows that only services write (audit events, artifacts, stored idempotent answers) are shown read-only:
+no add, no change, no delete. Amounts are shown through `Money`, never as raw minor units alone.
+"""
+
+from django.contrib import admin
+from django.db import models
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+from .models import Artifact, AuditEvent, IdempotencyRecord
+from .money import Money
+
+
+def model_field_names(model: type[models.Model]) -> list[str]:
+    """Every concrete and many-to-many field, so that fields added later are covered (read-only) too."""
+    opts = model._meta
+    return [field.name for field in (*opts.fields, *opts.many_to_many)]
+
+
+def money_display(amount: int | None, currency: str | None) -> str:
+    if amount is None or not currency:
+        return "—"
+    return str(Money(amount, currency))
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "—"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def admin_change_link(obj: models.Model | None, text: str | None = None) -> str:
+    """A link to the object's admin change page, or its plain text where it has none."""
+    if obj is None:
+        return "—"
+    label = text if text is not None else str(obj)
+    try:
+        url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    except NoReverseMatch:
+        return label
+    return format_html('<a href="{}">{}</a>', url, label)
+
+
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """Rows written only by services: viewable, never added, changed or deleted from the admin."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        extra = [name for name in self.readonly_fields if name not in model_field_names(self.model)]
+        return [*model_field_names(self.model), *extra]
+
+
+class ReadOnlyTabularInline(admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "created_at", "verb", "object_type", "object_id", "from_state", "to_state", "actor")
+    list_filter = ("verb", "object_type", "to_state", "created_at")
+    search_fields = ("=object_id", "verb", "actor__email")
+    list_select_related = ("actor",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("object_link",)
+    show_full_result_count = False
+
+    @admin.display(description="Object")
+    def object_link(self, event: AuditEvent) -> str:
+        try:
+            url = reverse(f"admin:{event.object_type.replace('.', '_')}_change", args=[event.object_id])
+        except NoReverseMatch:
+            return f"{event.object_type}:{event.object_id}"
+        return format_html('<a href="{}">{}:{}</a>', url, event.object_type, event.object_id)
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(ReadOnlyModelAdmin):
+    list_display = ("short_sha256", "size_display", "archive_format", "created_at")
+    list_filter = ("archive_format", "created_at")
+    search_fields = ("sha256",)
+    readonly_fields = ("size_display",)
+    date_hierarchy = "created_at"
+
+    @admin.display(description="sha256", ordering="sha256")
+    def short_sha256(self, artifact: Artifact) -> str:
+        return f"{artifact.sha256[:16]}…"
+
+    @admin.display(description="Size", ordering="size")
+    def size_display(self, artifact: Artifact) -> str:
+        return human_size(artifact.size)
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "created_at", "user", "endpoint", "key", "response_status")
+    list_filter = ("response_status", "created_at")
+    search_fields = ("key", "endpoint", "user__email")
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"

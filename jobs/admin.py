@@ -1,0 +1,148 @@
+"""Admin for jobs, bids, contracts and submissions.
+
+Statuses, amounts, fees, criteria and artifacts change only through `jobs.services`, whose edits belong to
+the job's organization (operators are not members), so everything is read-only here. The one action,
+expiring overdue jobs, calls `job_expire` exactly as the scheduled task does.
+"""
+
+from django.contrib import admin
+from django.db.models import Count, Q
+
+from common.admin import (
+    ReadOnlyModelAdmin,
+    ReadOnlyTabularInline,
+    admin_change_link,
+    money_display,
+)
+
+from .models import Bid, Contract, Job, Submission
+from .services import jobs as job_services
+
+class BidInline(ReadOnlyTabularInline):
+    model = Bid
+    fields = ("engineer", "amount_display", "estimated_days", "predicted_speedup", "status", "created_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("job", "engineer")
+
+    @admin.display(description="Amount")
+    def amount_display(self, bid: Bid) -> str:
+        return money_display(bid.amount, bid.job.currency)
+
+
+class SubmissionInline(ReadOnlyTabularInline):
+    model = Submission
+    fields = ("number", "submitted_by", "status", "candidate", "created_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("contract", "submitted_by", "candidate")
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "title",
+        "organization",
+        "status",
+        "hardware_class",
+        "visibility",
+        "budget_display",
+        "bid_count",
+        "bidding_deadline",
+        "published_at",
+    )
+    list_display_links = ("id", "title")
+    list_filter = ("status", "hardware_class", "visibility", "currency", "bidding_deadline", "created_at")
+    search_fields = ("=id", "title", "description", "organization__name", "organization__slug")
+    list_select_related = ("organization",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("budget_display", "bid_count")
+    inlines = (BidInline,)
+    actions = ("expire_overdue",)
+
+    def get_queryset(self, request):
+        active = Q(bids__status__in=Bid.ACTIVE_STATUSES)
+        return super().get_queryset(request).annotate(bid_count=Count("bids", filter=active, distinct=True))
+
+    @admin.display(description="Budget", ordering="budget_max")
+    def budget_display(self, job: Job) -> str:
+        return f"{money_display(job.budget_min, job.currency)} – {money_display(job.budget_max, job.currency)}"
+
+    @admin.display(description="Active bids", ordering="bid_count")
+    def bid_count(self, job: Job) -> int:
+        return getattr(job, "bid_count", 0)
+
+    def has_expire_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.change_job")
+
+    @admin.action(description="Expire selected jobs that are past their award window", permissions=["expire"])
+    def expire_overdue(self, request, queryset) -> None:
+        expired = 0
+        for job_id in queryset.values_list("pk", flat=True):
+            if job_services.job_expire(job_id=job_id) is not None:
+                expired += 1
+        self.message_user(request, f"Expired {expired} job(s); the others are not overdue or not open.")
+
+
+@admin.register(Bid)
+class BidAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "job", "engineer", "amount_display", "estimated_days", "predicted_speedup", "status", "created_at")
+    list_filter = ("status", "job__hardware_class", "job__currency", "created_at")
+    search_fields = ("=id", "=job__id", "job__title", "engineer__email", "engineer__name")
+    list_select_related = ("job", "engineer")
+    date_hierarchy = "created_at"
+    readonly_fields = ("amount_display",)
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, bid: Bid) -> str:
+        return money_display(bid.amount, bid.job.currency)
+
+
+@admin.register(Contract)
+class ContractAdmin(ReadOnlyModelAdmin):
+    list_display = (
+        "id",
+        "job",
+        "organization",
+        "engineer",
+        "amount_display",
+        "platform_fee_display",
+        "status",
+        "attempts_display",
+        "deadline",
+        "created_at",
+    )
+    list_filter = ("status", "currency", "job__hardware_class", "deadline", "created_at")
+    search_fields = ("=id", "=job__id", "job__title", "organization__name", "engineer__email")
+    list_select_related = ("job", "organization", "engineer")
+    date_hierarchy = "created_at"
+    readonly_fields = ("amount_display", "platform_fee_display", "attempts_display", "job_link")
+    inlines = (SubmissionInline,)
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, contract: Contract) -> str:
+        return money_display(contract.amount, contract.currency)
+
+    @admin.display(description="Platform fee", ordering="platform_fee")
+    def platform_fee_display(self, contract: Contract) -> str:
+        return money_display(contract.platform_fee, contract.currency)
+
+    @admin.display(description="Attempts used")
+    def attempts_display(self, contract: Contract) -> str:
+        return f"{contract.submissions_used} / {contract.submission_limit}"
+
+    @admin.display(description="Job page")
+    def job_link(self, contract: Contract) -> str:
+        return admin_change_link(contract.job)
+
+
+@admin.register(Submission)
+class SubmissionAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "contract", "number", "submitted_by", "status", "candidate", "created_at")
+    list_filter = ("status", "created_at")
+    search_fields = ("=id", "=contract__id", "submitted_by__email", "candidate__sha256", "notes")
+    list_select_related = ("contract", "submitted_by", "candidate")
+    date_hierarchy = "created_at"
