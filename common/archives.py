@@ -16,7 +16,7 @@ from django.conf import settings
 
 from .errors import ValidationFailed
 
-MANIFEST_NAMES = ("manifest.toml",)
+MANIFEST_NAMES = ("speedproof.toml",)
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"

@@ -29,7 +29,7 @@ def make_zip(files: dict[str, bytes]) -> bytes:
 
 
 def package_archive(name: str = "package.tar.gz", files: dict[str, bytes] | None = None) -> SimpleUploadedFile:
-    content = make_tar_gz(files or {"manifest.toml": MANIFEST, "baseline/run.py": b"print(1)\n"})
+    content = make_tar_gz(files or {"speedproof.toml": MANIFEST, "baseline/run.py": b"print(1)\n"})
     return SimpleUploadedFile(name, content, content_type="application/gzip")
 
 

@@ -104,7 +104,7 @@ class Command(BaseCommand):
             review_window_hours=0,
             criteria=DEMO_CRITERIA,
         )
-        package = _tar_gz(EXAMPLE_DIR / "package", {"manifest.toml": b'name = "demo"\n'})
+        package = _tar_gz(EXAMPLE_DIR / "package", {"speedproof.toml": b'name = "demo"\n'})
         hidden = _tar_gz(EXAMPLE_DIR / "hidden_inputs", {"inputs/0.json": b"[0.5, 1.5]"})
         job_attach_package(actor=admin, job=job, upload=SimpleUploadedFile("package.tar.gz", package))
         job_attach_hidden_inputs(actor=admin, job=job, upload=SimpleUploadedFile("hidden.tar.gz", hidden))
