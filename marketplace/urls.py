@@ -7,6 +7,7 @@ api_v1 = [
     path("", include("accounts.urls")),
     path("", include("jobs.urls")),
     path("payments/", include("payments.urls")),
+    path("verification/", include("verification.urls")),
 ]
 
 urlpatterns = [
@@ -17,4 +18,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api-auth/", include("rest_framework.urls")),
     path("payments/", include("payments.page_urls")),
+    path("internal/verification/", include("verification.internal_urls")),
 ]

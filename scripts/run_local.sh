@@ -11,6 +11,8 @@ mkdir -p var/broker var/broker-processed var/media
 
 $BIN/python manage.py migrate --no-input
 $BIN/python manage.py seed_demo
+SIGNING_KEY="$PWD/var/verification-signing-key.pem"
+$BIN/python manage.py verification_key "$SIGNING_KEY"
 
 pids=()
 stop_all() {
@@ -23,7 +25,10 @@ trap stop_all INT TERM EXIT
 
 $BIN/celery -A marketplace worker -Q default -n "default@%h" --concurrency 2 --loglevel INFO &
 pids+=($!)
-$BIN/celery -A marketplace worker -Q "verify.$HARDWARE_CLASS" -n "verify@%h" --concurrency 1 --prefetch-multiplier 1 --loglevel INFO &
+# The verification worker loads no Django settings and gets no database URL or payment keys.
+env -u DATABASE_URL -u STRIPE_SECRET_KEY -u DJANGO_SECRET_KEY VERIFICATION_SIGNING_KEY_PATH="$SIGNING_KEY" \
+  $BIN/celery -A verification.worker worker -Q "verify.$HARDWARE_CLASS" -n "verify@%h" \
+  --concurrency 1 --prefetch-multiplier 1 --loglevel INFO &
 pids+=($!)
 $BIN/celery -A marketplace beat --loglevel INFO --schedule var/celerybeat-schedule &
 pids+=($!)

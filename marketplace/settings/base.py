@@ -158,7 +158,6 @@ UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=64 * 1024 * 1024)
 ARCHIVE_MAX_UNCOMPRESSED_BYTES = env.int("ARCHIVE_MAX_UNCOMPRESSED_BYTES", default=512 * 1024 * 1024)
 ARCHIVE_MAX_FILES = env.int("ARCHIVE_MAX_FILES", default=5000)
 IDEMPOTENCY_KEY_TTL_HOURS = 24
-DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 LOG_JSON = env.bool("LOG_JSON", default=False)
@@ -187,3 +186,15 @@ CELERY_BEAT_SCHEDULE = {
     "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": 3600.0},
     "payments-pay-out-payable": {"task": "payments.tasks.payouts_retry_payable", "schedule": 600.0},
 }
+
+# Verification: runs go to the queue `verify.<hardware class>`; hosts call back to this address.
+INTERNAL_API_BASE_URL = env("INTERNAL_API_BASE_URL", default=PUBLIC_BASE_URL)
+VERIFICATION_BUDGET_PAIRS = env.int("VERIFICATION_BUDGET_PAIRS", default=40)
+VERIFICATION_CALIBRATION_PAIRS = env.int("VERIFICATION_CALIBRATION_PAIRS", default=8)
+VERIFICATION_TIME_LIMIT_SECONDS = env.int("VERIFICATION_TIME_LIMIT_SECONDS", default=1800)
+VERIFICATION_TOKEN_GRACE_SECONDS = 300
+VERIFICATION_QUEUED_TOKEN_HOURS = 24
+VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS = env.int("VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS", default=120)
+CELERY_BEAT_SCHEDULE["verification-watchdog"] = {"task": "verification.tasks.verification_watchdog", "schedule": 60.0}
+# Result uploads carry every raw measurement of a run.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024

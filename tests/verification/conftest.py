@@ -1,0 +1,89 @@
+import io
+
+import pytest
+
+from common.services import artifact_store
+from tests.factories import make_tar_gz
+from tests.factories.jobs import CRITERIA
+from verification.models import VerificationRun
+from verification.runner.certificate import generate_signing_key, public_key_pem, sign_report
+from verification.services import signing_key_register, verification_run_create
+
+
+@pytest.fixture
+def signing_key(db):
+    key = generate_signing_key()
+    signing_key_register(public_key_pem=public_key_pem(key).decode())
+    return key
+
+
+@pytest.fixture
+def dispatched(monkeypatch):
+    """Dispatches recorded instead of sent to the broker (the end-to-end tests use a real one)."""
+    sent = []
+    monkeypatch.setattr("verification.dispatch.send_run", sent.append)
+    return sent
+
+
+def _artifact(files: dict[str, bytes]):
+    return artifact_store(fileobj=io.BytesIO(make_tar_gz(files)), archive_format="tar.gz")
+
+
+@pytest.fixture
+def make_run(db, dispatched, django_capture_on_commit_callbacks):
+    def make(kind=VerificationRun.Kind.SUBMISSION, subject="submission:1"):
+        with django_capture_on_commit_callbacks(execute=True):
+            run = verification_run_create(
+                kind=kind,
+                subject=subject,
+                hardware_class="cpu-x86",
+                package=_artifact({"speedproof.toml": b"format = 1\n"}),
+                candidate=_artifact({"impl/run.py": b"fast"}) if kind == VerificationRun.Kind.SUBMISSION else None,
+                hidden_inputs=_artifact({"inputs/0.json": b"[1]"}),
+                criteria=CRITERIA,
+                budget_pairs=8,
+            )
+        return run, dispatched[-1].token
+
+    return make
+
+
+def fake_report(run: VerificationRun, *, decision="PASS", fraction=1.0, estimate=2.1) -> dict:
+    """A report shaped like the runner's, for the runs the service records without a real host."""
+    return {
+        "runner_version": "test",
+        "decision": decision,
+        "reason": f"{decision} in test",
+        "payout_fraction": fraction,
+        "tier": {"index": 2, "speedup": 2.0, "fraction": fraction} if fraction else None,
+        "criteria_spec": run.criteria,
+        "criteria": [
+            {
+                "label": "median wall_time speedup >= 1.5",
+                "criterion": {"kind": "speedup", "threshold": 1.5},
+                "decision": decision,
+                "estimate": estimate,
+                "interval": [estimate * 0.9, estimate * 1.1],
+                "p_value_pass": 0.001,
+                "p_value_fail": 0.9,
+                "self_reported": False,
+            }
+        ],
+        "correctness": {"passed": True, "outputs_compared": 10},
+        "runs": {"pairs": 8, "total": 16, "looks": 2},
+        "sha256": {
+            "package": run.package.sha256,
+            "candidate": run.candidate.sha256 if run.candidate_id else None,
+            "hidden_inputs": run.hidden_inputs.sha256,
+        },
+        "settings": {"alpha": 0.05},
+        "timings": {"finished_at": "2026-11-28T00:00:00+00:00"},
+        "environment": {"cpu_model": "test", "cpu_count": 2},
+        "measurements": [],
+        "logs": {"baseline": "secret stderr"},
+    }
+
+
+def signed(run, key, **kwargs):
+    report = fake_report(run, **kwargs)
+    return report, sign_report(report, key)

@@ -1,0 +1,75 @@
+"""The run-token channel: everything a host needs for its run, nothing for any other run."""
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from verification.models import VerificationRun
+
+from .conftest import signed
+
+pytestmark = pytest.mark.django_db
+
+
+def _client(token: str | None) -> APIClient:
+    client = APIClient()
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"RunToken {token}")
+    return client
+
+
+def test_host_flow_over_http(make_run, signing_key):
+    run, token = make_run()
+    client = _client(token)
+    spec = client.post(f"/internal/verification/runs/{run.pk}/start/").json()
+    assert spec["criteria"] == run.criteria and set(spec["artifacts"]) == {"package", "candidate", "hidden_inputs"}
+    download = client.get(f"/internal/verification/runs/{run.pk}/artifacts/hidden_inputs/")
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == run.hidden_inputs.file.open("rb").read()
+    assert client.post(f"/internal/verification/runs/{run.pk}/heartbeat/", {"progress": {"runs_done": 1}}, format="json").json() == {"ok": True}
+    report, certificate = signed(run, signing_key)
+    response = client.post(f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json")
+    assert response.json() == {"status": "passed"}
+
+
+@pytest.mark.parametrize("case", ["missing", "guessed", "other_run", "expired", "wrong_scheme", "after_result"])
+def test_bad_tokens_get_one_403_that_leaks_nothing(make_run, signing_key, case):
+    run, token = make_run(subject="submission:1")
+    other, other_token = make_run(subject="submission:2")
+    _client(token).post(f"/internal/verification/runs/{run.pk}/start/")
+    presented = {
+        "missing": None,
+        "guessed": "vrt_" + "A" * 43,
+        "other_run": other_token,
+        "expired": token,
+        "wrong_scheme": token,
+        "after_result": token,
+    }[case]
+    client = _client(presented)
+    if case == "wrong_scheme":
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    if case == "expired":
+        VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now())
+    if case == "after_result":
+        report, certificate = signed(run, signing_key)
+        client.post(f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json")
+    for method, path in [
+        ("post", "start/"),
+        ("get", "artifacts/hidden_inputs/"),
+        ("post", "heartbeat/"),
+        ("post", "failure/"),
+    ]:
+        response = getattr(client, method)(f"/internal/verification/runs/{run.pk}/{path}", {"reason": "x"}, format="json")
+        assert response.status_code == 403, (path, response.status_code)
+        body = response.json()
+        assert body["error"]["code"] == "run_token_invalid"
+        assert run.hidden_inputs.sha256 not in response.content.decode()
+        assert "criteria" not in body
+
+
+def test_public_keys_are_listed_with_ids(client, signing_key):
+    from verification.runner.certificate import key_id
+
+    keys = client.get("/api/v1/verification/keys/").json()
+    assert [key["key_id"] for key in keys] == [key_id(signing_key.public_key())]
+    assert "PRIVATE" not in str(keys)

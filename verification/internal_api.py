@@ -1,0 +1,124 @@
+"""The channel verification hosts use: authenticated by a per-run token, scoped to that run alone.
+
+Hosts hold no database or payment credentials; everything they need and everything they report
+passes through these endpoints. Every token failure answers the same 403, whatever the cause.
+"""
+
+import base64
+import binascii
+
+from django.http import FileResponse
+from rest_framework import permissions, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from common.errors import NotFound, ValidationFailed
+
+from . import services
+from .models import VerificationRun
+
+ARTIFACT_FIELDS = ("package", "candidate", "hidden_inputs")
+
+
+def _token(request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme != "RunToken" or not token:
+        raise services.RunTokenRejected()
+    return token.strip()
+
+
+class RunTokenView(APIView):
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+    throttle_classes: list = []  # 256-bit per-run tokens; hosts heartbeat often
+    schema = None  # internal: not part of the public API document
+
+
+def _spec(request, run: VerificationRun) -> dict:
+    artifacts = {}
+    for name in ARTIFACT_FIELDS:
+        artifact = getattr(run, name)
+        if artifact is not None:
+            artifacts[name] = {
+                "sha256": artifact.sha256,
+                "size": artifact.size,
+                "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/"),
+            }
+    return {
+        "run_id": run.pk,
+        "kind": run.kind,
+        "hardware_class": run.hardware_class,
+        "criteria": run.criteria,
+        "budget_pairs": run.budget_pairs,
+        "time_limit_seconds": run.time_limit_seconds,
+        "artifacts": artifacts,
+    }
+
+
+class RunStartApi(RunTokenView):
+    def post(self, request, run_id: int):
+        run = services.verification_run_start(run_id=run_id, token=_token(request))
+        return Response(_spec(request, run))
+
+
+class RunArtifactApi(RunTokenView):
+    def get(self, request, run_id: int, name: str):
+        run = services.verification_run_authenticate(run_id=run_id, token=_token(request))
+        if run.status != VerificationRun.Status.RUNNING or name not in ARTIFACT_FIELDS:
+            raise NotFound("No such artifact for this run.")
+        artifact = getattr(run, name)
+        if artifact is None:
+            raise NotFound("No such artifact for this run.")
+        return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=f"{name}.{artifact.archive_format or 'bin'}")
+
+
+class HeartbeatSerializer(serializers.Serializer):
+    progress = serializers.DictField(required=False, default=dict)
+
+
+class RunHeartbeatApi(RunTokenView):
+    def post(self, request, run_id: int):
+        serializer = HeartbeatSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.verification_run_heartbeat(run_id=run_id, token=_token(request), progress=serializer.validated_data["progress"])
+        return Response({"ok": True})
+
+
+class ResultSerializer(serializers.Serializer):
+    report = serializers.DictField()
+    certificate = serializers.DictField()
+    plot_png_base64 = serializers.CharField(required=False, allow_blank=True)
+    plot_svg = serializers.CharField(required=False, allow_blank=True)
+
+
+class RunResultApi(RunTokenView):
+    def post(self, request, run_id: int):
+        token = _token(request)
+        serializer = ResultSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            plot_png = base64.b64decode(data["plot_png_base64"], validate=True) if data.get("plot_png_base64") else None
+        except (binascii.Error, ValueError):
+            raise ValidationFailed("plot_png_base64 is not base64.", code="invalid_plot")
+        run = services.verification_record_result(
+            run_id=run_id,
+            token=token,
+            report=data["report"],
+            certificate=data["certificate"],
+            plot_png=plot_png,
+            plot_svg=data.get("plot_svg", "").encode() or None,
+        )
+        return Response({"status": run.status})
+
+
+class FailureSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class RunFailureApi(RunTokenView):
+    def post(self, request, run_id: int):
+        serializer = FailureSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.verification_run_report_failure(run_id=run_id, token=_token(request), reason=serializer.validated_data["reason"])
+        return Response({"status": run.status})

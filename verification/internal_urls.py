@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import internal_api
+
+urlpatterns = [
+    path("runs/<int:run_id>/start/", internal_api.RunStartApi.as_view()),
+    path("runs/<int:run_id>/artifacts/<str:name>/", internal_api.RunArtifactApi.as_view()),
+    path("runs/<int:run_id>/heartbeat/", internal_api.RunHeartbeatApi.as_view()),
+    path("runs/<int:run_id>/result/", internal_api.RunResultApi.as_view()),
+    path("runs/<int:run_id>/failure/", internal_api.RunFailureApi.as_view()),
+]

@@ -1,0 +1,317 @@
+"""Every write to verification runs and signing keys. Runs move only through these functions."""
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from common.errors import NotPermitted, ValidationFailed
+from common.models import Artifact
+from common.services import artifact_store, audit_record
+from common.transitions import transition_apply
+
+from .models import SigningKey, VerificationRun
+from .runner import certificate as certificates
+from .signals import verification_finished
+
+log = structlog.get_logger(__name__)
+Status = VerificationRun.Status
+
+RUN_TRANSITIONS = {
+    Status.QUEUED: {Status.RUNNING, Status.ERROR},
+    Status.RUNNING: {Status.QUEUED, Status.PASSED, Status.FAILED, Status.INCONCLUSIVE, Status.ERROR},
+}
+DECISION_STATUS = {"PASS": Status.PASSED, "FAIL": Status.FAILED, "INCONCLUSIVE": Status.INCONCLUSIVE}
+MAX_INFRASTRUCTURE_FAILURES = 3
+TOKEN_PREFIX = "vrt_"
+
+
+class RunTokenRejected(NotPermitted):
+    """One answer for every bad token — unknown, expired, or another run's — so nothing leaks."""
+
+    def __init__(self) -> None:
+        super().__init__("This run token is not valid for this run.", code="run_token_invalid")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    run_id: int
+    token: str
+    queue: str
+    time_limit_seconds: int
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def signing_key_register(*, public_key_pem: str) -> SigningKey:
+    public_key = certificates.load_public_key(public_key_pem.encode())
+    key_id = certificates.key_id(public_key)
+    key, _ = SigningKey.objects.get_or_create(
+        key_id=key_id, defaults={"public_key_pem": certificates.public_key_pem(public_key).decode()}
+    )
+    return key
+
+
+def signing_key_retire(*, key_id: str) -> None:
+    SigningKey.objects.filter(key_id=key_id, active=True).update(active=False, retired_at=timezone.now())
+
+
+@transaction.atomic
+def verification_run_create(
+    *,
+    kind: str,
+    subject: str,
+    hardware_class: str,
+    package: Artifact,
+    hidden_inputs: Artifact,
+    criteria: dict,
+    candidate: Artifact | None = None,
+    budget_pairs: int | None = None,
+) -> VerificationRun:
+    """Queue a run; it is sent to its hardware class's queue once the caller's transaction commits."""
+    budget = budget_pairs or settings.VERIFICATION_BUDGET_PAIRS
+    run = VerificationRun.objects.create(
+        kind=kind,
+        subject=subject,
+        hardware_class=hardware_class,
+        package=package,
+        candidate=candidate,
+        hidden_inputs=hidden_inputs,
+        criteria=criteria,
+        budget_pairs=budget,
+        time_limit_seconds=settings.VERIFICATION_TIME_LIMIT_SECONDS,
+    )
+    audit_record(actor=None, verb="verification_queued", obj=run, to_state=run.status, data={"subject": subject})
+    transaction.on_commit(lambda: verification_run_dispatch(run_id=run.pk))
+    return run
+
+
+def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
+    """Issue a fresh run token and send the run to its queue; a stale or final run is left alone."""
+    with transaction.atomic():
+        run = VerificationRun.objects.select_for_update().get(pk=run_id)
+        if run.status != Status.QUEUED:
+            return None
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = timezone.now()
+        run.token_hash = _token_hash(token)
+        # Long enough to wait in the queue behind other runs; starting the run shortens it.
+        run.token_expires_at = now + timedelta(hours=settings.VERIFICATION_QUEUED_TOKEN_HOURS)
+        run.dispatch_count += 1
+        run.dispatched_at = now
+        run.save(update_fields=["token_hash", "token_expires_at", "dispatch_count", "dispatched_at", "updated_at"])
+    dispatch = Dispatch(run.pk, token, run.queue, run.time_limit_seconds)
+    from .dispatch import send_run  # the Celery producer, kept out of the service's import graph
+
+    send_run(dispatch)
+    return dispatch
+
+
+def _authenticated_run(run_id: int, token: str) -> VerificationRun:
+    run = VerificationRun.objects.select_for_update().filter(pk=run_id).first()
+    if (
+        run is None
+        or not run.token_hash
+        or not hmac.compare_digest(run.token_hash, _token_hash(token or ""))
+        or run.token_expires_at is None
+        or run.token_expires_at <= timezone.now()
+    ):
+        raise RunTokenRejected()
+    return run
+
+
+def verification_run_authenticate(*, run_id: int, token: str) -> VerificationRun:
+    with transaction.atomic():
+        return _authenticated_run(run_id, token)
+
+
+@transaction.atomic
+def verification_run_start(*, run_id: int, token: str) -> VerificationRun:
+    run = _authenticated_run(run_id, token)
+    if run.status == Status.RUNNING:
+        return run
+    now = timezone.now()
+    run.started_at = run.heartbeat_at = now
+    run.token_expires_at = now + timedelta(seconds=run.time_limit_seconds + settings.VERIFICATION_TOKEN_GRACE_SECONDS)
+    return transition_apply(
+        run, to=Status.RUNNING, allowed=RUN_TRANSITIONS, actor=None, verb="verification_started",
+        data={"dispatch": run.dispatch_count}, update_fields=["started_at", "heartbeat_at", "token_expires_at"],
+    )
+
+
+@transaction.atomic
+def verification_run_heartbeat(*, run_id: int, token: str, progress: dict[str, Any]) -> VerificationRun:
+    run = _authenticated_run(run_id, token)
+    if run.status != Status.RUNNING:
+        raise RunTokenRejected()
+    run.heartbeat_at = timezone.now()
+    run.progress = {key: progress.get(key) for key in ("phase", "runs_done", "runs_budget", "pairs_done", "pairs_budget", "estimate", "interval")}
+    run.save(update_fields=["heartbeat_at", "progress", "updated_at"])
+    return run
+
+
+def _verified_certificate(run: VerificationRun, report: dict, certificate: dict) -> SigningKey:
+    key = SigningKey.objects.filter(key_id=str(certificate.get("key_id", "")), active=True).first()
+    if key is None:
+        raise ValidationFailed("The certificate's key is not an active signing key.", code="certificate_key_unknown")
+    try:
+        payload = certificates.verify_certificate(
+            certificate, certificates.load_public_key(key.public_key_pem.encode()), report=report
+        )
+    except certificates.CertificateError as error:
+        raise ValidationFailed(f"The certificate does not verify: {error}", code="certificate_invalid") from error
+    expected = {
+        "package": run.package.sha256,
+        "candidate": run.candidate.sha256 if run.candidate_id else None,
+        "hidden_inputs": run.hidden_inputs.sha256,
+    }
+    signed = payload.get("sha256", {})
+    for name, sha256 in expected.items():
+        if sha256 is not None and signed.get(name) != sha256:
+            raise ValidationFailed("The certificate is for other files than this run's.", code="certificate_mismatch")
+    return key
+
+
+def verification_record_result(
+    *,
+    run_id: int,
+    token: str,
+    report: dict,
+    certificate: dict,
+    plot_png: bytes | None = None,
+    plot_svg: bytes | None = None,
+) -> VerificationRun:
+    """Record a signed result once; the token dies with it, so a replay is refused."""
+    from io import BytesIO
+
+    with transaction.atomic():
+        run = _authenticated_run(run_id, token)
+        if run.status != Status.RUNNING:
+            raise RunTokenRejected()
+        key = _verified_certificate(run, report, certificate)
+        decision = report.get("decision")
+        if decision == "ERROR":
+            return _infrastructure_failure_locked(run, reason=str(report.get("reason", "runner error"))[:500])
+        status = Status.PASSED if run.kind == VerificationRun.Kind.CALIBRATION else DECISION_STATUS.get(decision)
+        if status is None:
+            raise ValidationFailed("Unknown decision.", code="invalid_decision")
+        run.report = report
+        run.certificate = certificate
+        run.signing_key = key
+        run.decision = decision
+        run.reason = str(report.get("reason", ""))[:2000]
+        run.payout_fraction_bps = round(float(report.get("payout_fraction") or 0) * 10_000)
+        tier = report.get("tier") or None
+        run.tier = (tier or {}).get("index")
+        run.speedup_estimate = _speedup_estimate(report)
+        run.finished_at = timezone.now()
+        run.token_hash = ""
+        if plot_png:
+            run.plot_png = artifact_store(fileobj=BytesIO(plot_png))
+        if plot_svg:
+            run.plot_svg = artifact_store(fileobj=BytesIO(plot_svg))
+        transition_apply(
+            run, to=status, allowed=RUN_TRANSITIONS, actor=None, verb="verification_finished",
+            data={"decision": decision, "payout_fraction_bps": run.payout_fraction_bps, "key_id": key.key_id},
+            update_fields=[
+                "report", "certificate", "signing_key", "decision", "reason", "payout_fraction_bps", "tier",
+                "speedup_estimate", "finished_at", "token_hash", "plot_png", "plot_svg",
+            ],
+        )
+        _announce(run)
+    log.info("verification_recorded", run_id=run.pk, decision=decision, subject=run.subject)
+    return run
+
+
+def _speedup_estimate(report: dict) -> float | None:
+    for criterion in report.get("criteria") or []:
+        if (criterion.get("criterion") or {}).get("kind") == "speedup":
+            return criterion.get("estimate")
+    return None
+
+
+def _announce(run: VerificationRun) -> None:
+    verification_finished.send(
+        sender=VerificationRun,
+        run_id=run.pk,
+        subject=run.subject,
+        kind=run.kind,
+        status=run.status,
+        decision=run.decision,
+        payout_fraction_bps=run.payout_fraction_bps,
+        tier=run.tier,
+        speedup_estimate=run.speedup_estimate,
+    )
+
+
+def _infrastructure_failure_locked(run: VerificationRun, *, reason: str) -> VerificationRun:
+    run.infrastructure_failures += 1
+    run.token_hash = ""
+    run.error_log = [*run.error_log, {"at": timezone.now().isoformat(), "reason": reason}][-10:]
+    if run.infrastructure_failures >= MAX_INFRASTRUCTURE_FAILURES:
+        run.finished_at = timezone.now()
+        run.reason = f"Infrastructure failed {run.infrastructure_failures} times; last: {reason}"
+        transition_apply(
+            run, to=Status.ERROR, allowed=RUN_TRANSITIONS, actor=None, verb="verification_errored",
+            data={"reason": reason}, update_fields=["infrastructure_failures", "token_hash", "error_log", "finished_at", "reason"],
+        )
+        _announce(run)
+        return run
+    run.started_at = run.heartbeat_at = None
+    run.progress = {}
+    transition_apply(
+        run, to=Status.QUEUED, allowed=RUN_TRANSITIONS, actor=None, verb="verification_requeued",
+        data={"reason": reason, "failures": run.infrastructure_failures},
+        update_fields=["infrastructure_failures", "token_hash", "error_log", "started_at", "heartbeat_at", "progress"],
+    )
+    transaction.on_commit(lambda: verification_run_dispatch(run_id=run.pk))
+    return run
+
+
+def verification_run_report_failure(*, run_id: int, token: str, reason: str) -> VerificationRun:
+    """The verification host could not carry out the run (download, sandbox, crash)."""
+    with transaction.atomic():
+        run = _authenticated_run(run_id, token)
+        if run.status != Status.RUNNING:
+            raise RunTokenRejected()
+        return _infrastructure_failure_locked(run, reason=reason[:500])
+
+
+def verification_watchdog() -> list[int]:
+    """Requeue runs whose host went silent or overran; a run never stays 'running' forever."""
+    now = timezone.now()
+    silent_since = now - timedelta(seconds=settings.VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS)
+    grace = timedelta(seconds=settings.VERIFICATION_TOKEN_GRACE_SECONDS)
+    handled = []
+
+    def problem(run: VerificationRun) -> str | None:
+        if run.heartbeat_at is None or run.heartbeat_at < silent_since:
+            return "no heartbeat from the verification host"
+        if run.started_at + timedelta(seconds=run.time_limit_seconds) + grace < now:
+            return "the run overran its time limit"
+        return None
+
+    for run_id in list(VerificationRun.objects.filter(status=Status.RUNNING).values_list("pk", flat=True)):
+        with transaction.atomic():
+            run = VerificationRun.objects.select_for_update().get(pk=run_id)
+            reason = problem(run) if run.status == Status.RUNNING else None
+            if reason is None:
+                continue
+            _infrastructure_failure_locked(run, reason=reason)
+            handled.append(run_id)
+    never_sent = VerificationRun.objects.filter(
+        status=Status.QUEUED, dispatched_at__isnull=True, created_at__lt=now - timedelta(minutes=1)
+    ).values_list("pk", flat=True)
+    for run_id in list(never_sent):
+        verification_run_dispatch(run_id=run_id)
+        handled.append(run_id)
+    return handled

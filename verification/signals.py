@@ -1,0 +1,10 @@
+"""Domain events of verification, sent inside the transaction that records them.
+
+Receivers (the orchestrating app) run in that same transaction, so a recorded result and its
+consequences commit together or not at all. Every signal carries `run_id`, `subject` and `kind`.
+"""
+
+from django.dispatch import Signal
+
+# A run reached a final state: status, decision, payout_fraction_bps, tier, speedup_estimate.
+verification_finished = Signal()

@@ -1,0 +1,14 @@
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="verification.tasks.verification_watchdog")
+def verification_watchdog() -> list[int]:
+    """Requeue silent or overrunning runs; a second run right after finds nothing to do."""
+    return services.verification_watchdog()
+
+
+@shared_task(name="verification.tasks.verification_dispatch")
+def verification_dispatch(run_id: int) -> bool:
+    return services.verification_run_dispatch(run_id=run_id) is not None

@@ -1,0 +1,44 @@
+"""The Celery app of verification hosts: `celery -A verification.worker worker -Q verify.<class>`.
+
+It configures itself from the environment (broker URL only) and never loads Django, so a
+verification host runs untrusted code without any database or payment credentials.
+"""
+
+import os
+from pathlib import Path
+
+from celery import Celery
+
+from . import host
+
+VAR_DIR = Path(os.environ.get("SPEEDPROOF_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
+BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+
+app = Celery("speedproof-verification", broker=BROKER_URL)
+app.conf.update(
+    broker_transport_options=(
+        {
+            "data_folder_in": str(VAR_DIR / "broker"),
+            "data_folder_out": str(VAR_DIR / "broker"),
+            "processed_folder": str(VAR_DIR / "broker-processed"),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        }
+        if BROKER_URL.startswith("filesystem")
+        else {"visibility_timeout": 3 * 3600}
+    ),
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    worker_concurrency=1,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+)
+
+
+@app.task(name="verification.execute_run", acks_late=True, reject_on_worker_lost=True)
+def execute_run(run_id: int, token: str, base_url: str) -> str | None:
+    try:
+        return host.execute_run(run_id=run_id, token=token, base_url=base_url)
+    except host.RunRejected:
+        return None  # the platform moved on (requeued, finished, expired): nothing to do
