@@ -11,7 +11,6 @@ from django.db.models import Count, Q
 from common.admin import (
     ReadOnlyModelAdmin,
     ReadOnlyTabularInline,
-    admin_change_link,
     money_display,
 )
 
@@ -60,6 +59,7 @@ class JobAdmin(ReadOnlyModelAdmin):
     list_select_related = ("organization",)
     date_hierarchy = "created_at"
     readonly_fields = ("budget_display", "bid_count")
+    field_displays = {"budget_min": "budget_display", "budget_max": "budget_display"}
     inlines = (BidInline,)
     actions = ("expire_overdue",)
 
@@ -95,6 +95,7 @@ class BidAdmin(ReadOnlyModelAdmin):
     list_select_related = ("job", "engineer")
     date_hierarchy = "created_at"
     readonly_fields = ("amount_display",)
+    field_displays = {"amount": "amount_display"}
 
     @admin.display(description="Amount", ordering="amount")
     def amount_display(self, bid: Bid) -> str:
@@ -119,7 +120,13 @@ class ContractAdmin(ReadOnlyModelAdmin):
     search_fields = ("=id", "=job__id", "job__title", "organization__name", "engineer__email")
     list_select_related = ("job", "organization", "engineer")
     date_hierarchy = "created_at"
-    readonly_fields = ("amount_display", "platform_fee_display", "attempts_display", "job_link")
+    readonly_fields = ("amount_display", "platform_fee_display", "attempts_display")
+    field_displays = {
+        "amount": "amount_display",
+        "platform_fee": "platform_fee_display",
+        "submission_limit": "attempts_display",
+        "submissions_used": "attempts_display",
+    }
     inlines = (SubmissionInline,)
 
     @admin.display(description="Amount", ordering="amount")
@@ -133,10 +140,6 @@ class ContractAdmin(ReadOnlyModelAdmin):
     @admin.display(description="Attempts used")
     def attempts_display(self, contract: Contract) -> str:
         return f"{contract.submissions_used} / {contract.submission_limit}"
-
-    @admin.display(description="Job page")
-    def job_link(self, contract: Contract) -> str:
-        return admin_change_link(contract.job)
 
 
 @admin.register(Submission)

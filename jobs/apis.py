@@ -19,6 +19,7 @@ from .serializers import (
     BidSerializer,
     BidWriteSerializer,
     ContractSerializer,
+    FundingInstructionsSerializer,
     JobCancelSerializer,
     JobSerializer,
     JobWriteSerializer,
@@ -26,6 +27,9 @@ from .serializers import (
     SubmissionSerializer,
     UploadSerializer,
 )
+from verification import selectors as verification_selectors
+from verification.serializers import VerificationRunSerializer
+
 from .services import bids as bid_services
 from .services import contracts as contract_services
 from .services import jobs as job_services
@@ -247,6 +251,28 @@ class ContractViewSet(viewsets.GenericViewSet):
         )
         return Response(ContractSerializer(contract).data)
 
+    @extend_schema(request=None, responses=FundingInstructionsSerializer)
+    @action(detail=True, methods=["post"])
+    def fund(self, request, pk=None):
+        instructions = contract_services.contract_fund_start(actor=request.user, contract=self._contract())
+        return Response(FundingInstructionsSerializer(instructions).data)
+
+    @extend_schema(request=None, responses=ContractSerializer)
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        contract = contract_services.contract_approve_early(actor=request.user, contract=self._contract())
+        return Response(ContractSerializer(contract).data)
+
+    @extend_schema(request=JobCancelSerializer, responses=ContractSerializer)
+    @action(detail=True, methods=["post"])
+    def dispute(self, request, pk=None):
+        serializer = JobCancelSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        contract = contract_services.contract_dispute_review(
+            actor=request.user, contract=self._contract(), reason=serializer.validated_data["reason"]
+        )
+        return Response(ContractSerializer(contract).data)
+
     @extend_schema(
         request={"multipart/form-data": SubmissionCreateSerializer},
         responses={200: SubmissionSerializer(many=True), 201: SubmissionSerializer},
@@ -289,6 +315,32 @@ class SubmissionViewSet(viewsets.GenericViewSet):
 
     def retrieve(self, request, pk=None):
         return Response(SubmissionSerializer(self._submission()).data)
+
+    @extend_schema(responses=VerificationRunSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def verification(self, request, pk=None):
+        submission = self._submission()
+        runs = verification_selectors.verification_runs_for(subject=submission_services.submission_subject(submission.pk))
+        return Response(VerificationRunSerializer(runs, many=True).data)
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    @action(detail=True, methods=["get"], url_path=r"verification/(?P<run_id>\d+)/plot\.(?P<fmt>png|svg)")
+    def verification_plot(self, request, pk=None, run_id=None, fmt="png"):
+        submission = self._submission()
+        run = verification_selectors.verification_runs_for(
+            subject=submission_services.submission_subject(submission.pk)
+        ).filter(pk=run_id).first()
+        artifact = getattr(run, f"plot_{fmt}", None) if run else None
+        if artifact is None:
+            raise NotFound("No plot for this run.", code="plot_missing")
+        return FileResponse(artifact.file.open("rb"), content_type="image/png" if fmt == "png" else "image/svg+xml")
+
+    @extend_schema(request=None, responses=SubmissionSerializer)
+    @action(detail=True, methods=["post"])
+    def accept(self, request, pk=None):
+        submission = submission_services.submission_accept_inconclusive(actor=request.user, submission=self._submission())
+        submission.refresh_from_db()
+        return Response(SubmissionSerializer(submission).data)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"])

@@ -38,6 +38,8 @@ class Job(TimeStampedModel):
     hidden_inputs = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    # The A/A run of the baseline on the job's hardware class: noise per criterion and flags.
+    calibration = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -104,6 +106,15 @@ class Contract(TimeStampedModel):
         max_length=20, choices=Status.choices, default=Status.AWAITING_FUNDING, db_index=True
     )
     status_reason = models.CharField(max_length=255, blank=True)
+    escrow = models.OneToOneField(
+        "payments.Escrow", null=True, blank=True, on_delete=models.PROTECT, related_name="contract"
+    )
+    # The best verified payout fraction so far (basis points of the amount) and the run that earned it.
+    earned_bps = models.PositiveIntegerField(default=0)
+    earned_run_id = models.PositiveBigIntegerField(null=True, blank=True)
+    release_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    review_disputed = models.BooleanField(default=False)
+    settle_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-id"]
@@ -111,6 +122,7 @@ class Contract(TimeStampedModel):
             models.CheckConstraint(
                 condition=Q(submissions_used__lte=models.F("submission_limit")), name="contract_attempts_within_limit"
             ),
+            models.CheckConstraint(condition=Q(earned_bps__lte=10_000), name="contract_earned_at_most_all"),
             models.CheckConstraint(condition=Q(platform_fee__gte=0) & Q(amount__gt=0), name="contract_money_positive"),
         ]
 

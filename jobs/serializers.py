@@ -45,6 +45,7 @@ class JobSerializer(serializers.ModelSerializer):
             "bid_count",
             "package",
             "hidden_inputs_attached",
+            "calibration",
         ]
 
     def get_hidden_inputs_attached(self, job: Job) -> bool:
@@ -129,6 +130,10 @@ class ContractSerializer(serializers.ModelSerializer):
             "deadline",
             "status",
             "status_reason",
+            "escrow",
+            "earned_bps",
+            "release_due_at",
+            "review_disputed",
             "created_at",
         ]
 
@@ -136,16 +141,30 @@ class ContractSerializer(serializers.ModelSerializer):
         return {"id": contract.engineer_id, "name": contract.engineer.name}
 
 
+NEXT_STEPS = {
+    Submission.Status.RECEIVED: "Waiting for verification.",
+    Submission.Status.VERIFYING: "Verification is queued or running; progress is shown on the verification run.",
+    Submission.Status.PASSED: "Passed: the tier's payout is released after the company's review window.",
+    Submission.Status.FAILED: "Failed: submit an improved candidate while attempts and time remain.",
+    Submission.Status.INCONCLUSIVE: "Inconclusive: the company may accept it; otherwise submit again while attempts remain.",
+    Submission.Status.ERROR: "The platform could not verify it; the attempt was not counted. Submit again.",
+}
+
+
 class SubmissionSerializer(serializers.ModelSerializer):
     candidate = ArtifactSerializer(read_only=True)
     attempts_left = serializers.SerializerMethodField()
+    next_steps = serializers.SerializerMethodField()
 
     class Meta:
         model = Submission
-        fields = ["id", "contract", "number", "candidate", "notes", "status", "created_at", "attempts_left"]
+        fields = ["id", "contract", "number", "candidate", "notes", "status", "created_at", "attempts_left", "next_steps"]
 
     def get_attempts_left(self, submission: Submission) -> int:
         return submission.contract.attempts_left
+
+    def get_next_steps(self, submission: Submission) -> str:
+        return NEXT_STEPS[submission.status]
 
 
 class SubmissionCreateSerializer(serializers.Serializer):
@@ -166,3 +185,14 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
     def get_object(self, event: AuditEvent) -> dict:
         return {"type": event.object_type, "id": event.object_id}
+
+
+class FundingInstructionsSerializer(serializers.Serializer):
+    """How the company pays: Stripe.js confirms `client_secret`; the offline provider's page is `confirm_url`."""
+
+    provider = serializers.CharField()
+    payment_intent_id = serializers.CharField()
+    client_secret = serializers.CharField(allow_null=True)
+    confirm_url = serializers.CharField(allow_null=True)
+    amount = serializers.IntegerField()
+    currency = serializers.CharField()

@@ -17,6 +17,7 @@ CONTRACT_TRANSITIONS = {
 }
 SUBMISSION_TRANSITIONS = {
     Submission.Status.RECEIVED: {Submission.Status.VERIFYING, Submission.Status.ERROR},
+    Submission.Status.INCONCLUSIVE: {Submission.Status.PASSED},
     Submission.Status.VERIFYING: {
         Submission.Status.PASSED,
         Submission.Status.FAILED,

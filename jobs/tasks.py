@@ -1,15 +1,38 @@
+"""Thin tasks: ids in, one service call; each is safe to run twice."""
+
 from celery import shared_task
 from django.utils import timezone
 
 from .models import Job
+from .services import contracts
 from .services.jobs import job_expire
 
 
 @shared_task(name="jobs.tasks.jobs_expire_overdue")
 def jobs_expire_overdue() -> int:
-    """Expire open jobs left unawarded past their award window; running it twice changes nothing."""
+    """Expire open jobs left unawarded past their award window."""
     expired = 0
     for job_id in Job.objects.filter(status=Job.Status.OPEN, bidding_deadline__lt=timezone.now()).values_list("pk", flat=True):
         if job_expire(job_id=job_id) is not None:
             expired += 1
     return expired
+
+
+@shared_task(name="jobs.tasks.contract_release_due")
+def contract_release_due(contract_id: int) -> None:
+    contracts.contract_release_earned(contract_id=contract_id)
+
+
+@shared_task(name="jobs.tasks.contract_settle_due")
+def contract_settle_due(contract_id: int) -> None:
+    contracts.contract_settle(contract_id=contract_id, reason="attempts exhausted")
+
+
+@shared_task(name="jobs.tasks.contracts_release_due")
+def contracts_release_due() -> list[int]:
+    return contracts.contracts_release_due()
+
+
+@shared_task(name="jobs.tasks.contracts_settle_due")
+def contracts_settle_due() -> list[int]:
+    return contracts.contracts_settle_due()

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-marketplace.settings.local}"
 BIN=.venv/bin
 HARDWARE_CLASS="${LOCAL_HARDWARE_CLASS:-cpu-x86}"
-mkdir -p var/broker var/broker-processed var/media
+mkdir -p var/broker var/broker-processed var/broker-control var/media
 
 $BIN/python manage.py migrate --no-input
 $BIN/python manage.py seed_demo

@@ -8,6 +8,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from accounts.services import api_token_create
+from verification.runner.certificate import generate_signing_key, public_key_pem
+from verification.services import signing_key_register
 
 
 def _require_service(name: str, url: str, how_to_start: str) -> None:
@@ -59,3 +61,18 @@ def api_client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def signing_key(db):
+    key = generate_signing_key()
+    signing_key_register(public_key_pem=public_key_pem(key).decode())
+    return key
+
+
+@pytest.fixture
+def dispatched(monkeypatch):
+    """Dispatches recorded instead of sent to the broker (the end-to-end tests use a real one)."""
+    sent = []
+    monkeypatch.setattr("verification.dispatch.send_run", sent.append)
+    return sent

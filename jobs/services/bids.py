@@ -11,8 +11,11 @@ from common.money import fee_for
 from common.services import audit_record
 from common.transitions import transition_apply
 
+from payments.services import escrow_open
+
 from ..models import Bid, Contract, Job
 from ..states import BID_TRANSITIONS, JOB_TRANSITIONS
+from .contracts import contract_reference
 
 MAX_BID_AMOUNT = 10**12
 BID_FIELDS = {"amount", "estimated_days", "proposal", "predicted_speedup"}
@@ -137,5 +140,15 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
         submission_limit=job.max_submissions,
         deadline=timezone.now() + timedelta(days=bid.estimated_days),
     )
+    contract.escrow = escrow_open(
+        payer_organization=job.organization,
+        payee=bid.engineer,
+        amount=contract.amount,
+        fee=contract.platform_fee,
+        currency=contract.currency,
+        reference=contract_reference(contract.pk),
+        actor=actor,
+    )
+    contract.save(update_fields=["escrow", "updated_at"])
     audit_record(actor=actor, verb="contract_created", obj=contract, to_state=contract.status, data={"bid": bid.pk, "job": job.pk})
     return contract

@@ -1,21 +1,48 @@
+"""Contract lifecycle: funding, verified earnings, release after review, settlement and refund."""
+
+from datetime import timedelta
+
+import structlog
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import user_is_org_admin
-from common.errors import NotPermitted
+from common.errors import IllegalTransition, NotPermitted
+from common.services import audit_record
 from common.transitions import transition_apply
+from payments import services as payments
 
-from ..models import Contract, Job
+from ..models import Contract, Job, Submission
 from ..states import CONTRACT_TRANSITIONS, JOB_TRANSITIONS
+
+log = structlog.get_logger(__name__)
+FULL_BPS = 10_000
+REFERENCE_PREFIX = "contract:"
+
+
+def contract_reference(contract_id: int) -> str:
+    return f"{REFERENCE_PREFIX}{contract_id}"
+
+
+def contract_id_from_reference(reference: str) -> int | None:
+    if not reference.startswith(REFERENCE_PREFIX):
+        return None
+    return int(reference.removeprefix(REFERENCE_PREFIX))
 
 
 def contract_lock(contract_id: int) -> Contract:
     return Contract.objects.select_for_update().get(pk=contract_id)
 
 
+def _require_admin(actor: User, contract: Contract) -> None:
+    if not user_is_org_admin(user=actor, organization_id=contract.organization_id):
+        raise NotPermitted("Only the organization's owners and admins can do this.")
+
+
 def contract_cancel_locked(*, contract: Contract, actor: User | None, reason: str) -> Contract:
     contract.status_reason = reason
-    return transition_apply(
+    transition_apply(
         contract,
         to=Contract.Status.CANCELLED,
         allowed={Contract.Status.AWAITING_FUNDING: {Contract.Status.CANCELLED}},
@@ -24,6 +51,9 @@ def contract_cancel_locked(*, contract: Contract, actor: User | None, reason: st
         data={"reason": reason},
         update_fields=["status_reason"],
     )
+    if contract.escrow_id:
+        payments.escrow_cancel_unfunded(escrow_id=contract.escrow_id, reason=reason)
+    return contract
 
 
 @transaction.atomic
@@ -31,11 +61,21 @@ def contract_cancel_unfunded(*, actor: User | None, contract: Contract, reason: 
     """Cancel a contract that was never funded; its job is cancelled with it."""
     job = Job.objects.select_for_update().get(pk=contract.job_id)
     contract = contract_lock(contract.pk)
-    if actor is not None and not user_is_org_admin(user=actor, organization_id=contract.organization_id):
-        raise NotPermitted("Only the organization's owners and admins can cancel a contract.")
+    if actor is not None:
+        _require_admin(actor, contract)
+    if contract.status == Contract.Status.CANCELLED:
+        return contract
     contract_cancel_locked(contract=contract, actor=actor, reason=reason)
-    transition_apply(job, to=Job.Status.CANCELLED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_cancelled", data={"reason": reason})
+    if job.status != Job.Status.CANCELLED:
+        transition_apply(job, to=Job.Status.CANCELLED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_cancelled", data={"reason": reason})
     return contract
+
+
+def contract_fund_start(*, actor: User, contract: Contract) -> payments.FundingInstructions:
+    _require_admin(actor, contract)
+    if contract.status != Contract.Status.AWAITING_FUNDING:
+        raise IllegalTransition(f"The contract is {contract.status}; it needs no funding.", code="contract_not_awaiting_funding")
+    return payments.escrow_funding_start(escrow_id=contract.escrow_id, actor=actor)
 
 
 @transaction.atomic
@@ -48,13 +88,146 @@ def contract_activate(*, contract_id: int, actor: User | None = None, reason: st
         return contract
     contract.status_reason = ""
     transition_apply(
-        contract,
-        to=Contract.Status.ACTIVE,
-        allowed=CONTRACT_TRANSITIONS,
-        actor=actor,
-        verb="contract_activated",
-        data={"reason": reason},
-        update_fields=["status_reason"],
+        contract, to=Contract.Status.ACTIVE, allowed=CONTRACT_TRANSITIONS, actor=actor,
+        verb="contract_activated", data={"reason": reason}, update_fields=["status_reason"],
     )
     transition_apply(job, to=Job.Status.IN_PROGRESS, allowed=JOB_TRANSITIONS, actor=actor, verb="job_started")
     return contract
+
+
+@transaction.atomic
+def contract_record_funding_failure(*, contract_id: int, reason: str) -> Contract:
+    contract = contract_lock(contract_id)
+    contract.status_reason = f"Funding failed: {reason}"[:255]
+    contract.save(update_fields=["status_reason", "updated_at"])
+    audit_record(actor=None, verb="contract_funding_failed", obj=contract, from_state=contract.status, to_state=contract.status, data={"reason": reason})
+    return contract
+
+
+def contract_record_earning(*, contract: Contract, fraction_bps: int, run_id: int, review_window_hours: int) -> bool:
+    """A verified PASS: remember the best tier reached and when it becomes payable. Caller holds the lock."""
+    if fraction_bps <= contract.earned_bps:
+        return False
+    previous = contract.earned_bps
+    contract.earned_bps = fraction_bps
+    contract.earned_run_id = run_id
+    contract.release_due_at = timezone.now() + timedelta(hours=review_window_hours)
+    contract.review_disputed = False
+    contract.save(update_fields=["earned_bps", "earned_run_id", "release_due_at", "review_disputed", "updated_at"])
+    audit_record(
+        actor=None, verb="contract_earned", obj=contract, from_state=contract.status, to_state=contract.status,
+        data={"from_bps": previous, "to_bps": fraction_bps, "run": run_id, "release_due_at": contract.release_due_at.isoformat()},
+    )
+    if review_window_hours == 0:
+        _release_on_commit(contract.pk)
+    return True
+
+
+def _release_on_commit(contract_id: int) -> None:
+    def send() -> None:
+        from ..tasks import contract_release_due
+
+        contract_release_due.delay(contract_id)
+
+    transaction.on_commit(send)
+
+
+def contract_release_earned(*, contract_id: int, force: bool = False) -> Contract:
+    """Release the earned fraction once its review window has passed (or at once when `force`).
+
+    Idempotent: payments releases cumulatively, so a repeat releases nothing new.
+    """
+    with transaction.atomic():
+        contract = Contract.objects.select_related("job").get(pk=contract_id)
+        job = Job.objects.select_for_update().get(pk=contract.job_id)
+        contract = contract_lock(contract_id)
+        due = contract.release_due_at is not None and (force or contract.release_due_at <= timezone.now())
+        if contract.status != Contract.Status.ACTIVE or contract.earned_bps == 0 or not due or contract.review_disputed:
+            return contract
+        payments.escrow_release(
+            escrow_id=contract.escrow_id,
+            fraction_bps=contract.earned_bps,
+            reason=f"verified tier of contract {contract.pk}",
+            verification_run_id=str(contract.earned_run_id),
+        )
+        contract.release_due_at = None
+        contract.save(update_fields=["release_due_at", "updated_at"])
+        audit_record(actor=None, verb="contract_released", obj=contract, from_state=contract.status, to_state=contract.status, data={"bps": contract.earned_bps})
+        if contract.earned_bps == FULL_BPS:
+            _close(contract, job, to=Contract.Status.COMPLETED, reason="top tier reached")
+    return contract
+
+
+def _close(contract: Contract, job: Job, *, to: str, reason: str) -> None:
+    contract.status_reason = reason
+    transition_apply(contract, to=to, allowed=CONTRACT_TRANSITIONS, actor=None, verb=f"contract_{to}", data={"reason": reason}, update_fields=["status_reason"])
+    job_to = Job.Status.COMPLETED if to == Contract.Status.COMPLETED else Job.Status.CANCELLED
+    transition_apply(job, to=job_to, allowed=JOB_TRANSITIONS, actor=None, verb=f"job_{job_to}", data={"reason": reason})
+
+
+def contract_settle(*, contract_id: int, reason: str) -> Contract:
+    """Attempts or time ran out: pay what was earned, refund the remainder, and close the contract."""
+    with transaction.atomic():
+        contract = Contract.objects.get(pk=contract_id)
+        job = Job.objects.select_for_update().get(pk=contract.job_id)
+        contract = contract_lock(contract_id)
+        verifying = contract.submissions.filter(status=Submission.Status.VERIFYING).exists()
+        if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
+            # A pending verification settles the contract when its result arrives.
+            return contract
+        if contract.earned_bps:
+            payments.escrow_release(
+                escrow_id=contract.escrow_id,
+                fraction_bps=contract.earned_bps,
+                reason=f"earned before settlement of contract {contract.pk}",
+                verification_run_id=str(contract.earned_run_id),
+            )
+        if contract.earned_bps < FULL_BPS:
+            payments.escrow_refund_remainder(escrow_id=contract.escrow_id, reason=reason)
+        contract.release_due_at = contract.settle_due_at = None
+        contract.save(update_fields=["release_due_at", "settle_due_at", "updated_at"])
+        _close(contract, job, to=Contract.Status.COMPLETED if contract.earned_bps else Contract.Status.FAILED, reason=reason)
+    return contract
+
+
+@transaction.atomic
+def contract_approve_early(*, actor: User, contract: Contract) -> Contract:
+    contract = contract_lock(contract.pk)
+    _require_admin(actor, contract)
+    if contract.status != Contract.Status.ACTIVE or not contract.release_due_at:
+        raise IllegalTransition("There is no verified result waiting for release.", code="nothing_to_approve")
+    contract.release_due_at = timezone.now()
+    contract.review_disputed = False
+    contract.save(update_fields=["release_due_at", "review_disputed", "updated_at"])
+    audit_record(actor=actor, verb="contract_approved_early", obj=contract, from_state=contract.status, to_state=contract.status)
+    _release_on_commit(contract.pk)
+    return contract
+
+
+@transaction.atomic
+def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> Contract:
+    """Stop an automatic release during the review window; operators resolve the dispute."""
+    contract = contract_lock(contract.pk)
+    _require_admin(actor, contract)
+    if contract.status != Contract.Status.ACTIVE or not contract.release_due_at or contract.release_due_at <= timezone.now():
+        raise IllegalTransition("Only a result inside its review window can be disputed.", code="review_window_closed")
+    contract.review_disputed = True
+    contract.save(update_fields=["review_disputed", "updated_at"])
+    audit_record(actor=actor, verb="contract_review_disputed", obj=contract, from_state=contract.status, to_state=contract.status, data={"reason": reason})
+    return contract
+
+
+def contracts_release_due() -> list[int]:
+    due = Contract.objects.filter(
+        status=Contract.Status.ACTIVE, release_due_at__lte=timezone.now(), review_disputed=False, earned_bps__gt=0
+    ).values_list("pk", flat=True)
+    return [contract_release_earned(contract_id=pk).pk for pk in list(due)]
+
+
+def contracts_settle_due() -> list[int]:
+    now = timezone.now()
+    overdue = Contract.objects.filter(status=Contract.Status.ACTIVE, deadline__lte=now).values_list("pk", flat=True)
+    exhausted = Contract.objects.filter(status=Contract.Status.ACTIVE, settle_due_at__lte=now).values_list("pk", flat=True)
+    settled = [contract_settle(contract_id=pk, reason="deadline passed").pk for pk in list(overdue)]
+    settled += [contract_settle(contract_id=pk, reason="attempts exhausted").pk for pk in list(exhausted) if pk not in settled]
+    return settled

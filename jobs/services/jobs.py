@@ -13,6 +13,9 @@ from common.money import currency_validate
 from common.services import artifact_store, audit_record
 from common.transitions import transition_apply
 
+from verification.models import VerificationRun
+from verification.services import verification_run_create
+
 from ..criteria import criteria_validate
 from ..models import Bid, Contract, Job
 from ..states import BID_TRANSITIONS, JOB_TRANSITIONS
@@ -207,9 +210,54 @@ def job_publish(*, actor: User, job: Job) -> Job:
     if missing and job.status == Job.Status.DRAFT:
         raise ValidationFailed("The job is not ready to publish.", code="job_incomplete", fields=missing)
     job.published_at = timezone.now()
+    job.calibration = {"status": "queued"}
     transition_apply(
-        job, to=Job.Status.OPEN, allowed=JOB_TRANSITIONS, actor=actor, verb="job_published", update_fields=["published_at"]
+        job, to=Job.Status.OPEN, allowed=JOB_TRANSITIONS, actor=actor, verb="job_published",
+        update_fields=["published_at", "calibration"],
     )
+    # Bidders see how noisy the job's hardware is before they commit to a speedup.
+    verification_run_create(
+        kind=VerificationRun.Kind.CALIBRATION,
+        subject=calibration_subject(job.pk),
+        hardware_class=job.hardware_class,
+        package=job.package,
+        hidden_inputs=job.hidden_inputs,
+        criteria=job.criteria,
+        budget_pairs=settings.VERIFICATION_CALIBRATION_PAIRS,
+    )
+    return job
+
+
+def calibration_subject(job_id: int) -> str:
+    return f"calibration:job:{job_id}"
+
+
+@transaction.atomic
+def job_record_calibration(*, job_id: int, run_id: int, run_status: str, report: dict | None) -> Job:
+    """Store the A/A noise measurement and flag every criterion the run budget cannot verify."""
+    job = job_lock(job_id)
+    measured = (report or {}).get("calibration", {}).get("criteria", [])
+    flags = []
+    for entry in measured:
+        detectable = entry.get("smallest_verifiable_speedup")
+        threshold = next(
+            (c.get("threshold") for c in job.criteria.get("criteria", [])
+             if c["metric"] == entry.get("metric") and c.get("kind") == "speedup"),
+            None,
+        )
+        if detectable and threshold and threshold < detectable:
+            flags.append(
+                f"{entry['metric']} speedup >= {threshold:g} is inside the noise floor: the run budget can verify "
+                f"only speedups of about {detectable:.3g}x or more on this hardware."
+            )
+    job.calibration = {
+        "status": "done" if run_status == VerificationRun.Status.PASSED else "error",
+        "run": run_id,
+        "criteria": measured,
+        "flags": flags,
+    }
+    job.save(update_fields=["calibration", "updated_at"])
+    audit_record(actor=None, verb="job_calibrated", obj=job, from_state=job.status, to_state=job.status, data={"flags": len(flags)})
     return job
 
 

@@ -100,6 +100,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "data_folder_in": str(VAR_DIR / "broker"),
         "data_folder_out": str(VAR_DIR / "broker"),
         "processed_folder": str(VAR_DIR / "broker-processed"),
+        "control_folder": str(VAR_DIR / "broker-control"),
         "store_processed": False,
         "polling_interval": 0.1,
     }
@@ -198,3 +199,5 @@ VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS = env.int("VERIFICATION_HEARTBEAT_TIMEOUT
 CELERY_BEAT_SCHEDULE["verification-watchdog"] = {"task": "verification.tasks.verification_watchdog", "schedule": 60.0}
 # Result uploads carry every raw measurement of a run.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
+CELERY_BEAT_SCHEDULE["jobs-release-due"] = {"task": "jobs.tasks.contracts_release_due", "schedule": 60.0}
+CELERY_BEAT_SCHEDULE["jobs-settle-due"] = {"task": "jobs.tasks.contracts_settle_due", "schedule": 60.0}

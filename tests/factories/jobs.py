@@ -5,7 +5,6 @@ from django.utils import timezone
 
 from jobs.models import Bid, Job
 from jobs.services.bids import bid_accept, bid_place
-from jobs.services.contracts import contract_activate
 from jobs.services.jobs import job_attach_hidden_inputs, job_attach_package, job_publish
 
 from .accounts import CompanyAdminFactory, EngineerFactory, OrganizationFactory, UserFactory
@@ -51,7 +50,7 @@ def open_job(*, admin=None, **fields) -> Job:
     organization = admin.memberships.first().organization
     job = JobFactory(organization=organization, created_by=admin, **fields)
     job_attach_package(actor=admin, job=job, upload=package_archive())
-    job_attach_hidden_inputs(actor=admin, job=job, upload=upload(make_tar_gz({"inputs/0.json": b"[1,2,3]"})))
+    job_attach_hidden_inputs(actor=admin, job=job, upload=upload(make_tar_gz({"in-0.json": b'{"x": [[1.0]]}'})))
     return job_publish(actor=admin, job=job)
 
 
@@ -63,6 +62,37 @@ def awarded_contract(*, admin=None, engineer=None, amount: int = 200_000, **job_
     return bid_accept(actor=admin, bid=bid)
 
 
+def payment_events_process() -> None:
+    """Process stored provider events now, as the payments worker would."""
+    from payments.models import WebhookEvent
+    from payments.services import webhook_event_process
+
+    for event_id in WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("id").values_list("pk", flat=True):
+        webhook_event_process(event_id=event_id)
+
+
+def fund(contract, *, outcome: str = "succeed"):
+    """Pay a contract's escrow through the offline provider, the way a company does."""
+    from payments.services import escrow_funding_start, offline_payment_confirm
+
+    admin = contract.organization.memberships.filter(role__in=["owner", "admin"]).first().user
+    instructions = escrow_funding_start(escrow_id=contract.escrow_id, actor=admin)
+    offline_payment_confirm(payment_intent_id=instructions.payment_intent_id, outcome=outcome, actor=admin)
+    payment_events_process()
+    contract.refresh_from_db()
+    return contract
+
+
+def onboard(engineer) -> None:
+    """Make the engineer payable through the offline provider."""
+    from payments.models import ConnectedAccount
+    from payments.services import engineer_onboarding_start, offline_onboarding_complete
+
+    engineer_onboarding_start(user=engineer)
+    account = ConnectedAccount.objects.get(user=engineer)
+    offline_onboarding_complete(account_id=account.provider_account_id, actor=engineer)
+    payment_events_process()
+
+
 def funded_contract(**kwargs):
-    contract = awarded_contract(**kwargs)
-    return contract_activate(contract_id=contract.pk, reason="funded in test")
+    return fund(awarded_contract(**kwargs))

@@ -6,23 +6,8 @@ from common.services import artifact_store
 from tests.factories import make_tar_gz
 from tests.factories.jobs import CRITERIA
 from verification.models import VerificationRun
-from verification.runner.certificate import generate_signing_key, public_key_pem, sign_report
-from verification.services import signing_key_register, verification_run_create
-
-
-@pytest.fixture
-def signing_key(db):
-    key = generate_signing_key()
-    signing_key_register(public_key_pem=public_key_pem(key).decode())
-    return key
-
-
-@pytest.fixture
-def dispatched(monkeypatch):
-    """Dispatches recorded instead of sent to the broker (the end-to-end tests use a real one)."""
-    sent = []
-    monkeypatch.setattr("verification.dispatch.send_run", sent.append)
-    return sent
+from verification.runner.certificate import sign_report
+from verification.services import verification_run_create
 
 
 def _artifact(files: dict[str, bytes]):
@@ -31,7 +16,7 @@ def _artifact(files: dict[str, bytes]):
 
 @pytest.fixture
 def make_run(db, dispatched, django_capture_on_commit_callbacks):
-    def make(kind=VerificationRun.Kind.SUBMISSION, subject="submission:1"):
+    def make(kind=VerificationRun.Kind.SUBMISSION, subject="test:1"):
         with django_capture_on_commit_callbacks(execute=True):
             run = verification_run_create(
                 kind=kind,

@@ -34,8 +34,8 @@ def test_host_flow_over_http(make_run, signing_key):
 
 @pytest.mark.parametrize("case", ["missing", "guessed", "other_run", "expired", "wrong_scheme", "after_result"])
 def test_bad_tokens_get_one_403_that_leaks_nothing(make_run, signing_key, case):
-    run, token = make_run(subject="submission:1")
-    other, other_token = make_run(subject="submission:2")
+    run, token = make_run(subject="test:1")
+    other, other_token = make_run(subject="test:2")
     _client(token).post(f"/internal/verification/runs/{run.pk}/start/")
     presented = {
         "missing": None,

@@ -48,7 +48,7 @@ def test_no_dispatch_when_the_transaction_rolls_back(db, dispatched, django_capt
         try:
             with transaction.atomic():
                 verification_run_create(
-                    kind="submission", subject="submission:9", hardware_class="cpu-x86",
+                    kind="submission", subject="test:9", hardware_class="cpu-x86",
                     package=_artifact({"a": b"1"}), hidden_inputs=_artifact({"b": b"2"}), criteria={},
                 )
                 raise RuntimeError("rolled back")
@@ -66,7 +66,7 @@ def test_happy_path_records_a_signed_result_once(make_run, signing_key, finished
     report, certificate = signed(run, signing_key)
     run = verification_record_result(run_id=run.pk, token=token, report=report, certificate=certificate)
     assert (run.status, run.decision, run.payout_fraction_bps, run.tier) == (Status.PASSED, "PASS", 10_000, 2)
-    assert finished_events[0]["subject"] == "submission:1" and finished_events[0]["status"] == Status.PASSED
+    assert finished_events[0]["subject"] == "test:1" and finished_events[0]["status"] == Status.PASSED
     with pytest.raises(RunTokenRejected):
         verification_record_result(run_id=run.pk, token=token, report=report, certificate=certificate)
     assert len(finished_events) == 1
@@ -81,8 +81,8 @@ def test_decisions_map_to_statuses(make_run, signing_key, decision, status):
 
 
 def test_tokens_are_scoped_to_one_run_and_expire(make_run):
-    first, first_token = make_run(subject="submission:1")
-    second, second_token = make_run(subject="submission:2")
+    first, first_token = make_run(subject="test:1")
+    second, second_token = make_run(subject="test:2")
     with pytest.raises(RunTokenRejected):
         verification_run_start(run_id=second.pk, token=first_token)
     with pytest.raises(RunTokenRejected):

@@ -3,10 +3,7 @@
 Safe to run again: existing demo accounts are reused and fresh API tokens are printed each time.
 """
 
-import io
-import tarfile
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -16,6 +13,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, Membership, User
 from accounts.services import api_token_create, company_signup, engineer_signup, membership_add
+from jobs.examples import example_criteria, example_hidden_inputs, example_package
 from jobs.models import Job
 from jobs.services.jobs import job_attach_hidden_inputs, job_attach_package, job_create, job_publish
 
@@ -25,30 +23,6 @@ COMPANY_MEMBER = "member@acme.example"
 ENGINEERS = ("ada@engineers.example", "grace@engineers.example")
 OPERATOR = "operator@speedproof.example"
 DEMO_JOB_TITLE = "Make our MLP inference 2x faster"
-DEMO_CRITERIA = {
-    "criteria": [
-        {"metric": "latency", "statistic": "median", "kind": "speedup", "threshold": 1.5},
-        {"metric": "peak_memory", "statistic": "median", "kind": "no_worse", "tolerance": 0.1},
-    ],
-    "correctness": {"mode": "numeric", "rtol": 1e-4, "atol": 1e-6},
-    "tiers": [{"speedup": 1.5, "fraction": 0.5}, {"speedup": 2.0, "fraction": 1.0}],
-}
-EXAMPLE_DIR = Path(settings.BASE_DIR) / "examples" / "mlp"
-
-
-def _tar_gz(directory: Path, fallback: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        if directory.is_dir():
-            for path in sorted(directory.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    archive.add(path, arcname=str(path.relative_to(directory)))
-        else:
-            for name, content in fallback.items():
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                archive.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
 
 
 class Command(BaseCommand):
@@ -102,10 +76,10 @@ class Command(BaseCommand):
             budget_max=200_000,
             bidding_deadline=timezone.now() + timedelta(days=14),
             review_window_hours=0,
-            criteria=DEMO_CRITERIA,
+            criteria=example_criteria(),
         )
-        package = _tar_gz(EXAMPLE_DIR / "package", {"speedproof.toml": b'name = "demo"\n'})
-        hidden = _tar_gz(EXAMPLE_DIR / "hidden_inputs", {"inputs/0.json": b"[0.5, 1.5]"})
-        job_attach_package(actor=admin, job=job, upload=SimpleUploadedFile("package.tar.gz", package))
-        job_attach_hidden_inputs(actor=admin, job=job, upload=SimpleUploadedFile("hidden.tar.gz", hidden))
+        package = SimpleUploadedFile("package.tar.gz", example_package())
+        job_attach_package(actor=admin, job=job, upload=package)
+        hidden = SimpleUploadedFile("hidden.tar.gz", example_hidden_inputs())
+        job_attach_hidden_inputs(actor=admin, job=job, upload=hidden)
         return job_publish(actor=admin, job=job)

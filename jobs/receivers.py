@@ -1,0 +1,51 @@
+"""jobs reacts to payments' and verification's domain events (they never import jobs).
+
+Each receiver runs inside the transaction that sent the event and only touches the database.
+"""
+
+from django.dispatch import receiver
+
+from payments import signals as payment_signals
+from verification.signals import verification_finished
+
+from .services import contracts, jobs, submissions
+
+
+@receiver(payment_signals.escrow_funded)
+def on_escrow_funded(sender, escrow_id: int, reference: str, **kwargs) -> None:
+    contract_id = contracts.contract_id_from_reference(reference)
+    if contract_id is not None:
+        contracts.contract_activate(contract_id=contract_id, reason="escrow funded")
+
+
+@receiver(payment_signals.escrow_funding_failed)
+def on_escrow_funding_failed(sender, escrow_id: int, reference: str, reason: str = "", **kwargs) -> None:
+    contract_id = contracts.contract_id_from_reference(reference)
+    if contract_id is not None:
+        contracts.contract_record_funding_failure(contract_id=contract_id, reason=reason)
+
+
+@receiver(payment_signals.escrow_cancelled)
+def on_escrow_cancelled(sender, escrow_id: int, reference: str, reason: str = "", **kwargs) -> None:
+    contract_id = contracts.contract_id_from_reference(reference)
+    if contract_id is not None:
+        from .models import Contract
+
+        contracts.contract_cancel_unfunded(actor=None, contract=Contract.objects.get(pk=contract_id), reason=reason or "funding deadline passed")
+
+
+@receiver(verification_finished)
+def on_verification_finished(sender, run_id: int, subject: str, status: str, **result) -> None:
+    if subject.startswith(submissions.SUBJECT_PREFIX):
+        submissions.submission_record_verification(
+            submission_id=int(subject.removeprefix(submissions.SUBJECT_PREFIX)),
+            run_id=run_id,
+            run_status=status,
+            payout_fraction_bps=result.get("payout_fraction_bps"),
+            speedup_estimate=result.get("speedup_estimate"),
+        )
+    elif subject.startswith("calibration:job:"):
+        from verification.models import VerificationRun
+
+        run = VerificationRun.objects.get(pk=run_id)
+        jobs.job_record_calibration(job_id=int(subject.rsplit(":", 1)[1]), run_id=run_id, run_status=status, report=run.report)

@@ -1,0 +1,194 @@
+"""From a recorded verification result to the contract's money: earnings, review, release, settlement."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import EngineerProfile
+from common.errors import IllegalTransition
+from jobs.models import Contract, Job, Submission
+from jobs.services import contracts as contract_services
+from jobs.services.submissions import submission_accept_inconclusive, submission_create
+from jobs.tasks import contracts_release_due, contracts_settle_due
+from payments.models import Escrow
+from tests.factories import funded_contract
+from tests.factories.jobs import onboard
+from tests.verification.conftest import fake_report
+from verification.models import VerificationRun
+from verification.runner.certificate import sign_report
+from verification.services import verification_record_result, verification_run_start
+
+from .conftest import candidate_upload
+
+pytestmark = pytest.mark.django_db
+
+
+class Verifier:
+    """Plays the verification host: starts the queued run and posts a signed result."""
+
+    def __init__(self, key, dispatched):
+        self.key, self.dispatched = key, dispatched
+
+    def submit(self, contract, settle) -> Submission:
+        return settle(submission_create, actor=contract.engineer, contract=contract, upload=candidate_upload())
+
+    def finish(self, submission, decision="PASS", fraction=1.0, estimate=2.2) -> VerificationRun:
+        run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+        token = next(d.token for d in reversed(self.dispatched) if d.run_id == run.pk)
+        verification_run_start(run_id=run.pk, token=token)
+        report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
+        return verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, self.key))
+
+
+@pytest.fixture
+def settle(django_capture_on_commit_callbacks, monkeypatch):
+    """Run a block and the on-commit work it schedules; tasks run in-process, as a worker would run them."""
+    from marketplace.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+
+    def run(fn, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return fn(*args, **kwargs)
+
+    yield run
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def verifier(signing_key, dispatched):
+    return Verifier(signing_key, dispatched)
+
+
+@pytest.fixture
+def contract():
+    contract = funded_contract(review_window_hours=48, max_submissions=3)
+    onboard(contract.engineer)
+    return contract
+
+
+def _escrow(contract) -> Escrow:
+    return Escrow.objects.get(pk=contract.escrow_id)
+
+
+def test_submission_queues_a_verification_of_the_right_files(contract, verifier, settle, dispatched):
+    submission = verifier.submit(contract, settle)
+    run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+    assert submission.status == Submission.Status.VERIFYING
+    assert (run.hardware_class, run.criteria) == (contract.job.hardware_class, contract.job.criteria)
+    assert (run.package, run.hidden_inputs, run.candidate) == (contract.job.package, contract.job.hidden_inputs, submission.candidate)
+    assert dispatched[-1].queue == "verify.cpu-x86"
+
+
+def test_pass_waits_for_the_review_window_then_releases_once(contract, verifier, settle):
+    submission = verifier.submit(contract, settle)
+    settle(verifier.finish, submission, fraction=0.5)
+    contract.refresh_from_db()
+    assert contract.earned_bps == 5_000
+    assert contract.release_due_at > timezone.now() + timedelta(hours=47)
+    assert settle(contracts_release_due) == []
+    assert _escrow(contract).released_bps == 0
+    Contract.objects.filter(pk=contract.pk).update(release_due_at=timezone.now() - timedelta(seconds=1))
+    assert settle(contracts_release_due) == [contract.pk]
+    assert settle(contracts_release_due) == []
+    escrow = _escrow(contract)
+    assert (escrow.released_bps, escrow.status) == (5_000, Escrow.Status.PARTIALLY_RELEASED)
+    assert escrow.operations.filter(kind="transfer").count() == 1
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.ACTIVE
+
+
+def test_a_higher_tier_later_releases_the_difference_and_completes(contract, verifier, settle):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5)
+    contract_services.contract_approve_early(actor=contract.job.created_by, contract=contract)
+    settle(contracts_release_due)
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=1.0)
+    Contract.objects.filter(pk=contract.pk).update(release_due_at=timezone.now())
+    settle(contracts_release_due)
+    contract.refresh_from_db()
+    escrow = _escrow(contract)
+    assert (contract.status, contract.job.status) == (Contract.Status.COMPLETED, Job.Status.COMPLETED)
+    assert (escrow.released_bps, escrow.status) == (10_000, Escrow.Status.RELEASED)
+    assert sorted(escrow.operations.filter(kind="transfer").values_list("amount", flat=True)) == [100_000, 100_000]
+
+
+def test_failures_until_attempts_run_out_refund_the_company(contract, verifier, settle):
+    for _ in range(3):
+        settle(verifier.finish, verifier.submit(contract, settle), decision="FAIL", fraction=0.0)
+    contract.refresh_from_db()
+    escrow = _escrow(contract)
+    assert (contract.status, contract.job.status) == (Contract.Status.FAILED, Job.Status.CANCELLED)
+    assert escrow.status == Escrow.Status.REFUNDED
+    assert escrow.operations.get(kind="refund").amount == 220_000
+    with pytest.raises(IllegalTransition):
+        verifier.submit(contract, settle)
+
+
+def test_settlement_pays_what_was_earned_and_refunds_the_rest(contract, verifier, settle):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5)
+    for _ in range(2):
+        settle(verifier.finish, verifier.submit(contract, settle), decision="FAIL", fraction=0.0)
+    contract.refresh_from_db()
+    escrow = _escrow(contract)
+    assert contract.status == Contract.Status.COMPLETED
+    assert escrow.status == Escrow.Status.CLOSED
+    assert escrow.operations.get(kind="transfer").amount == 100_000
+    assert escrow.operations.get(kind="refund").amount == 110_000  # half the amount and half the fee
+
+
+def test_deadline_settles_and_running_it_twice_changes_nothing(contract, settle):
+    Contract.objects.filter(pk=contract.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    assert settle(contracts_settle_due) == [contract.pk]
+    assert settle(contracts_settle_due) == []
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.FAILED
+    assert _escrow(contract).operations.filter(kind="refund").count() == 1
+
+
+def test_platform_error_gives_the_attempt_back(contract, verifier, settle):
+    submission = verifier.submit(contract, settle)
+    run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+    VerificationRun.objects.filter(pk=run.pk).update(infrastructure_failures=2)
+    settle(verifier.finish, submission, decision="ERROR", fraction=0.0)
+    submission.refresh_from_db()
+    contract.refresh_from_db()
+    assert submission.status == Submission.Status.ERROR
+    assert contract.submissions_used == 0
+
+
+def test_company_may_accept_an_inconclusive_result(contract, verifier, settle):
+    submission = verifier.submit(contract, settle)
+    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    settle(submission_accept_inconclusive, actor=contract.job.created_by, submission=submission)
+    contract.refresh_from_db()
+    assert contract.earned_bps == 5_000  # the estimate 1.7x reaches the first tier (1.5x)
+    assert _escrow(contract).released_bps == 5_000
+
+
+def test_dispute_holds_the_release(contract, verifier, settle):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=1.0)
+    admin = contract.job.created_by
+    contract_services.contract_dispute_review(actor=admin, contract=contract, reason="outputs look cached")
+    Contract.objects.filter(pk=contract.pk).update(release_due_at=timezone.now() - timedelta(seconds=1))
+    settle(contracts_release_due)
+    assert _escrow(contract).released_bps == 0
+
+
+def test_zero_review_window_releases_at_once(verifier, settle):
+    contract = funded_contract(review_window_hours=0)
+    onboard(contract.engineer)
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=1.0)
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.COMPLETED
+    assert _escrow(contract).released_bps == 10_000
+
+
+def test_track_record_counts_signed_passes(contract, verifier, settle):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5, estimate=1.8)
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=1.0, estimate=2.4)
+    profile = EngineerProfile.objects.get(user=contract.engineer)
+    assert profile.jobs_passed == 1
+    assert profile.best_certified_speedup == 2.4
+    assert len(profile.certified_results) == 2
