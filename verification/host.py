@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -71,7 +72,8 @@ class PlatformClient:
         except urllib.error.HTTPError as error:
             if error.code in (403, 409):
                 raise RunRejected(f"{path}: {error.code}") from error
-            raise
+            detail = error.read()[:500].decode(errors="replace")
+            raise RuntimeError(f"{path}: the platform answered {error.code}: {detail}") from error
 
     def download(self, url: str, destination: Path, sha256: str) -> None:
         digest = hashlib.sha256()
@@ -136,7 +138,7 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
     try:
         files = {}
         for name, artifact in spec["artifacts"].items():
-            files[name] = scratch / f"{name}.archive"
+            files[name] = scratch / f"{name}.{artifact.get('archive_format') or 'tar.gz'}"
             client.download(artifact["url"], files[name], artifact["sha256"])
         with _Heartbeat(client) as heartbeat:
             common = dict(progress=heartbeat.update, python_executable=config.python_executable, work_dir=scratch)
@@ -152,6 +154,13 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
                     budget=spec["budget_pairs"], secrets=[token], **common,
                 ).to_dict()
         report.pop("certificate", None)
+        # The certificate names the archives exactly as the platform stores them; the runner's
+        # content-tree fingerprints stay in the report beside them.
+        report["sha256_trees"] = report.get("sha256")
+        report["sha256"] = {
+            name: spec["artifacts"][name]["sha256"] if name in spec["artifacts"] else None
+            for name in ("package", "candidate", "hidden_inputs")
+        }
         certificate = sign_report(report, signing_key)
         body = {"report": report, "certificate": certificate, **_plots(report, scratch)}
     except RunRejected:
@@ -164,7 +173,20 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
         raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return client.call("POST", "result/", json.loads(json.dumps(body, default=str)))["status"]
+    return client.call("POST", "result/", _json_safe(body))["status"]
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON for the platform: NaN and infinities become null (the certificate treats them alike)."""
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 def _plots(report: dict, scratch: Path) -> dict[str, str]:

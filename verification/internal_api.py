@@ -42,6 +42,7 @@ def _spec(request, run: VerificationRun) -> dict:
             artifacts[name] = {
                 "sha256": artifact.sha256,
                 "size": artifact.size,
+                "archive_format": artifact.archive_format or "tar.gz",
                 "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/"),
             }
     return {

@@ -176,7 +176,7 @@ def _verified_certificate(run: VerificationRun, report: dict, certificate: dict)
     }
     signed = payload.get("sha256", {})
     for name, sha256 in expected.items():
-        if sha256 is not None and signed.get(name) != sha256:
+        if signed.get(name) != sha256:
             raise ValidationFailed("The certificate is for other files than this run's.", code="certificate_mismatch")
     return key
 
