@@ -38,6 +38,7 @@ class HostConfig:
     signing_key_path: Path
     work_dir: Path | None = None
     python_executable: str | None = None
+    devices: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls) -> "HostConfig":
@@ -49,6 +50,8 @@ class HostConfig:
             signing_key_path=Path(key),
             work_dir=Path(work_dir) if work_dir else None,
             python_executable=os.environ.get("VERIFICATION_PYTHON") or None,
+            # e.g. "/dev/nvidia0,/dev/nvidiactl,/dev/nvidia-uvm" on a GPU host
+            devices=tuple(filter(None, os.environ.get("VERIFICATION_DEVICES", "").split(","))),
         )
 
 
@@ -141,7 +144,10 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
             files[name] = scratch / f"{name}.{artifact.get('archive_format') or 'tar.gz'}"
             client.download(artifact["url"], files[name], artifact["sha256"])
         with _Heartbeat(client) as heartbeat:
-            common = dict(progress=heartbeat.update, python_executable=config.python_executable, work_dir=scratch)
+            common = dict(
+                progress=heartbeat.update, python_executable=config.python_executable, work_dir=scratch,
+                devices=config.devices,
+            )
             if spec["kind"] == "calibration":
                 calibration = runner.calibrate(
                     files["package"], files["hidden_inputs"], spec["criteria"], pairs=spec["budget_pairs"], **common

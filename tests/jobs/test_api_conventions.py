@@ -178,3 +178,10 @@ def test_health_checks_database_cache_and_broker(client):
     assert response.status_code == 200, response.content
     body = response.json()
     assert {"Database", "Cache", "CeleryBroker"} <= {name.split("(")[0] for name in body}
+
+
+def test_openapi_schema_generates_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--fail-on-warn", "--validate", "--file", str(tmp_path / "schema.yml"))
+    assert "/api/v1/contracts/{id}/fund/" in (tmp_path / "schema.yml").read_text()
