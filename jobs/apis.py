@@ -321,7 +321,8 @@ class SubmissionViewSet(viewsets.GenericViewSet):
     def verification(self, request, pk=None):
         submission = self._submission()
         runs = verification_selectors.verification_runs_for(subject=submission_services.submission_subject(submission.pk))
-        return Response(VerificationRunSerializer(runs, many=True).data)
+        owner = request.user.is_staff or selectors.job_hidden_inputs_visible(user=request.user, job=submission.contract.job)
+        return Response(VerificationRunSerializer(runs, many=True, context={"hidden_inputs_owner": owner}).data)
 
     @extend_schema(responses={(200, "image/png"): bytes})
     @action(detail=True, methods=["get"], url_path=r"verification/(?P<run_id>\d+)/plot\.(?P<fmt>png|svg)")

@@ -192,3 +192,25 @@ def test_track_record_counts_signed_passes(contract, verifier, settle):
     assert profile.jobs_passed == 1
     assert profile.best_certified_speedup == 2.4
     assert len(profile.certified_results) == 2
+
+
+def test_engineer_never_sees_hidden_outputs_or_logs_the_company_does(contract, verifier, settle, api_client_for):
+    submission = verifier.submit(contract, settle)
+    run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+    token = next(d.token for d in reversed(verifier.dispatched) if d.run_id == run.pk)
+    verification_run_start(run_id=run.pk, token=token)
+    report = fake_report(run, decision="FAIL", fraction=0.0)
+    report["correctness"] = {
+        "passed": False, "outputs_compared": 8, "mismatched_outputs": 1,
+        "first_differences": [{"input_id": "h-1", "where": "$[0]", "expected": "0.123456789", "actual": "9.9"}],
+    }
+    report["measurements"] = [{"role": "candidate", "error": "output for input 'h-1': 0.123456789 leaked"}]
+    settle(verification_record_result, run_id=run.pk, token=token, report=report, certificate=sign_report(report, verifier.key))
+
+    engineer_view = api_client_for(contract.engineer).get(f"/api/v1/submissions/{submission.pk}/verification/")
+    assert engineer_view.status_code == 200
+    assert "0.123456789" not in engineer_view.content.decode()
+    assert "secret stderr" not in engineer_view.content.decode()
+    assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [{"input_id": "h-1", "where": "$[0]"}]
+    company_view = api_client_for(contract.job.created_by).get(f"/api/v1/submissions/{submission.pk}/verification/")
+    assert "0.123456789" in company_view.content.decode()
