@@ -13,6 +13,7 @@ from .serializers import (
     ApiTokenCreateSerializer,
     ApiTokenSerializer,
     CompanySignupSerializer,
+    EngineerPublicSerializer,
     EngineerSignupSerializer,
     IssuedTokenSerializer,
     MeSerializer,
@@ -148,3 +149,12 @@ class MemberViewSet(IdempotentCreateMixin, viewsets.GenericViewSet, mixins.ListM
         membership = get_object_or_404(Membership, pk=pk, organization=self._organization())
         services.membership_remove(actor=request.user, membership=membership)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EngineerProfileApi(APIView):
+    """An engineer's public profile: skills and the track record certified by signed verification results."""
+
+    @extend_schema(responses=EngineerPublicSerializer)
+    def get(self, request, user_id: int):
+        profile = selectors.engineer_profile_get(user_id=user_id)
+        return Response(EngineerPublicSerializer(profile).data)

@@ -1,6 +1,8 @@
 from django.db.models import QuerySet
 
-from .models import ApiToken, Membership, Organization, User
+from common.errors import NotFound
+
+from .models import ApiToken, EngineerProfile, Membership, Organization, User
 
 
 def membership_role(*, user: User, organization_id: int) -> str | None:
@@ -31,3 +33,10 @@ def organization_members(*, organization: Organization) -> QuerySet[Membership]:
 
 def api_token_list(*, user: User) -> QuerySet[ApiToken]:
     return user.api_tokens.order_by("-created_at", "-id")
+
+
+def engineer_profile_get(*, user_id: int) -> EngineerProfile:
+    profile = EngineerProfile.objects.select_related("user").filter(user_id=user_id, user__is_active=True).first()
+    if profile is None:
+        raise NotFound("No such engineer.", code="engineer_not_found")
+    return profile

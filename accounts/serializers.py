@@ -98,3 +98,12 @@ class IssuedTokenSerializer(ApiTokenSerializer):
 
     def get_token(self, obj) -> str:
         return self.context["secret"]
+
+
+class EngineerPublicSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(source="user_id")
+    name = serializers.CharField(source="user.name")
+
+    class Meta:
+        model = EngineerProfile
+        fields = ["id", "name", "headline", "skills", "hardware_expertise", "jobs_passed", "best_certified_speedup", "certified_results"]

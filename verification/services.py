@@ -65,6 +65,12 @@ def signing_key_retire(*, key_id: str) -> None:
     SigningKey.objects.filter(key_id=key_id, active=True).update(active=False, retired_at=timezone.now())
 
 
+def verification_time_limit(*, budget_pairs: int) -> int:
+    """Every pair is two runs, plus warm-up; each run is bounded by the sandbox's own wall-clock limit."""
+    runs = 2 * budget_pairs + 4
+    return min(settings.VERIFICATION_TIME_LIMIT_SECONDS, runs * settings.VERIFICATION_RUN_SECONDS_LIMIT + 120)
+
+
 @transaction.atomic
 def verification_run_create(
     *,
@@ -88,7 +94,7 @@ def verification_run_create(
         hidden_inputs=hidden_inputs,
         criteria=criteria,
         budget_pairs=budget,
-        time_limit_seconds=settings.VERIFICATION_TIME_LIMIT_SECONDS,
+        time_limit_seconds=verification_time_limit(budget_pairs=budget),
     )
     audit_record(actor=None, verb="verification_queued", obj=run, to_state=run.status, data={"subject": subject})
     transaction.on_commit(lambda: verification_run_dispatch(run_id=run.pk))

@@ -95,3 +95,13 @@ def test_member_management_api(api_client_for):
     assert client.delete(f"/api/v1/organizations/{organization.pk}/members/{member_id}/").status_code == 204
     unknown = client.post(f"/api/v1/organizations/{organization.pk}/members/", {"email": "ghost@x.test"}, format="json")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "user_not_found")
+
+
+def test_engineer_public_profile(api_client_for):
+    from tests.factories import EngineerFactory
+
+    engineer = EngineerFactory()
+    body = api_client_for(CompanyAdminFactory()).get(f"/api/v1/engineers/{engineer.pk}/").json()
+    assert body["id"] == engineer.pk and body["jobs_passed"] == 0
+    assert "email" not in body
+    assert api_client_for(CompanyAdminFactory()).get("/api/v1/engineers/999999/").status_code == 404

@@ -151,3 +151,13 @@ def test_watchdog_requeues_silent_runs_and_is_idempotent(make_run, dispatched, s
     assert (run.status, run.infrastructure_failures, run.dispatch_count) == (Status.QUEUED, 1, 2)
     with pytest.raises(RunTokenRejected):
         verification_run_heartbeat(run_id=run.pk, token=token, progress={})
+
+
+def test_time_limits_derive_from_the_run_budget(make_run, settings):
+    from verification.services import verification_time_limit
+
+    settings.VERIFICATION_RUN_SECONDS_LIMIT = 10
+    assert verification_time_limit(budget_pairs=8) == (2 * 8 + 4) * 10 + 120
+    assert verification_time_limit(budget_pairs=40) > verification_time_limit(budget_pairs=8)
+    settings.VERIFICATION_TIME_LIMIT_SECONDS = 300
+    assert verification_time_limit(budget_pairs=40) == 300
