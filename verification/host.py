@@ -6,7 +6,6 @@ payment credentials. It learns everything through the run's token-scoped interna
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -17,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,16 @@ class PlatformClient:
 
 
 class _Heartbeat:
-    """Keeps telling the platform the host is alive, with the latest progress, until stopped."""
+    """Tells the platform the host is alive, with the latest progress, from its own thread.
+
+    The measuring thread only hands progress over, so network calls never sit between two timed runs.
+    """
 
     def __init__(self, client: PlatformClient):
         self.client = client
         self.progress: dict[str, Any] = {}
-        self.last_sent = 0.0
         self.stopped = threading.Event()
+        self.progressed = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def __enter__(self) -> "_Heartbeat":
@@ -104,18 +107,23 @@ class _Heartbeat:
 
     def __exit__(self, *exc) -> None:
         self.stopped.set()
+        self.progressed.set()
         self.thread.join(timeout=5)
 
     def _send(self) -> None:
         try:
             self.client.call("POST", "heartbeat/", {"progress": self.progress})
-            self.last_sent = time.monotonic()
-        except (RunRejected, OSError):
+        except (RunRejected, OSError, RuntimeError):
             pass  # the result post will tell whether the run is still ours
 
     def _loop(self) -> None:
-        while not self.stopped.wait(HEARTBEAT_SECONDS):
+        while not self.stopped.is_set():
+            self.progressed.wait(HEARTBEAT_SECONDS)
+            if self.stopped.is_set():
+                return
+            self.progressed.clear()
             self._send()
+            self.stopped.wait(PROGRESS_MIN_INTERVAL_SECONDS)
 
     def update(self, progress: runner.Progress) -> None:
         self.progress = {
@@ -127,8 +135,7 @@ class _Heartbeat:
             "estimate": progress.estimate,
             "interval": list(progress.interval) if progress.interval else None,
         }
-        if time.monotonic() - self.last_sent >= PROGRESS_MIN_INTERVAL_SECONDS:
-            self._send()
+        self.progressed.set()
 
 
 def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | None = None) -> str:
@@ -139,10 +146,16 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
     spec = client.call("POST", "start/")
     scratch = Path(tempfile.mkdtemp(prefix=f"speedproof-run-{run_id}-", dir=config.work_dir))
     try:
-        files = {}
-        for name, artifact in spec["artifacts"].items():
-            files[name] = scratch / f"{name}.{artifact.get('archive_format') or 'tar.gz'}"
-            client.download(artifact["url"], files[name], artifact["sha256"])
+        files = {
+            name: scratch / f"{name}.{artifact.get('archive_format') or 'tar.gz'}"
+            for name, artifact in spec["artifacts"].items()
+        }
+        with ThreadPoolExecutor(max_workers=len(files)) as downloads:
+            for finished in [
+                downloads.submit(client.download, artifact["url"], files[name], artifact["sha256"])
+                for name, artifact in spec["artifacts"].items()
+            ]:
+                finished.result()
         with _Heartbeat(client) as heartbeat:
             common = dict(
                 progress=heartbeat.update, python_executable=config.python_executable, work_dir=scratch,
@@ -168,7 +181,7 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
             for name in ("package", "candidate", "hidden_inputs")
         }
         certificate = sign_report(report, signing_key)
-        body = {"report": report, "certificate": certificate, **_plots(report, scratch)}
+        body = {"report": report, "certificate": certificate}
     except RunRejected:
         raise
     except Exception as error:  # noqa: BLE001 - anything else is the host's failure, not the candidate's
@@ -193,12 +206,3 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def _plots(report: dict, scratch: Path) -> dict[str, str]:
-    if report.get("decision") == "ERROR" or not report.get("measurements"):
-        return {}
-    from .runner.plot import write_plot
-
-    png, svg = write_plot(report, scratch / "plot.png")
-    return {"plot_png_base64": base64.b64encode(png.read_bytes()).decode(), "plot_svg": svg.read_text()}

@@ -4,15 +4,12 @@ Hosts hold no database or payment credentials; everything they need and everythi
 passes through these endpoints. Every token failure answers the same 403, whatever the cause.
 """
 
-import base64
-import binascii
-
 from django.http import FileResponse
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.errors import NotFound, ValidationFailed
+from common.errors import NotFound
 
 from . import services
 from .models import VerificationRun
@@ -88,8 +85,6 @@ class RunHeartbeatApi(RunTokenView):
 class ResultSerializer(serializers.Serializer):
     report = serializers.DictField()
     certificate = serializers.DictField()
-    plot_png_base64 = serializers.CharField(required=False, allow_blank=True)
-    plot_svg = serializers.CharField(required=False, allow_blank=True)
 
 
 class RunResultApi(RunTokenView):
@@ -98,17 +93,8 @@ class RunResultApi(RunTokenView):
         serializer = ResultSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        try:
-            plot_png = base64.b64decode(data["plot_png_base64"], validate=True) if data.get("plot_png_base64") else None
-        except (binascii.Error, ValueError):
-            raise ValidationFailed("plot_png_base64 is not base64.", code="invalid_plot")
         run = services.verification_record_result(
-            run_id=run_id,
-            token=token,
-            report=data["report"],
-            certificate=data["certificate"],
-            plot_png=plot_png,
-            plot_svg=data.get("plot_svg", "").encode() or None,
+            run_id=run_id, token=token, report=data["report"], certificate=data["certificate"]
         )
         return Response({"status": run.status})
 

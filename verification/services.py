@@ -193,12 +193,8 @@ def verification_record_result(
     token: str,
     report: dict,
     certificate: dict,
-    plot_png: bytes | None = None,
-    plot_svg: bytes | None = None,
 ) -> VerificationRun:
     """Record a signed result once; the token dies with it, so a replay is refused."""
-    from io import BytesIO
-
     with transaction.atomic():
         run = _authenticated_run(run_id, token)
         if run.status != Status.RUNNING:
@@ -221,20 +217,44 @@ def verification_record_result(
         run.speedup_estimate = _speedup_estimate(report)
         run.finished_at = timezone.now()
         run.token_hash = ""
-        if plot_png:
-            run.plot_png = artifact_store(fileobj=BytesIO(plot_png))
-        if plot_svg:
-            run.plot_svg = artifact_store(fileobj=BytesIO(plot_svg))
         transition_apply(
             run, to=status, allowed=RUN_TRANSITIONS, actor=None, verb="verification_finished",
             data={"decision": decision, "payout_fraction_bps": run.payout_fraction_bps, "key_id": key.key_id},
             update_fields=[
                 "report", "certificate", "signing_key", "decision", "reason", "payout_fraction_bps", "tier",
-                "speedup_estimate", "finished_at", "token_hash", "plot_png", "plot_svg",
+                "speedup_estimate", "finished_at", "token_hash",
             ],
         )
         _announce(run)
+        if report.get("measurements"):
+            transaction.on_commit(lambda: _plot_render_later(run.pk))
     log.info("verification_recorded", run_id=run.pk, decision=decision, subject=run.subject)
+    return run
+
+
+def _plot_render_later(run_id: int) -> None:
+    from .tasks import verification_plot_render
+
+    verification_plot_render.delay(run_id)
+
+
+def verification_plot_render(*, run_id: int) -> VerificationRun:
+    """Draw the report's plot on the platform, off the verification's critical path. Idempotent."""
+    import tempfile
+    from pathlib import Path
+
+    from .runner.plot import write_plot
+
+    run = VerificationRun.objects.get(pk=run_id)
+    if run.plot_png_id or not run.report or not run.report.get("measurements"):
+        return run
+    with tempfile.TemporaryDirectory() as scratch:
+        png, svg = write_plot(run.report, Path(scratch) / "plot.png")
+        with png.open("rb") as png_file, svg.open("rb") as svg_file:
+            png_artifact = artifact_store(fileobj=png_file)
+            svg_artifact = artifact_store(fileobj=svg_file)
+    VerificationRun.objects.filter(pk=run_id, plot_png__isnull=True).update(plot_png=png_artifact, plot_svg=svg_artifact)
+    run.refresh_from_db()
     return run
 
 

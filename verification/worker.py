@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from celery import Celery
+from celery.signals import worker_init
 
 from . import host
 
@@ -43,3 +44,14 @@ def execute_run(run_id: int, token: str, base_url: str) -> str | None:
         return host.execute_run(run_id=run_id, token=token, base_url=base_url)
     except host.RunRejected:
         return None  # the platform moved on (requeued, finished, expired): nothing to do
+
+
+@worker_init.connect
+def plan_sequential_looks(**kwargs) -> None:
+    """Look plans are costly (a seeded simulation) and cached per process: plan the usual budgets
+    before the pool forks, so no run pays for it between its timed runs."""
+    from .runner import stats
+
+    for budget in os.environ.get("VERIFICATION_PLANNED_BUDGETS", "40,8").split(","):
+        if budget.strip():
+            stats.plan_looks(int(budget))

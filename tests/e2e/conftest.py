@@ -83,6 +83,7 @@ def stack(live_server, settings, tmp_path, broker_url, transactional_db):
         "DATABASE_URL": f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}",
         "CELERY_BROKER_URL": broker_url,
         "PYTHONPATH": str(REPO),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),  # the live server's files, shared with the worker
     }
     host_env = {name: os.environ[name] for name in HOST_ENVIRONMENT if name in os.environ}
     host_env.update(

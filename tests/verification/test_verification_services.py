@@ -161,3 +161,27 @@ def test_time_limits_derive_from_the_run_budget(make_run, settings):
     assert verification_time_limit(budget_pairs=40) > verification_time_limit(budget_pairs=8)
     settings.VERIFICATION_TIME_LIMIT_SECONDS = 300
     assert verification_time_limit(budget_pairs=40) == 300
+
+
+def test_plot_is_drawn_on_the_platform_once(make_run, signing_key, django_capture_on_commit_callbacks, monkeypatch):
+    from verification import services
+
+    rendered = []
+    monkeypatch.setattr(services, "_plot_render_later", rendered.append)
+    run, token = make_run()
+    verification_run_start(run_id=run.pk, token=token)
+    report, _ = signed(run, signing_key)
+    report["measurements"] = [
+        {"phase": "measure", "role": role, "pair": pair, "wall_seconds": seconds}
+        for pair in range(3)
+        for role, seconds in (("baseline", 0.2), ("candidate", 0.1))
+    ]
+    from verification.runner.certificate import sign_report
+
+    with django_capture_on_commit_callbacks(execute=True):
+        verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key))
+    assert rendered == [run.pk]
+    first = services.verification_plot_render(run_id=run.pk)
+    second = services.verification_plot_render(run_id=run.pk)
+    assert first.plot_png.file.open("rb").read(4) == b"\x89PNG"
+    assert (second.plot_png_id, second.plot_svg_id) == (first.plot_png_id, first.plot_svg_id)
