@@ -85,3 +85,11 @@ def test_p_values_agree_with_the_decision():
     outcome = stats.evaluate_look(strong, look)
     assert outcome.decision == stats.PASS
     assert outcome.p_pass <= look.level < outcome.p_fail
+
+
+def test_values_exactly_at_the_threshold_decide_nothing():
+    for look in stats.plan_looks(12):
+        outcome = stats.evaluate_look(np.zeros(look.pairs), look)
+        assert outcome.decision == stats.UNDECIDED
+    decision, pairs = stats.run_sequential(np.zeros((3, 12)), stats.plan_looks(12))
+    assert (decision == 0).all() and (pairs == 12).all()

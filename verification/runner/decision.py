@@ -1,0 +1,262 @@
+"""From measured pairs to per-criterion decisions, tiers and the overall decision."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import stats
+from .criteria import PERCENTILE_QUANTILES, Criteria, Criterion, Tier
+from .measure import RunRecord
+
+PASS, FAIL, INCONCLUSIVE, ERROR = "PASS", "FAIL", "INCONCLUSIVE", "ERROR"
+HIGHER_IS_BETTER_METRICS = ("throughput",)
+# Caching flag: repeats answered in under this fraction of first-seen latency, and markedly faster
+# than the baseline's own repeats.
+CACHING_RATIO = 0.5
+CACHING_RELATIVE_TO_BASELINE = 0.7
+
+
+@dataclass(frozen=True)
+class Pair:
+    index: int
+    baseline: RunRecord
+    candidate: RunRecord
+
+
+def run_statistic(record: RunRecord, criterion: Criterion) -> float | None:
+    """The run's value of the criterion's metric (a percentile or mean over the run's requests for
+    per-request metrics; the run's own figure otherwise)."""
+    metric = criterion.metric
+    if metric == "latency":
+        return _summarise(list(record.latencies.values()), criterion.statistic)
+    if criterion.self_reported:
+        values = record.reported.get(criterion.reported_name, [])
+        return _summarise(values, criterion.statistic) if values else None
+    value = {"wall_time": record.wall_seconds, "cpu_time": record.cpu_seconds,
+             "peak_memory": record.peak_memory_bytes, "throughput": record.throughput}[metric]
+    return None if value is None else float(value)
+
+
+def _summarise(values: Sequence[float], statistic: str) -> float | None:
+    if not values:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    if statistic == "mean":
+        return float(array.mean())
+    if statistic == "median":
+        return float(np.median(array))
+    return float(np.quantile(array, PERCENTILE_QUANTILES[statistic], method="higher"))
+
+
+def higher_is_better(criterion: Criterion, reported_higher: dict[str, bool]) -> bool:
+    if criterion.self_reported:
+        return reported_higher.get(criterion.reported_name, False)
+    return criterion.metric in HIGHER_IS_BETTER_METRICS
+
+
+def margins(criterion: Criterion, pairs: Sequence[Pair], reported_higher: dict[str, bool],
+            threshold: float | None = None) -> np.ndarray:
+    """Per-pair log margins, positive = better than the criterion's bar (see stats.py)."""
+    bar = criterion.threshold if threshold is None else threshold
+    up = higher_is_better(criterion, reported_higher)
+    out: list[float] = []
+    for pair in pairs:
+        base = run_statistic(pair.baseline, criterion)
+        cand = run_statistic(pair.candidate, criterion)
+        if cand is None or cand <= 0 or (criterion.kind != "absolute" and (base is None or base <= 0)):
+            raise MissingMeasurement(f"{criterion.metric} was not measured in pair {pair.index}")
+        if criterion.kind == "speedup":
+            ratio = math.log(cand / base) if up else math.log(base / cand)  # type: ignore[operator]
+            out.append(ratio - math.log(bar))
+        elif criterion.kind == "absolute":
+            out.append(math.log(cand / bar) if up else math.log(bar / cand))
+        else:
+            allowance = math.log1p(criterion.tolerance)
+            ratio = math.log(cand / base) if up else math.log(base / cand)  # type: ignore[operator]
+            out.append(ratio + allowance)
+    return np.asarray(out, dtype=np.float64)
+
+
+class MissingMeasurement(RuntimeError):
+    pass
+
+
+@dataclass
+class CriterionState:
+    criterion: Criterion
+    decision: str = stats.UNDECIDED
+    decided_at_pairs: int | None = None
+    looks: list[dict[str, Any]] = field(default_factory=list)
+    estimate: float | None = None
+    interval: tuple[float, float] | None = None
+    p_pass: float | None = None
+    p_fail: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "criterion": self.criterion.to_dict(), "label": self.criterion.label,
+            "self_reported": self.criterion.self_reported,
+            "decision": _final(self.decision), "decided_at_pairs": self.decided_at_pairs,
+            "estimate": self.estimate, "interval": list(self.interval) if self.interval else None,
+            "p_value_pass": self.p_pass, "p_value_fail": self.p_fail, "looks": self.looks,
+            **({"detail": self.detail} if self.detail else {}),
+        }
+
+
+@dataclass
+class TierState:
+    tier: Tier
+    decision: str = stats.UNDECIDED
+    decided_at_pairs: int | None = None
+    p_pass: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"speedup": self.tier.speedup, "fraction": self.tier.fraction, "decision": _final(self.decision),
+                "decided_at_pairs": self.decided_at_pairs, "p_value_pass": self.p_pass}
+
+
+def _final(decision: str) -> str:
+    return INCONCLUSIVE if decision == stats.UNDECIDED else decision
+
+
+class SequentialDecision:
+    """Decision state across looks; ``update`` is called after every pair."""
+
+    def __init__(self, criteria: Criteria, looks: Sequence[stats.Look], reported_higher: dict[str, bool],
+                 confidence: float) -> None:
+        self.criteria = criteria
+        self.looks = list(looks)
+        self.reported_higher = reported_higher
+        self.confidence = confidence
+        self.states = [CriterionState(c) for c in criteria.criteria]
+        self.tiers = [TierState(t) for t in criteria.tiers]
+        self.looks_done: list[int] = []
+
+    @property
+    def budget_pairs(self) -> int:
+        return self.looks[-1].pairs
+
+    def update(self, pairs: Sequence[Pair]) -> None:
+        n = len(pairs)
+        look = next((lk for lk in self.looks if lk.pairs == n), None)
+        for state in self.states:
+            self._estimate(state, pairs)
+        if look is None:
+            return
+        self.looks_done.append(n)
+        for state in self.states:
+            if state.decision != stats.UNDECIDED:
+                continue
+            if state.criterion.metric == "peak_memory" and state.criterion.kind == "no_worse":
+                self._decide_memory(state, pairs, n)
+                continue
+            outcome = stats.evaluate_look(margins(state.criterion, pairs, self.reported_higher), look)
+            state.looks.append({"pairs": n, "level": outcome.level, "p_value_pass": outcome.p_pass,
+                                "p_value_fail": outcome.p_fail, "decision": outcome.decision})
+            state.p_pass, state.p_fail = outcome.p_pass, outcome.p_fail
+            if outcome.decision != stats.UNDECIDED:
+                state.decision, state.decided_at_pairs = outcome.decision, n
+        speedup = self.criteria.speedup_criterion
+        if speedup is not None:
+            for tier in self.tiers:
+                if tier.decision != stats.UNDECIDED:
+                    continue
+                outcome = stats.evaluate_look(
+                    margins(speedup, pairs, self.reported_higher, threshold=tier.tier.speedup), look)
+                tier.p_pass = outcome.p_pass
+                if outcome.decision != stats.UNDECIDED:
+                    tier.decision, tier.decided_at_pairs = outcome.decision, n
+
+    def _decide_memory(self, state: CriterionState, pairs: Sequence[Pair], n: int) -> None:
+        """Peak memory is nearly deterministic: compare the median and the max directly, each with
+        the tolerance; both must hold."""
+        tolerance = 1.0 + state.criterion.tolerance
+        base = np.asarray([p.baseline.peak_memory_bytes for p in pairs], dtype=np.float64)
+        cand = np.asarray([p.candidate.peak_memory_bytes for p in pairs], dtype=np.float64)
+        median_ok = np.median(cand) <= tolerance * np.median(base)
+        max_ok = cand.max() <= tolerance * base.max()
+        state.detail = {"baseline_median_bytes": float(np.median(base)), "candidate_median_bytes": float(np.median(cand)),
+                        "baseline_max_bytes": float(base.max()), "candidate_max_bytes": float(cand.max()),
+                        "median_within_tolerance": bool(median_ok), "max_within_tolerance": bool(max_ok)}
+        state.looks.append({"pairs": n, "decision": PASS if median_ok and max_ok else FAIL})
+        state.decision = PASS if (median_ok and max_ok) else FAIL
+        state.decided_at_pairs = n
+
+    def _estimate(self, state: CriterionState, pairs: Sequence[Pair]) -> None:
+        """Hodges-Lehmann estimate and interval, reported on the criterion's natural scale: the
+        speedup ratio, the candidate's value for absolute criteria, the candidate/baseline ratio for
+        no_worse criteria."""
+        c = state.criterion
+        if len(pairs) < 1:
+            return
+        values: list[float]
+        if c.metric == "peak_memory" and c.kind == "no_worse":
+            values = [math.log(p.candidate.peak_memory_bytes / p.baseline.peak_memory_bytes) for p in pairs
+                      if p.candidate.peak_memory_bytes and p.baseline.peak_memory_bytes]
+        else:
+            m = margins(c, pairs, self.reported_higher)
+            up = higher_is_better(c, self.reported_higher)
+            if c.kind == "speedup":  # log speedup
+                values = list(m + math.log(c.threshold))
+            elif c.kind == "absolute":  # log of the candidate's value
+                values = list((m if up else -m) + math.log(c.threshold))
+            else:  # log(candidate / baseline)
+                ratio = m - math.log1p(c.tolerance)
+                values = list(ratio if up else -ratio)
+        if not values:
+            return
+        estimate = stats.hodges_lehmann(values)
+        low, high = stats.hodges_lehmann_interval(values, self.confidence)
+        state.estimate = math.exp(estimate)
+        state.interval = (math.exp(low), math.exp(high))
+
+    def all_decided(self) -> bool:
+        if any(s.decision == FAIL for s in self.states):
+            return True
+        if any(s.decision == stats.UNDECIDED for s in self.states):
+            return False
+        # Everything passed: keep measuring only while a higher tier may still be reached.
+        return not any(t.decision == stats.UNDECIDED for t in self.tiers)
+
+    def overall(self) -> str:
+        if any(s.decision == FAIL for s in self.states):
+            return FAIL
+        if all(s.decision == PASS for s in self.states):
+            return PASS
+        return INCONCLUSIVE
+
+    def tier(self) -> Tier | None:
+        passed = [t.tier for t in self.tiers if t.decision == PASS]
+        return max(passed, key=lambda t: t.speedup) if passed else None
+
+
+def caching_flag(pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Compare repeated requests' latency with first-seen requests sent in the same part of the run
+    (repeats always come after their first occurrence, so comparing with all first-seen requests
+    would mistake ordinary warm-up for caching), candidate vs baseline."""
+
+    def run_ratio(record: RunRecord) -> float | None:
+        repeats = [(pos, lat) for pos, repeat, lat in record.request_log if repeat]
+        if not repeats:
+            return None
+        start = min(pos for pos, _ in repeats)
+        controls = [lat for pos, repeat, lat in record.request_log if not repeat and pos >= start]
+        if not controls:
+            return None
+        return float(np.median([lat for _, lat in repeats]) / np.median(controls))
+
+    def ratio(records: list[RunRecord]) -> float | None:
+        values = [v for v in (run_ratio(r) for r in records) if v is not None]
+        return float(np.median(values)) if values else None
+
+    candidate = ratio([p.candidate for p in pairs])
+    baseline = ratio([p.baseline for p in pairs])
+    suspected = bool(candidate is not None and candidate < CACHING_RATIO and
+                     (baseline is None or candidate < CACHING_RELATIVE_TO_BASELINE * baseline))
+    return {"candidate_repeat_to_first_latency": candidate, "baseline_repeat_to_first_latency": baseline,
+            "caching_suspected": suspected}

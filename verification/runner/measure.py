@@ -1,0 +1,375 @@
+"""One measured run of an implementation, in stream or process mode, inside a fresh sandbox."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import secrets
+import select
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import correctness
+from .manifest import Manifest
+from .sandbox import INPUTS_MOUNT, RunOutcome, SandboxProcess, SandboxSpec, read_outputs_tar
+
+REFERENCES_DIR = "references"
+MAX_RESPONSE_LINE_BYTES = 64 << 20
+LOG_TAIL_BYTES = 2000
+STREAM_EXIT_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class InputItem:
+    id: str
+    path: Path
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+def list_inputs(directory: Path, suffix: str) -> list[InputItem]:
+    """One input per file with the format's suffix (stem = id); ``references/`` is for the scorer."""
+    items = [InputItem(p.name[: -len(suffix)], p) for p in sorted(directory.iterdir())
+             if p.is_file() and p.name.endswith(suffix)]
+    if not items:
+        raise ValueError(f"no *{suffix} inputs in {directory}")
+    return items
+
+
+@dataclass
+class RunRecord:
+    role: str  # "baseline" | "candidate"
+    phase: str  # "warmup" | "measure"
+    pair: int
+    position: int  # 0: first in its pair, 1: second
+    input_ids: list[str]
+    wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    peak_memory_bytes: int | None = None
+    throughput: float | None = None
+    latencies: dict[str, float] = field(default_factory=dict)  # first-seen requests, by input id
+    repeat_latencies: dict[str, float] = field(default_factory=dict)
+    # (position in the run's request order, is a repeat, latency) for the caching check
+    request_log: list[tuple[int, bool, float]] = field(default_factory=list)
+    reported: dict[str, list[float]] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    limit_broken: str | None = None
+    exit_code: int | None = None
+    blocked: list[str] = field(default_factory=list)
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    seed: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role, "phase": self.phase, "pair": self.pair, "position": self.position,
+            "inputs": len(self.input_ids), "seed": self.seed,
+            "wall_seconds": self.wall_seconds, "cpu_seconds": self.cpu_seconds,
+            "peak_memory_bytes": self.peak_memory_bytes, "throughput": self.throughput,
+            "latencies_seconds": sorted(self.latencies.values()) if self.latencies else [],
+            "repeat_latencies_seconds": sorted(self.repeat_latencies.values()) if self.repeat_latencies else [],
+            "reported": {name: values for name, values in self.reported.items()},
+            "error": self.error, "limit_broken": self.limit_broken, "exit_code": self.exit_code,
+            "blocked": self.blocked,
+        }
+
+
+@dataclass
+class Executor:
+    manifest: Manifest
+    runtime_paths: Sequence[Path]
+    python_executable: str
+    scratch_dir: Path
+    devices: Sequence[str] = ()
+
+    def command(self) -> list[str]:
+        command = list(self.manifest.command)
+        if command and command[0] == "python":
+            command[0] = self.python_executable
+        return command
+
+    def run(self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord,
+            rng: random.Random) -> RunRecord:
+        # A fresh seed per run for implementations that need randomness (never the same twice, so
+        # nothing can be precomputed for it).
+        record.seed = rng.getrandbits(32)
+        if self.manifest.mode == "stream":
+            return self._run_stream(implementation, inputs, record, rng)
+        return self._run_process(implementation, inputs, record)
+
+    # ------------------------------------------------------------ process mode
+
+    def _run_process(self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord) -> RunRecord:
+        stage = Path(tempfile.mkdtemp(prefix="inputs-", dir=self.scratch_dir))
+        try:
+            stage.chmod(0o755)
+            suffix = self.manifest.input_suffix()
+            for item in inputs:
+                target = stage / f"{item.id}{suffix}"
+                try:
+                    os.link(item.path, target)
+                except OSError:
+                    shutil.copyfile(item.path, target)
+                target.chmod(0o644)
+            order = stage / "ORDER"
+            order.write_text("".join(f"{item.id}\n" for item in inputs))
+            order.chmod(0o644)
+            spec = SandboxSpec(command=self.command(), implementation=implementation,
+                               runtime_paths=self.runtime_paths, limits=self.manifest.limits,
+                               inputs=stage, with_outputs=True, devices=self.devices,
+                               env={"SPEEDPROOF_INPUTS": INPUTS_MOUNT, "SPEEDPROOF_OUTPUTS": "/outputs",
+                                    "SPEEDPROOF_SEED": str(record.seed)})
+            with SandboxProcess(spec) as sandbox:
+                outcome = sandbox.finish()
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        self._apply_outcome(record, outcome)
+        if record.error is not None:
+            return record
+        files = read_outputs_tar(outcome.outputs_tar, self.manifest.limits.outputs_bytes)
+        out_suffix = self.manifest.output_suffix()
+        for item in inputs:
+            data = files.get(f"{item.id}{out_suffix}")
+            if data is None:
+                record.error = f"no output for input {item.id!r} ({item.id}{out_suffix} missing in /outputs)"
+                return record
+            try:
+                record.outputs[item.id] = correctness.decode_file(data, self.manifest.output_format)
+            except correctness.OutputDecodeError as error:
+                record.error = f"output for input {item.id!r}: {error}"
+                return record
+        if "metrics.json" in files and self.manifest.reported_metrics:
+            self._take_reported(record, files["metrics.json"])
+        record.throughput = len(inputs) / record.wall_seconds if record.wall_seconds else None
+        return record
+
+    def _take_reported(self, record: RunRecord, data: bytes) -> None:
+        try:
+            metrics = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(metrics, dict):
+            return
+        for declared in self.manifest.reported_metrics:
+            value = metrics.get(declared.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                record.reported.setdefault(declared.name, []).append(float(value))
+
+    # ------------------------------------------------------------ stream mode
+
+    def _run_stream(self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord,
+                    rng: random.Random) -> RunRecord:
+        requests = self._stream_requests(inputs, rng)
+        spec = SandboxSpec(command=self.command(), implementation=implementation,
+                           runtime_paths=self.runtime_paths, limits=self.manifest.limits,
+                           devices=self.devices, env={"SPEEDPROOF_SEED": str(record.seed)})
+        with SandboxProcess(spec, stream=True) as sandbox:
+            error = None
+            try:
+                self._serve(sandbox, requests, record)
+            except _StreamError as problem:
+                error = str(problem)
+            timed_out = error is not None and error.startswith("timeout")
+            # A well-behaved server exits at end of input; the grace lets the launcher report what
+            # was left running. After a failure there is nothing to wait for.
+            outcome = sandbox.finish(kill=error is not None, timed_out=timed_out,
+                                     grace_seconds=STREAM_EXIT_GRACE_SECONDS)
+        self._apply_outcome(record, outcome, stream_error=error)
+        return record
+
+    def _stream_requests(self, inputs: Sequence[InputItem], rng: random.Random) -> list[tuple[str, InputItem, bool]]:
+        """(opaque request id, input, is_repeat): ids are random so that an implementation cannot
+        tell inputs or repeats apart by id."""
+        requests = [(secrets.token_hex(8), item, False) for item in inputs]
+        repeats = int(round(self.manifest.repeat_fraction * len(inputs)))
+        for item in rng.sample(list(inputs), min(repeats, len(inputs))):
+            # A repeat goes somewhere after its first occurrence.
+            first = next(i for i, r in enumerate(requests) if r[1].id == item.id and not r[2])
+            position = rng.randint(first + 1, len(requests))
+            requests.insert(position, (secrets.token_hex(8), item, True))
+        return requests
+
+    def _encode(self, request_id: str, item: InputItem) -> bytes:
+        raw = item.read()
+        if self.manifest.input_format == "json":
+            data: Any = json.loads(raw)
+        else:
+            data = base64.b64encode(raw).decode("ascii")
+        return (json.dumps({"id": request_id, "data": data}, separators=(",", ":")) + "\n").encode()
+
+    def _serve(self, sandbox: SandboxProcess, requests: list[tuple[str, InputItem, bool]], record: RunRecord) -> None:
+        payloads = [self._encode(request_id, item) for request_id, item, _ in requests]
+        by_id = {request_id: (item, repeat, position)
+                 for position, (request_id, item, repeat) in enumerate(requests)}
+        deadline = sandbox.deadline()
+        stdin_fd = sandbox.stdin.fileno()
+        stdout_fd = sandbox.stdout.fileno()
+        os.set_blocking(stdin_fd, False)
+        sent_at: dict[str, float] = {}
+        buffer = bytearray()
+        next_request = 0
+        pending_write = b""
+        pending_id: str | None = None
+        outstanding = 0
+        first_sent: float | None = None
+        last_received: float | None = None
+        done = 0
+        concurrency = max(1, self.manifest.concurrency)
+        rate = self.manifest.rate
+        self._await_ready(stdout_fd, buffer, deadline)
+        schedule_start = time.perf_counter()
+        scheduled_at: float | None = None
+        while done < len(requests):
+            now = time.perf_counter()
+            wait_for_schedule = None
+            if not pending_write and next_request < len(requests) and outstanding < concurrency:
+                due = schedule_start + next_request / rate if rate > 0 else now
+                if due <= now:
+                    pending_id = requests[next_request][0]
+                    pending_write = payloads[next_request]
+                    scheduled_at = due
+                    next_request += 1
+                else:
+                    wait_for_schedule = due - now
+            wants_write = [stdin_fd] if pending_write else []
+            remaining = deadline - now
+            if remaining <= 0:
+                raise _StreamError("timeout: the run exceeded its wall-clock limit")
+            timeout = remaining if wait_for_schedule is None else min(remaining, wait_for_schedule)
+            readable, writable, _ = select.select([stdout_fd], wants_write, [], timeout)
+            if writable and pending_write:
+                try:
+                    written = os.write(stdin_fd, pending_write)
+                except BrokenPipeError as error:
+                    raise _StreamError("the implementation closed its input (crashed?)") from error
+                if pending_id is not None and pending_id not in sent_at:
+                    now = time.perf_counter()
+                    # At a fixed rate, latency counts from when the request was due, so a server
+                    # that falls behind cannot hide its queueing (no coordinated omission).
+                    sent_at[pending_id] = scheduled_at if rate > 0 and scheduled_at is not None else now
+                    first_sent = first_sent if first_sent is not None else sent_at[pending_id]
+                pending_write = pending_write[written:]
+                if not pending_write:
+                    outstanding += 1
+                    pending_id = None
+            if readable:
+                chunk = os.read(stdout_fd, 1 << 20)
+                received = time.perf_counter()
+                if not chunk:
+                    raise _StreamError("the implementation exited before answering every request")
+                buffer += chunk
+                if len(buffer) > MAX_RESPONSE_LINE_BYTES:
+                    raise _StreamError("response line too long")
+                while b"\n" in buffer:
+                    line, _, rest = bytes(buffer).partition(b"\n")
+                    buffer = bytearray(rest)
+                    if not line.strip():
+                        continue
+                    self._take_response(line, by_id, sent_at, received, record)
+                    outstanding -= 1
+                    done += 1
+                    last_received = received
+        if first_sent is not None and last_received is not None:
+            record.wall_seconds = last_received - first_sent
+            record.throughput = len(requests) / record.wall_seconds if record.wall_seconds > 0 else None
+
+    def _await_ready(self, stdout_fd: int, buffer: bytearray, deadline: float) -> None:
+        """The implementation announces ``{"ready": true}`` once loaded; timing starts after it, so
+        interpreter start and model loading are not part of any request's latency."""
+        while b"\n" not in buffer:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise _StreamError("timeout: the implementation never announced it was ready")
+            readable, _, _ = select.select([stdout_fd], [], [], remaining)
+            if readable:
+                chunk = os.read(stdout_fd, 1 << 16)
+                if not chunk:
+                    raise _StreamError("the implementation exited before announcing it was ready")
+                buffer += chunk
+                if len(buffer) > MAX_RESPONSE_LINE_BYTES:
+                    raise _StreamError("protocol error: ready line too long")
+        line, _, rest = bytes(buffer).partition(b"\n")
+        buffer[:] = rest
+        try:
+            ready = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise _StreamError("protocol error: the first line must be {\"ready\": true}") from error
+        if not (isinstance(ready, dict) and ready.get("ready") is True):
+            raise _StreamError("protocol error: the first line must be {\"ready\": true}")
+
+    def _take_response(self, line: bytes, by_id: dict[str, tuple[InputItem, bool, int]], sent_at: dict[str, float],
+                       received: float, record: RunRecord) -> None:
+        try:
+            message = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise _StreamError(f"protocol error: a response is not JSON ({error})") from error
+        if not isinstance(message, dict) or "id" not in message:
+            raise _StreamError("protocol error: a response lacks an 'id'")
+        request_id = message["id"]
+        if request_id not in by_id or request_id not in sent_at:
+            raise _StreamError(f"protocol error: response to an unknown request id {request_id!r}")
+        item, repeat, position = by_id.pop(request_id)
+        latency = received - sent_at[request_id]
+        record.request_log.append((position, repeat, latency))
+        if "error" in message:
+            raise _StreamError(f"the implementation reported an error for input {item.id!r}: "
+                               f"{str(message['error'])[:200]}")
+        try:
+            value = correctness.decode_stream_data(message.get("data"), self.manifest.output_format)
+        except correctness.OutputDecodeError as error:
+            raise _StreamError(f"output for input {item.id!r}: {error}") from error
+        if repeat:
+            record.repeat_latencies[item.id] = latency
+            record.outputs.setdefault(f"{item.id}#repeat", value)
+        else:
+            record.latencies[item.id] = latency
+            record.outputs[item.id] = value
+        metrics = message.get("metrics")
+        if isinstance(metrics, dict):
+            for declared in self.manifest.reported_metrics:
+                reported = metrics.get(declared.name)
+                if isinstance(reported, (int, float)) and not isinstance(reported, bool):
+                    record.reported.setdefault(declared.name, []).append(float(reported))
+
+    # ------------------------------------------------------------ common
+
+    def _apply_outcome(self, record: RunRecord, outcome: RunOutcome, stream_error: str | None = None) -> None:
+        record.exit_code = outcome.exit_code
+        record.cpu_seconds = outcome.cpu_seconds
+        record.peak_memory_bytes = outcome.peak_memory_bytes
+        record.limit_broken = outcome.limit_broken
+        record.blocked = outcome.blocked
+        record.stdout_tail = _tail(outcome.stdout) if self.manifest.mode == "process" else ""
+        record.stderr_tail = _tail(outcome.stderr)
+        if self.manifest.mode == "process":
+            record.wall_seconds = outcome.wall_seconds
+        if outcome.limit_broken is not None:
+            record.error = f"limit exceeded: {outcome.limit_broken}"
+        elif stream_error is not None:
+            record.error = stream_error
+        elif self.manifest.mode == "process" and outcome.exit_code != 0:
+            record.error = f"exited with status {outcome.exit_code}"
+
+
+class _StreamError(RuntimeError):
+    pass
+
+
+def _tail(data: bytes) -> str:
+    text = data[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
+    return ("[...] " if len(data) > LOG_TAIL_BYTES else "") + text
+
+
+__all__ = ["Executor", "InputItem", "RunRecord", "list_inputs"]

@@ -1,0 +1,564 @@
+"""A fresh bubblewrap sandbox for every single run of untrusted code.
+
+Layout inside the sandbox: the runtime (the worker's Python environment and ``/usr``) and the
+implementation are bound read-only at their host paths or at ``/impl``; ``/tmp`` is a size-capped tmpfs;
+in process mode ``/inputs`` is the run's staged hidden inputs (read-only) and ``/outputs`` a
+size-capped tmpfs that is streamed back as a tar when the run ends. Nothing else of the host is visible.
+
+Privileges: bwrap runs as root with new mount, PID, network, IPC, UTS and cgroup namespaces and
+every capability dropped except SETUID/SETGID/SETPCAP/KILL, which only the trusted launcher (a
+``/bin/sh`` script, ``LAUNCHER``) uses to start the untrusted command as uid/gid 65534 through
+``setpriv`` with an empty bounding set and no_new_privs. The untrusted code therefore runs as a real,
+unprivileged host uid, cannot signal or trace the launcher (uid 0), and no user namespace is created
+(which would make it root-mapped). The launcher waits for the command, then reports from inside the
+sandbox, where it is trusted: how many processes the command left behind and the network namespace's
+counters. When bwrap's PID 1 exits, the kernel kills everything left in the PID namespace; the runner
+also kills whatever is left in the run's cgroup, so no process survives a run.
+
+When the runner is not root (an engineer's laptop) bwrap creates a user namespace instead and the
+code runs as the invoking user mapped into it; everything else is the same.
+
+Limits: wall clock (the runner kills the sandbox), memory and process count through cgroup v1 memory
+and pids controllers when the host allows creating cgroups (else RLIMIT_AS on the address space of
+each process and RLIMIT_NPROC), RLIMIT_FSIZE for file size, RLIMIT_NOFILE for open files, tmpfs sizes
+for scratch and outputs, RLIMIT_CORE 0.
+
+Fail closed: if bwrap is missing or the sandbox cannot be set up, ``SandboxError`` is raised and the
+run is an infrastructure error; nothing is ever run unsandboxed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import io
+import os
+import re
+import resource
+import select
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, Sequence
+
+from .cgroups import Cgroups
+
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+IMPL_MOUNT = "/impl"
+INPUTS_MOUNT = "/inputs"
+OUTPUTS_MOUNT = "/outputs"
+SCRATCH_MOUNT = "/tmp"
+
+# Exit statuses the launcher uses for its own failures (chosen outside the usual command range).
+LAUNCHER_SETUP_FAILED = 125
+
+LAUNCHER = r"""
+report_fd=3
+setpriv --reuid=%(uid)d --regid=%(gid)d --clear-groups --inh-caps=-all --bounding-set=-all \
+    --no-new-privs -- "$@" 3>&- 4>&- 5>&-
+rc=$?
+left=0
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}
+  if [ "$p" != "$$" ] && [ "$p" != 1 ]; then left=$((left+1)); fi
+done
+echo "leftover $left" >&$report_fd
+if [ "$left" != 0 ]; then kill -9 -1 2>/dev/null; fi  # before collecting outputs
+while IFS= read -r line; do
+  case $line in Ip:*|Tcp:*|Udp:*) echo "$line" >&$report_fd;; esac
+done < /proc/net/snmp
+if [ -d %(outputs)s ]; then
+  for f in %(outputs)s/* %(outputs)s/.[!.]*; do
+    if [ -e "$f" ]; then tar -C %(outputs)s -cf - . >&4 2>/dev/null; break; fi
+  done
+fi
+exit $rc
+""" % {"uid": SANDBOX_UID, "gid": SANDBOX_GID, "outputs": OUTPUTS_MOUNT}
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be created: an infrastructure error, never a reason to run unsandboxed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_seconds: float = 120.0
+    memory_bytes: int = 2 << 30
+    max_processes: int = 64
+    max_file_bytes: int = 256 << 20
+    max_open_files: int = 256
+    scratch_bytes: int = 256 << 20
+    outputs_bytes: int = 256 << 20
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: Path
+    sandbox: str
+
+
+@dataclass
+class SandboxSpec:
+    command: Sequence[str]
+    implementation: Path
+    runtime_paths: Sequence[Path]
+    limits: Limits = field(default_factory=Limits)
+    inputs: Path | None = None
+    with_outputs: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    devices: Sequence[str] = ()  # e.g. /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm on GPU hosts
+    workdir: str = IMPL_MOUNT
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int | None
+    wall_seconds: float
+    cpu_seconds: float | None
+    peak_memory_bytes: int | None
+    stdout: bytes
+    stderr: bytes
+    outputs_tar: bytes
+    limit_broken: str | None  # "timeout", "memory", "processes", "file size", ...
+    blocked: list[str]
+    leftover_processes: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.limit_broken is None
+
+
+def default_runtime_paths() -> list[Path]:
+    """The worker's Python environment: the interpreter's prefix and, for a virtualenv, its base."""
+    paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix)}
+    return sorted(p for p in paths if p.exists())
+
+
+def bwrap_path() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise SandboxError("bubblewrap (bwrap) is not installed: run `apt-get install -y bubblewrap` as root")
+    return path
+
+
+# ---------------------------------------------------------------- bwrap command line
+
+def _ancestors(path: str) -> list[str]:
+    parts = Path(path).parts[1:-1]
+    return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def build_bwrap_args(spec: SandboxSpec, launcher_path: Path) -> list[str]:
+    limits = spec.limits
+    as_root = os.geteuid() == 0
+    args = [bwrap_path(), "--die-with-parent", "--new-session", "--clearenv", "--info-fd", "5",
+            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    if as_root:
+        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+                 "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_KILL"]
+    else:
+        args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
+    for name in ("lib", "lib64", "bin", "sbin"):
+        target = Path("/") / name
+        if target.is_symlink():
+            args += ["--symlink", os.readlink(target), f"/{name}"]
+        elif target.is_dir():
+            args += ["--ro-bind", str(target), f"/{name}"]
+    # bwrap creates missing parents of bind targets as 0700; the sandbox's uid must traverse them.
+    args += ["--perms", "0755", "--dir", "/etc"]
+    for etc_file in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives"):
+        if os.path.exists(etc_file):
+            args += ["--ro-bind", etc_file, etc_file]
+    created: set[str] = {"/", "/usr", "/proc", "/dev", "/etc", "/tmp"}
+    for runtime in spec.runtime_paths:
+        target = str(runtime)
+        if target.startswith("/usr/") or target == "/usr":
+            continue
+        for ancestor in _ancestors(target):
+            if ancestor not in created:
+                args += ["--perms", "0755", "--dir", ancestor]
+                created.add(ancestor)
+        args += ["--ro-bind", target, target]
+        created.add(target)
+    for device in spec.devices:
+        args += ["--dev-bind", device, device]
+    args += ["--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", SCRATCH_MOUNT]
+    args += ["--ro-bind", str(spec.implementation), IMPL_MOUNT]
+    if spec.inputs is not None:
+        args += ["--ro-bind", str(spec.inputs), INPUTS_MOUNT]
+    if spec.with_outputs:
+        args += ["--perms", "0777", "--size", str(limits.outputs_bytes), "--tmpfs", OUTPUTS_MOUNT]
+    args += ["--ro-bind", str(launcher_path), "/.launcher.sh"]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH_MOUNT, "TMPDIR": SCRATCH_MOUNT,
+           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **spec.env}
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    args += ["--chdir", spec.workdir, "/bin/sh", "/.launcher.sh", *spec.command]
+    return args
+
+
+_LAUNCHER_FILES: dict[str, Path] = {}
+_LAUNCHER_LOCK = threading.Lock()
+
+
+def _launcher_file(as_root: bool) -> Path:
+    key = "root" if as_root else "user"
+    with _LAUNCHER_LOCK:
+        path = _LAUNCHER_FILES.get(key)
+        if path is not None and path.exists():
+            return path
+        text = LAUNCHER if as_root else re.sub(
+            r"setpriv .*?-- \"\$@\"", '"$@"', LAUNCHER, flags=re.S)
+        directory = Path(os.environ.get("SPEEDPROOF_RUNTIME_DIR", "/tmp")) / f"speedproof-launcher-{os.getpid()}"
+        directory.mkdir(mode=0o755, exist_ok=True)
+        atexit.register(shutil.rmtree, directory, True)
+        path = directory / f"launcher-{key}.sh"
+        path.write_text(text)
+        path.chmod(0o644)
+        _LAUNCHER_FILES[key] = path
+        return path
+
+
+# ---------------------------------------------------------------- running
+
+def _preexec(limits: Limits, cgroup_procs: list[str], have_memory_cgroup: bool,
+             have_pids_cgroup: bool) -> Callable[[], None]:
+    def setup() -> None:
+        pid = str(os.getpid())
+        for procs in cgroup_procs:
+            with open(procs, "w") as handle:
+                handle.write(pid)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.max_file_bytes, limits.max_file_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limits.max_open_files, limits.max_open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if not have_memory_cgroup:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if not have_pids_cgroup:  # counts all of uid 65534's processes: coarser than a cgroup
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+    return setup
+
+
+class SandboxProcess:
+    """One sandboxed command. Use as a context manager; ``finish()`` collects the outcome."""
+
+    def __init__(self, spec: SandboxSpec, *, stream: bool = False) -> None:
+        self.spec = spec
+        self.stream = stream
+        launcher = _launcher_file(os.geteuid() == 0)
+        args = build_bwrap_args(spec, launcher)  # first: raises SandboxError before anything exists
+        try:
+            self._cgroups = Cgroups(spec.limits)
+        except OSError as error:
+            raise SandboxError(f"cannot set up the run's cgroups: {error}") from error
+        self._report_read, report_write = os.pipe()
+        self._tar_read, tar_write = os.pipe()
+        self._info_read, info_write = os.pipe()
+        self._stderr_chunks: list[bytes] = []
+        self._stdout_chunks: list[bytes] = []
+        self._tar_chunks: list[bytes] = []
+        self._report_chunks: list[bytes] = []
+        self._info_chunks: list[bytes] = []
+        # When bwrap reports the sandbox ready (just before it starts the launcher) and when the
+        # launcher reports back (just after the command ended): the command's own wall time.
+        self._ready_at: list[float] = []
+        self._ended_at: list[float] = []
+        try:
+            # The launcher expects the report on fd 3 and the outputs tar on fd 4.
+            self.started = time.perf_counter()
+            self._process = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if stream else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(3, 4, 5),
+                preexec_fn=_preexec_with_fds(
+                    _preexec(spec.limits, self._cgroups.procs_files(), self._cgroups.has_memory,
+                             self._cgroups.has_pids),
+                    report_write, tar_write, info_write),
+                close_fds=True,
+            )
+        except Exception as error:  # noqa: BLE001 - any failure to start is an infrastructure error
+            for fd in (report_write, tar_write, info_write, self._report_read, self._tar_read, self._info_read):
+                os.close(fd)
+            self._cgroups.kill_all()
+            self._cgroups.remove()
+            raise SandboxError(f"cannot start the sandbox: {error}") from error
+        for fd in (report_write, tar_write, info_write):
+            os.close(fd)
+        assert self._process.stderr is not None and self._process.stdout is not None
+        sinks = [
+            _Sink(self._process.stderr.fileno(), self._stderr_chunks, limit=MAX_CAPTURED_LOG_BYTES),
+            _Sink(self._report_read, self._report_chunks, first_at=self._ended_at),
+            _Sink(self._tar_read, self._tar_chunks),
+            _Sink(self._info_read, self._info_chunks, first_at=self._ready_at),
+        ]
+        if not stream:
+            sinks.append(_Sink(self._process.stdout.fileno(), self._stdout_chunks, limit=MAX_CAPTURED_LOG_BYTES))
+        self._readers = [_collect(sinks)]
+        self._finished = False
+
+    @property
+    def stdin(self) -> IO[bytes]:
+        assert self._process.stdin is not None
+        return self._process.stdin
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self._process.stdout is not None
+        return self._process.stdout
+
+    def deadline(self) -> float:
+        return self.started + self.spec.limits.wall_seconds
+
+    def poll(self) -> int | None:
+        return self._process.poll()
+
+    def finish(self, *, kill: bool = False, timed_out: bool = False,
+               grace_seconds: float | None = None) -> RunOutcome:
+        """Wait for the sandbox (killing it at the deadline, or after ``grace_seconds`` once a
+        stream's input is closed), tear everything down, measure."""
+        limit_broken: str | None = "timeout" if timed_out else None
+        if self.stream and self._process.stdin is not None:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
+        if kill:
+            self._kill()
+        remaining = max(0.0, self.deadline() - time.perf_counter())
+        if grace_seconds is not None:
+            remaining = min(remaining, grace_seconds)
+        if not self._wait_exit(remaining):
+            if grace_seconds is None:
+                limit_broken = "timeout"
+            self._kill()
+            self._process.wait()
+        wall = time.perf_counter() - self.started
+        leftover_in_cgroup = self._cgroups.kill_all()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        if self._ready_at and self._ended_at and not self.stream:
+            wall = self._ended_at[0] - self._ready_at[0]
+        stdout = b"".join(self._stdout_chunks)  # stream mode: the protocol already consumed stdout
+        report = b"".join(self._report_chunks).decode("utf-8", "replace")
+        leftover, blocked = _parse_launcher_report(report)
+        if "leftover" not in report and leftover_in_cgroup:
+            # No word from the launcher (the sandbox was killed): what the cgroup still held.
+            leftover = leftover_in_cgroup
+        if leftover:
+            blocked.append(f"{leftover} process(es) still running when the run ended were killed")
+        exit_code = self._process.returncode
+        if exit_code is not None and exit_code < 0:
+            exit_code = 128 - exit_code
+        if limit_broken is None:
+            limit_broken = self._limit_from_evidence(exit_code)
+        if limit_broken is not None:
+            blocked.append(f"limit enforced: {limit_broken}")
+        outcome = RunOutcome(
+            exit_code=exit_code,
+            wall_seconds=wall,
+            cpu_seconds=self._cgroups.cpu_seconds(),
+            peak_memory_bytes=self._cgroups.peak_memory(),
+            stdout=stdout,
+            stderr=b"".join(self._stderr_chunks),
+            outputs_tar=b"".join(self._tar_chunks),
+            limit_broken=limit_broken,
+            blocked=blocked,
+            leftover_processes=leftover,
+        )
+        self._close()
+        return outcome
+
+    def _wait_exit(self, timeout: float) -> bool:
+        """Wait for bwrap to exit, up to ``timeout``. A pidfd wakes us the moment it exits, where
+        ``Popen.wait(timeout)`` would poll with sleeps of up to 50 ms."""
+        if self._process.poll() is not None:
+            return True
+        try:
+            pidfd = os.pidfd_open(self._process.pid)
+        except (AttributeError, OSError):
+            try:
+                self._process.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        try:
+            select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        try:
+            self._process.wait(timeout=0.5 if self._process.poll() is None else None)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _limit_from_evidence(self, exit_code: int | None) -> str | None:
+        if self._cgroups.memory_limit_hit():
+            return "memory"
+        if self._cgroups.pids_limit_hit():
+            return "processes"
+        if exit_code == 128 + signal.SIGXFSZ:
+            return "file size"
+        if exit_code not in (0, None):
+            # Python and others ignore SIGXFSZ and fail with EFBIG/ENOSPC instead. The evidence is the
+            # command's own stderr, so it only ever names the reason for a failure, never causes one.
+            tail = b"".join(self._stderr_chunks)[-4096:]
+            if b"File too large" in tail or b"[Errno 27]" in tail:
+                return "file size"
+            if b"No space left on device" in tail or b"[Errno 28]" in tail:
+                return "scratch or output space"
+        if not self._cgroups.has_memory and exit_code not in (0, None) and (
+                b"MemoryError" in b"".join(self._stderr_chunks)[-4096:]
+                or b"Cannot allocate memory" in b"".join(self._stderr_chunks)[-4096:]):
+            return "memory"  # RLIMIT_AS fallback: allocations fail instead of an OOM kill
+        return None
+
+    def _kill(self) -> None:
+        try:
+            self._process.kill()
+        except ProcessLookupError:
+            pass
+        self._cgroups.kill_all()
+
+    def _close(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for stream in (self._process.stdin, self._process.stdout, self._process.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        for fd in (self._report_read, self._tar_read, self._info_read):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._cgroups.remove()
+
+    def __enter__(self) -> "SandboxProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._finished:
+            if self._process.poll() is None:
+                self._kill()
+            try:
+                self.finish()
+            except Exception:  # noqa: BLE001 - teardown must not mask the original error
+                self._close()
+
+
+def _preexec_with_fds(inner: Callable[[], None], report_fd: int, tar_fd: int,
+                      info_fd: int) -> Callable[[], None]:
+    def setup() -> None:
+        # Put the pipes at the fixed numbers the launcher and bwrap use (via high numbers, so that
+        # one cannot overwrite another); Popen keeps 3, 4 and 5 open because they are pass_fds.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 200) for fd in (report_fd, tar_fd, info_fd)]
+        for target, fd in zip((3, 4, 5), high):
+            os.dup2(fd, target)
+        for fd in high:
+            os.close(fd)
+        inner()  # last: it lowers RLIMIT_NOFILE below the high numbers used above
+    return setup
+
+
+MAX_CAPTURED_LOG_BYTES = 1 << 20
+
+
+@dataclass
+class _Sink:
+    fd: int
+    chunks: list[bytes]
+    first_at: list[float] | None = None  # gets the arrival time of the first byte
+    limit: int | None = None  # keep only the last ``limit`` bytes (logs can be gigabytes)
+    kept: int = 0
+
+
+def _collect(sinks: list[_Sink]) -> threading.Thread:
+    """One thread reads every pipe of a sandbox to its end (one thread per pipe costs more to start
+    than a no-op run takes)."""
+    def run() -> None:
+        selector = selectors.DefaultSelector()
+        for sink in sinks:
+            selector.register(sink.fd, selectors.EVENT_READ, sink)
+        try:
+            while selector.get_map():
+                for key, _ in selector.select():
+                    sink = key.data
+                    try:
+                        chunk = os.read(sink.fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        selector.unregister(sink.fd)
+                        continue
+                    if sink.first_at is not None and not sink.first_at:
+                        sink.first_at.append(time.perf_counter())
+                    sink.chunks.append(chunk)
+                    sink.kept += len(chunk)
+                    while sink.limit is not None and sink.kept > sink.limit and len(sink.chunks) > 1:
+                        sink.kept -= len(sink.chunks.pop(0))
+        finally:
+            selector.close()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _parse_launcher_report(report: str) -> tuple[int, list[str]]:
+    leftover = 0
+    blocked: list[str] = []
+    match = re.search(r"leftover (\d+)", report)
+    if match:
+        leftover = int(match.group(1))
+    tables: dict[str, dict[str, int]] = {}
+    lines = [line for line in report.splitlines() if re.match(r"^(Ip|Tcp|Udp):", line)]
+    for header, values in zip(lines[0::2], lines[1::2]):
+        name = header.split(":", 1)[0]
+        keys = header.split()[1:]
+        numbers = values.split()[1:]
+        tables[name] = {k: int(v) for k, v in zip(keys, numbers) if v.lstrip("-").isdigit()}
+    no_route = tables.get("Ip", {}).get("OutNoRoutes", 0)
+    tcp_opens = tables.get("Tcp", {}).get("ActiveOpens", 0)
+    udp_out = tables.get("Udp", {}).get("OutDatagrams", 0)
+    if no_route:
+        blocked.append(f"network: {no_route} outbound packet(s)/connection(s) had no route (no network in the sandbox)")
+    if tcp_opens:
+        blocked.append(f"network: {tcp_opens} TCP connection attempt(s), loopback only inside the sandbox")
+    if udp_out:
+        blocked.append(f"network: {udp_out} UDP datagram(s), loopback only inside the sandbox")
+    return leftover, blocked
+
+
+def read_outputs_tar(data: bytes, max_total_bytes: int) -> dict[str, bytes]:
+    """Regular files from the launcher's tar of ``/outputs``; links and oddities are ignored."""
+    files: dict[str, bytes] = {}
+    if not data:
+        return files
+    total = 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        for member in archive.getmembers():
+            if not member.isfile():
+                continue
+            name = os.path.normpath(member.name).lstrip("./")
+            if name.startswith("..") or not name:
+                continue
+            total += member.size
+            if total > max_total_bytes:
+                break
+            extracted = archive.extractfile(member)
+            if extracted is not None:
+                files[name] = extracted.read()
+    return files
