@@ -19,10 +19,17 @@ from .services import api_token_revoke, engineer_profile_update
 
 
 class UserCreateForm(AdminUserCreationForm):
+    """Operator accounts only: companies and engineers sign up (which creates their organization or profile)."""
+
     class Meta(AdminUserCreationForm.Meta):
         model = User
         fields = ("email", "name", "account_type")
         field_classes: dict = {}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["account_type"].choices = [(User.AccountType.OPERATOR, User.AccountType.OPERATOR.label)]
+        self.fields["account_type"].initial = User.AccountType.OPERATOR
 
     def clean_email(self) -> str:
         email = self.cleaned_data["email"].strip().lower()

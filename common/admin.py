@@ -28,28 +28,29 @@ def money_display(amount: int | None, currency: str | None) -> str:
 def human_size(size: int | None) -> str:
     if size is None:
         return "—"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-def admin_change_link(obj: models.Model | None, text: str | None = None) -> str:
-    """A link to the object's admin change page, or its plain text where it has none."""
-    if obj is None:
-        return "—"
-    label = text if text is not None else str(obj)
-    try:
-        url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
-    except NoReverseMatch:
-        return label
-    return format_html('<a href="{}">{}</a>', url, label)
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 class ReadOnlyModelAdmin(admin.ModelAdmin):
     """Rows written only by services: viewable, never added, changed or deleted from the admin."""
+
+    # Raw fields shown through a display instead, in their place, e.g. {"amount": "amount_display"}.
+    field_displays: dict[str, str] = {}
+
+    def get_fields(self, request, obj=None):
+        fields: list[str] = []
+        for name in super().get_fields(request, obj):
+            name = self.field_displays.get(name, name)
+            if name not in fields:
+                fields.append(name)
+        return fields
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

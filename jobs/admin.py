@@ -8,14 +8,11 @@ expiring overdue jobs, calls `job_expire` exactly as the scheduled task does.
 from django.contrib import admin
 from django.db.models import Count, Q
 
-from common.admin import (
-    ReadOnlyModelAdmin,
-    ReadOnlyTabularInline,
-    money_display,
-)
+from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, money_display
 
 from .models import Bid, Contract, Job, Submission
 from .services import jobs as job_services
+
 
 class BidInline(ReadOnlyTabularInline):
     model = Bid

@@ -14,6 +14,9 @@ from jobs.services.bids import bid_place
 from jobs.services.submissions import submission_create
 from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, StaffFactory, funded_contract, open_job
 from tests.factories.archives import make_tar_gz, upload
+from tests.factories.jobs import onboard
+from verification.runner.certificate import generate_signing_key, public_key_pem
+from verification.services import signing_key_register
 
 OPERATOR_PASSWORD = "correct horse battery"
 
@@ -31,6 +34,8 @@ def build_admin_data(*, round_: int = 0) -> SimpleNamespace:
     open_one = open_job(title=f"Quantize the ranker {round_}", currency="JPY", budget_min=50_000, budget_max=90_000)
     bidder = EngineerFactory()
     bid = bid_place(actor=bidder, job=open_one, amount=70_000, estimated_days=5, proposal="int8 kernels")
+    onboard(engineer)
+    signing_key_register(public_key_pem=public_key_pem(generate_signing_key()).decode())
     issued = api_token_create(user=engineer, name=f"ci-{round_}")
     IdempotencyRecord.objects.create(
         user=bidder,

@@ -4,15 +4,13 @@ import os
 import re
 
 import pytest
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 from common.models import AuditEvent
 from jobs.models import Job
 
 from .conftest import OPERATOR_PASSWORD, build_admin_data
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls below are still synchronous.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -28,9 +26,11 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def page():
+def page(monkeypatch):
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    # Playwright's sync API keeps an event loop running in this thread; the test's ORM calls stay synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -38,6 +38,8 @@ def page():
         yield context.new_page()
         context.close()
         browser.close()
+        # Inside this block the ORM runs in Playwright's context, with connections of its own: close them.
+        connections.close_all()
 
 
 @pytest.mark.browser
@@ -83,10 +85,13 @@ def test_operator_filters_searches_and_reads_money_in_the_admin(live_server, pag
     # Contract change page: amounts, fee and status are read-only text, and there is nothing to save.
     row.locator("th a").click()
     page.wait_for_url(re.compile(rf"/admin/jobs/contract/{data.contract.pk}/change/"))
-    for field in ("amount", "platform_fee", "status", "currency"):
+    for field in ("amount", "platform_fee", "status", "currency", "submissions_used"):
         assert page.locator(f"form [name={field}]").count() == 0
+    for field in ("status", "currency"):
         assert page.locator(f".field-{field} .readonly").count() == 1
     assert page.locator(".field-amount_display .readonly").inner_text() == "2500.00 USD"
+    assert page.locator(".field-platform_fee_display .readonly").inner_text() == "250.00 USD"
+    assert page.locator(".field-attempts_display .readonly").inner_text() == "1 / 5"
     assert page.locator("input[name=_save]").count() == 0
     page.screenshot(path=str(tmp_path / "contract-change.png"), full_page=True)
 
@@ -107,12 +112,3 @@ def test_operator_filters_searches_and_reads_money_in_the_admin(live_server, pag
     assert screenshot.stat().st_size > 10_000
     assert Job.objects.get(pk=data.open_job.pk).status == Job.Status.OPEN
 
-
-@pytest.mark.django_db(transaction=True)
-def test_zz_debug(live_server):
-    import time
-    from django.db import connection
-    time.sleep(1)
-    with connection.cursor() as c:
-        c.execute("select pid, application_name, state, backend_start, query from pg_stat_activity where datname=current_database() and pid<>pg_backend_pid()")
-        print("SESSIONS", c.fetchall())

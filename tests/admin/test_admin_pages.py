@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import ApiToken, EngineerProfile
+from accounts.models import ApiToken, EngineerProfile, User
 from common.models import AuditEvent
 from jobs.models import Contract, Job
 from tests.factories import open_job
@@ -189,3 +189,14 @@ def test_engineer_profile_edits_go_through_the_service_and_keep_the_track_record
     assert operator.post(url, data).status_code == 302
     profile.refresh_from_db()
     assert (profile.headline, profile.jobs_passed) == ("SIMD specialist", 0)
+
+
+@pytest.mark.django_db
+def test_operators_add_operator_accounts_only(operator, admin_data):
+    url = _url(User, "add")
+    form = {"email": "New.Operator@Example.test", "name": "Ops", "usable_password": "true"}
+    form |= {"password1": "a long operator passphrase", "password2": "a long operator passphrase"}
+    assert operator.post(url, {**form, "account_type": "engineer"}).status_code == 200  # not a valid choice
+    assert operator.post(url, {**form, "account_type": "operator"}).status_code == 302
+    user = User.objects.get(email="new.operator@example.test")
+    assert user.account_type == User.AccountType.OPERATOR and user.check_password("a long operator passphrase")
