@@ -16,8 +16,10 @@ def job_list_visible(*, user: User) -> QuerySet[Job]:
     if user.is_staff:
         return jobs.order_by("-id")
     published = ~Q(status=Job.Status.DRAFT)
-    visible = Q(organization_id__in=user_organization_ids(user=user)) | (published & Q(visibility=Job.Visibility.PUBLIC))
-    if user.account_type == User.AccountType.ENGINEER:
+    visible = published & Q(visibility=Job.Visibility.PUBLIC)
+    if user.account_type != User.AccountType.ENGINEER:  # engineers never join organizations
+        visible |= Q(organization_id__in=user_organization_ids(user=user))
+    else:
         invited_ids = Job.invited_engineers.through.objects.filter(user_id=user.pk).values("job_id")
         own_bid_ids = Bid.objects.filter(engineer=user).values("job_id")
         visible |= published & (Q(pk__in=invited_ids) | Q(pk__in=own_bid_ids))

@@ -152,18 +152,25 @@ def test_other_lists_query_count_does_not_grow(api_client_for, path):
     assert counts[0] == counts[1]
 
 
-def test_throttling_answers_429_with_a_code(api_client_for, settings):
-    from rest_framework.throttling import UserRateThrottle
+def test_throttling_answers_429_with_a_code(api_client_for, monkeypatch):
+    from rest_framework.settings import api_settings
 
-    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "user": "3/min"}
-    original = UserRateThrottle.THROTTLE_RATES
-    UserRateThrottle.THROTTLE_RATES = rates
-    try:
-        client = api_client_for(CompanyAdminFactory())
-        statuses = [client.get("/api/v1/me").status_code for _ in range(4)]
-    finally:
-        UserRateThrottle.THROTTLE_RATES = original
-    assert statuses == [200, 200, 200, 429]
+    monkeypatch.setitem(api_settings.DEFAULT_THROTTLE_RATES, "user", "3/min")
+    client = api_client_for(CompanyAdminFactory())
+    responses = [client.get("/api/v1/me") for _ in range(4)]
+    assert [response.status_code for response in responses] == [200, 200, 200, 429]
+    assert responses[-1].json()["error"]["code"] == "throttled"
+    assert 0 < int(responses[-1]["Retry-After"]) <= 61
+
+
+def test_anonymous_clients_are_throttled_by_address(monkeypatch):
+    from rest_framework.settings import api_settings
+    from rest_framework.test import APIClient
+
+    monkeypatch.setitem(api_settings.DEFAULT_THROTTLE_RATES, "anon", "2/min")
+    body = {"email": "x@x.test", "password": "a long passphrase", "name": "X"}
+    statuses = [APIClient().post("/api/v1/auth/signup/engineer/", body, format="json").status_code for _ in range(3)]
+    assert statuses[-1] == 429
 
 
 def test_schema_and_docs_are_served(client):
