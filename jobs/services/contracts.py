@@ -12,6 +12,7 @@ from common.errors import IllegalTransition, NotPermitted
 from common.services import audit_record
 from common.transitions import transition_apply
 from payments import services as payments
+from payments.errors import EscrowFrozen
 
 from ..models import Contract, Job, Submission
 from ..states import CONTRACT_TRANSITIONS, JOB_TRANSITIONS
@@ -144,12 +145,17 @@ def contract_release_earned(*, contract_id: int, force: bool = False) -> Contrac
         due = contract.release_due_at is not None and (force or contract.release_due_at <= timezone.now())
         if contract.status != Contract.Status.ACTIVE or contract.earned_bps == 0 or not due or contract.review_disputed:
             return contract
-        payments.escrow_release(
-            escrow_id=contract.escrow_id,
-            fraction_bps=contract.earned_bps,
-            reason=f"verified tier of contract {contract.pk}",
-            verification_run_id=str(contract.earned_run_id),
-        )
+        try:
+            with transaction.atomic():
+                payments.escrow_release(
+                    escrow_id=contract.escrow_id,
+                    fraction_bps=contract.earned_bps,
+                    reason=f"verified tier of contract {contract.pk}",
+                    verification_run_id=str(contract.earned_run_id),
+                )
+        except EscrowFrozen:
+            log.info("release_postponed_chargeback_open", contract_id=contract.pk)
+            return contract  # still due: the beat task tries again once the chargeback is settled
         contract.release_due_at = None
         contract.save(update_fields=["release_due_at", "updated_at"])
         audit_record(actor=None, verb="contract_released", obj=contract, from_state=contract.status, to_state=contract.status, data={"bps": contract.earned_bps})
@@ -175,15 +181,20 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
         if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
             # A pending verification settles the contract when its result arrives.
             return contract
-        if contract.earned_bps:
-            payments.escrow_release(
-                escrow_id=contract.escrow_id,
-                fraction_bps=contract.earned_bps,
-                reason=f"earned before settlement of contract {contract.pk}",
-                verification_run_id=str(contract.earned_run_id),
-            )
-        if contract.earned_bps < FULL_BPS:
-            payments.escrow_refund_remainder(escrow_id=contract.escrow_id, reason=reason)
+        try:
+            with transaction.atomic():
+                if contract.earned_bps:
+                    payments.escrow_release(
+                        escrow_id=contract.escrow_id,
+                        fraction_bps=contract.earned_bps,
+                        reason=f"earned before settlement of contract {contract.pk}",
+                        verification_run_id=str(contract.earned_run_id),
+                    )
+                if contract.earned_bps < FULL_BPS:
+                    payments.escrow_refund_remainder(escrow_id=contract.escrow_id, reason=reason)
+        except EscrowFrozen:
+            log.info("settlement_postponed_chargeback_open", contract_id=contract.pk)
+            return contract  # the settle beat task tries again once the chargeback is settled
         contract.release_due_at = contract.settle_due_at = None
         contract.save(update_fields=["release_due_at", "settle_due_at", "updated_at"])
         _close(contract, job, to=Contract.Status.COMPLETED if contract.earned_bps else Contract.Status.FAILED, reason=reason)

@@ -183,6 +183,7 @@ CELERY_BEAT_SCHEDULE = {
     "payments-expire-unfunded": {"task": "payments.tasks.escrows_expire_unfunded", "schedule": 300.0},
     "payments-reconcile": {"task": "payments.tasks.payments_reconcile", "schedule": 3600.0},
     "payments-pay-out-payable": {"task": "payments.tasks.payouts_retry_payable", "schedule": 600.0},
+    "payments-webhook-redrive": {"task": "payments.tasks.webhook_events_redrive", "schedule": 300.0},
 }
 
 # Verification: runs go to the queue `verify.<hardware class>`; hosts call back to this address.

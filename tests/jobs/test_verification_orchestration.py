@@ -214,3 +214,24 @@ def test_engineer_never_sees_hidden_outputs_or_logs_the_company_does(contract, v
     assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [{"input_id": "h-1", "where": "$[0]"}]
     company_view = api_client_for(contract.job.created_by).get(f"/api/v1/submissions/{submission.pk}/verification/")
     assert "0.123456789" in company_view.content.decode()
+
+
+def test_chargeback_postpones_release_until_it_is_won(contract, verifier, settle):
+    from payments.services import offline_payment_confirm
+    from tests.factories.jobs import payment_events_process
+
+    admin = contract.job.created_by
+    payment_intent = _escrow(contract).payment_intent_id
+    offline_payment_confirm(payment_intent_id=payment_intent, outcome="dispute", actor=admin)
+    payment_events_process()
+    assert _escrow(contract).frozen
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=1.0)
+    Contract.objects.filter(pk=contract.pk).update(release_due_at=timezone.now() - timedelta(seconds=1))
+    settle(contracts_release_due)
+    contract.refresh_from_db()
+    assert _escrow(contract).released_bps == 0 and contract.release_due_at is not None
+    offline_payment_confirm(payment_intent_id=payment_intent, outcome="dispute_won", actor=admin)
+    payment_events_process()
+    settle(contracts_release_due)
+    contract.refresh_from_db()
+    assert _escrow(contract).released_bps == 10_000 and contract.status == Contract.Status.COMPLETED

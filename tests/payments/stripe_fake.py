@@ -22,7 +22,7 @@ import random
 import re
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -96,6 +96,10 @@ def _params_class(dotted: str) -> type:
 
 
 def _unwrap(annotation: Any) -> str:
+    """The TypedDict name inside `NotRequired["X"]` (a string, a ForwardRef or a generic alias)."""
+    args = getattr(annotation, "__args__", None)
+    if args and getattr(annotation, "__origin__", None) is not None and "Required" in repr(annotation):
+        annotation = args[0]
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__forward_arg__", repr(annotation))
     text = text.strip().strip("\"'")
     for wrapper in ("NotRequired[", "Required["):
@@ -147,6 +151,7 @@ class FakeStripe(stripe.HTTPClient):
         self.counters: dict[str, int] = defaultdict(int)
         self.injected: list[tuple[str, str | None]] = []
         self.failure_rate = 0.0
+        self.failures: Counter = Counter()
         self.random = random.Random(seed)
         self.livemode = False
 
@@ -185,6 +190,8 @@ class FakeStripe(stripe.HTTPClient):
         with self.lock:
             self.requests.append((method.upper(), path, params))
             injection = self._take_injection(method.upper(), path)
+            if injection:
+                self.failures[injection] += 1
             if injection == "timeout":
                 raise stripe.APIConnectionError("Request timed out (injected).", should_retry=True)
             if injection == "429":

@@ -1,0 +1,97 @@
+"""Payments API: escrow summary, engineer onboarding, the offline provider's confirm action."""
+
+from dataclasses import asdict
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services
+
+
+class LedgerLineSerializer(serializers.Serializer):
+    transaction_id = serializers.IntegerField()
+    kind = serializers.CharField()
+    idempotency_key = serializers.CharField()
+    account = serializers.CharField()
+    amount = serializers.IntegerField(help_text="Minor units; positive = debit, negative = credit.")
+    provider_object_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class EscrowSummarySerializer(serializers.Serializer):
+    """Money held by the platform for one contract, in integer minor units."""
+
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    state = serializers.CharField()
+    currency = serializers.CharField()
+    amount = serializers.IntegerField(help_text="Engineer amount.")
+    fee = serializers.IntegerField(help_text="Platform fee on the full amount.")
+    funded = serializers.IntegerField()
+    released = serializers.IntegerField()
+    paid = serializers.IntegerField(help_text="Released and already transferred to the engineer.")
+    refunded = serializers.IntegerField(help_text="Refunds plus chargebacks returned to the company.")
+    fee_kept = serializers.IntegerField()
+    held = serializers.IntegerField()
+    dispute_loss = serializers.IntegerField()
+    frozen = serializers.BooleanField(help_text="A chargeback is open: nothing can be released or refunded.")
+    frozen_reason = serializers.CharField()
+    funding_deadline = serializers.DateTimeField()
+    funding_failure_reason = serializers.CharField()
+    released_bps = serializers.IntegerField()
+    open_issues = serializers.IntegerField(help_text="Open reconciliation issues.")
+    ledger_lines = LedgerLineSerializer(many=True)
+
+
+class OnboardingStatusSerializer(serializers.Serializer):
+    account_id = serializers.CharField(allow_null=True)
+    onboarding_url = serializers.CharField(allow_null=True)
+    transfers_active = serializers.BooleanField()
+    details_submitted = serializers.BooleanField()
+    requirements_due = serializers.ListField(child=serializers.CharField())
+
+
+class EscrowSummaryApi(APIView):
+    """Funded, released, refunded, fee kept, held, state, frozen flag and ledger lines of one escrow."""
+
+    @extend_schema(responses=EscrowSummarySerializer)
+    def get(self, request, escrow_id: int):
+        escrow = selectors.escrow_get_for_user(user=request.user, escrow_id=escrow_id)
+        return Response(asdict(selectors.escrow_summary(escrow.pk)))
+
+
+class OnboardingApi(APIView):
+    """An engineer's payout account: POST starts (or resumes) onboarding, GET reports its status."""
+
+    @extend_schema(request=None, responses=OnboardingStatusSerializer)
+    def post(self, request):
+        return Response(asdict(services.engineer_onboarding_start(user=request.user)), status=200)
+
+    @extend_schema(responses=OnboardingStatusSerializer)
+    def get(self, request):
+        return Response(asdict(services.engineer_onboarding_refresh(user=request.user)))
+
+
+class OfflineConfirmSerializer(serializers.Serializer):
+    outcome = serializers.ChoiceField(choices=["succeed", "decline", "dispute", "dispute_won", "dispute_lost"])
+
+
+class OfflinePaymentConfirmApi(APIView):
+    """Offline provider only: play the payer's side of a payment (staff or the paying organization's admins)."""
+
+    @extend_schema(
+        request=OfflineConfirmSerializer,
+        responses=inline_serializer(
+            "OfflineConfirmed",
+            {"escrow_id": serializers.IntegerField(), "payment_intent_id": serializers.CharField(), "outcome": serializers.CharField()},
+        ),
+    )
+    def post(self, request, payment_intent_id: str):
+        serializer = OfflineConfirmSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        escrow = services.offline_payment_confirm(
+            payment_intent_id=payment_intent_id, outcome=serializer.validated_data["outcome"], actor=request.user
+        )
+        return Response({"escrow_id": escrow.pk, "payment_intent_id": payment_intent_id, "outcome": serializer.validated_data["outcome"]})

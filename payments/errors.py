@@ -1,0 +1,38 @@
+"""Payment-specific members of the one domain error family (common.errors)."""
+
+from common.errors import Conflict, DomainError, NotFound, ValidationFailed
+
+
+class FundingFailed(DomainError):
+    """The payer's payment was declined; the message is the provider's, safe to show to the payer."""
+
+    status_code = 402
+    default_code = "funding_failed"
+
+
+class ProviderRejected(DomainError):
+    """The provider refused a request for a reason that retrying will not fix."""
+
+    status_code = 502
+    default_code = "provider_rejected"
+
+
+class ProviderObjectMissing(NotFound):
+    default_code = "provider_object_missing"
+
+
+class IdempotencyConflict(Conflict):
+    default_code = "provider_idempotency_conflict"
+
+
+class EscrowFrozen(Conflict):
+    default_code = "escrow_frozen"
+
+
+class WebhookRejected(ValidationFailed):
+    default_code = "webhook_rejected"
+
+
+class NotSupported(DomainError):
+    status_code = 404
+    default_code = "not_supported_by_provider"

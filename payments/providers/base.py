@@ -1,0 +1,201 @@
+"""The one payment-provider interface. Implementations return these frozen dataclasses, never SDK objects,
+and raise only common.errors / payments.errors (RetryableError for anything worth trying again)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Funding:
+    """A PaymentIntent on the platform account."""
+
+    id: str
+    status: str  # requires_payment_method, requires_confirmation, requires_action, processing, succeeded, canceled
+    amount: int
+    currency: str
+    client_secret: str | None
+    charge_id: str | None
+    failure_message: str | None
+    transfer_group: str | None
+    livemode: bool
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    id: str
+    amount: int
+    currency: str
+    destination: str
+    amount_reversed: int
+    transfer_group: str | None
+    source_transaction: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransferReversal:
+    id: str
+    transfer_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: int
+    currency: str
+    status: str  # pending, requires_action, succeeded, failed, canceled
+    payment_intent_id: str | None
+    charge_id: str | None
+    failure_reason: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectedAccountInfo:
+    id: str
+    transfers_active: bool
+    details_submitted: bool
+    payouts_enabled: bool
+    requirements_due: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OnboardingLink:
+    url: str
+    expires_at: int | None
+
+
+@dataclass(frozen=True)
+class Dispute:
+    id: str
+    status: str  # warning_needs_response, warning_under_review, warning_closed, needs_response, under_review, won, lost
+    amount: int
+    currency: str
+    charge_id: str | None
+    payment_intent_id: str | None
+
+    @property
+    def open(self) -> bool:
+        return self.status in {"warning_needs_response", "warning_under_review", "needs_response", "under_review"}
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A verified webhook event, as stored: we act on the re-fetched object, never on this snapshot."""
+
+    id: str
+    type: str
+    livemode: bool
+    object_type: str
+    object_id: str
+    account: str
+    payload: Mapping[str, Any]
+
+
+class PaymentProvider(abc.ABC):
+    name: str
+
+    # Funding: a PaymentIntent for amount + fee on the platform account.
+    @abc.abstractmethod
+    def funding_create(
+        self, *, amount: int, currency: str, transfer_group: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> Funding: ...
+
+    @abc.abstractmethod
+    def funding_get(self, *, payment_intent_id: str) -> Funding: ...
+
+    @abc.abstractmethod
+    def funding_cancel(self, *, payment_intent_id: str, idempotency_key: str) -> Funding: ...
+
+    def funding_confirm_url(self, *, payment_intent_id: str) -> str | None:
+        """Where a person confirms a payment without Stripe.js (only the offline provider has one)."""
+        return None
+
+    def funding_simulate(self, *, payment_intent_id: str, outcome: str) -> list[ProviderEvent]:
+        """Play the payer's side (offline provider only): succeed, decline, dispute, dispute_won, dispute_lost."""
+        from payments.errors import NotSupported
+
+        raise NotSupported("This payment provider has no simulated checkout.")
+
+    def account_simulate_onboarding(self, *, account_id: str) -> list[ProviderEvent]:
+        """Complete an engineer's onboarding (offline provider only)."""
+        from payments.errors import NotSupported
+
+        raise NotSupported("This payment provider has no simulated onboarding.")
+
+    # Transfers to connected accounts (separate charges and transfers).
+    @abc.abstractmethod
+    def transfer_create(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        source_transaction: str | None,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> Transfer: ...
+
+    @abc.abstractmethod
+    def transfer_get(self, *, transfer_id: str) -> Transfer: ...
+
+    @abc.abstractmethod
+    def transfer_reverse(self, *, transfer_id: str, amount: int, idempotency_key: str) -> TransferReversal: ...
+
+    @abc.abstractmethod
+    def transfers_list(self, *, transfer_group: str) -> list[Transfer]: ...
+
+    # Refunds of the funding charge.
+    @abc.abstractmethod
+    def refund_create(
+        self, *, payment_intent_id: str, amount: int, metadata: Mapping[str, str], idempotency_key: str
+    ) -> Refund: ...
+
+    @abc.abstractmethod
+    def refund_get(self, *, refund_id: str) -> Refund: ...
+
+    @abc.abstractmethod
+    def refunds_list(self, *, payment_intent_id: str) -> list[Refund]: ...
+
+    # Engineers' connected accounts.
+    @abc.abstractmethod
+    def account_create(self, *, email: str, metadata: Mapping[str, str], idempotency_key: str) -> ConnectedAccountInfo: ...
+
+    @abc.abstractmethod
+    def account_get(self, *, account_id: str) -> ConnectedAccountInfo: ...
+
+    @abc.abstractmethod
+    def account_link_create(self, *, account_id: str, refresh_url: str, return_url: str) -> OnboardingLink: ...
+
+    # Disputes and webhooks.
+    @abc.abstractmethod
+    def dispute_get(self, *, dispute_id: str) -> Dispute: ...
+
+    @abc.abstractmethod
+    def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
+        """Verify the signature on the raw body (tolerance from settings) and parse; WebhookRejected otherwise."""
+
+
+def event_from_payload(data: Mapping[str, Any]) -> ProviderEvent:
+    obj = (data.get("data") or {}).get("object") or {}
+    return ProviderEvent(
+        id=str(data.get("id") or ""),
+        type=str(data.get("type") or ""),
+        livemode=bool(data.get("livemode")),
+        object_type=str(obj.get("object") or ""),
+        object_id=str(obj.get("id") or ""),
+        account=str(data.get("account") or ""),
+        payload=data,
+    )

@@ -1,0 +1,467 @@
+"""The offline provider: no network, deterministic, following Stripe's lifecycle.
+
+Objects are Stripe-shaped dicts kept in our own database (payments.OfflineObject), so every process (web,
+worker, the checkout page) sees the same state. Funding waits for a confirm step (`funding_simulate`, driven by
+the offline confirm API and the small checkout page); the events it produces are stored and processed
+through the same path as Stripe's webhooks. Ids derive from the idempotency key, so a replay finds the object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from ..errors import IdempotencyConflict, ProviderObjectMissing, ProviderRejected, WebhookRejected
+from ..models import OfflineIdempotencyKey, OfflineObject
+from .base import (
+    ConnectedAccountInfo,
+    Dispute,
+    Funding,
+    OnboardingLink,
+    PaymentProvider,
+    ProviderEvent,
+    Refund,
+    Transfer,
+    TransferReversal,
+    event_from_payload,
+)
+
+DECLINE_MESSAGE = "Your card was declined."
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:24]
+
+
+def _fingerprint(endpoint: str, params: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps([endpoint, params], sort_keys=True, default=str).encode()).hexdigest()
+
+
+class OfflineProvider(PaymentProvider):
+    name = "offline"
+
+    def __init__(self, *, base_url: str, webhook_secret: str, connect_webhook_secret: str, tolerance: int = 300):
+        self._base_url = base_url.rstrip("/")
+        self._webhook_secret = webhook_secret or "whsec_offline"
+        self._connect_webhook_secret = connect_webhook_secret or self._webhook_secret
+        self._tolerance = tolerance
+
+    # ---- store helpers -------------------------------------------------------------------------
+    def _load(self, object_id: str, object_type: str | None = None, *, lock: bool = False) -> dict:
+        qs = OfflineObject.objects.select_for_update() if lock else OfflineObject.objects
+        row = qs.filter(object_id=object_id).first()
+        if row is None or (object_type and row.object_type != object_type):
+            raise ProviderObjectMissing(f"No such {object_type or 'object'}: '{object_id}'", code="resource_missing")
+        return row.data
+
+    def _save(self, data: dict, *, group: str = "") -> dict:
+        OfflineObject.objects.update_or_create(
+            object_id=data["id"], defaults={"object_type": data["object"], "data": data, "group": group}
+        )
+        return data
+
+    def _idempotent(self, key: str, endpoint: str, params: Mapping[str, Any], create) -> dict:
+        """Create once per key; a replay returns the object, a reused key with other parameters is refused."""
+        fingerprint = _fingerprint(endpoint, params)
+        existing = OfflineIdempotencyKey.objects.filter(key=key).first()
+        if existing is None:
+            try:
+                with transaction.atomic():
+                    data = create()
+                    OfflineIdempotencyKey.objects.create(key=key, fingerprint=fingerprint, object_id=data["id"])
+                    return data
+            except IntegrityError:
+                existing = OfflineIdempotencyKey.objects.get(key=key)
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyConflict(
+                "Keys for idempotent requests can only be used with the same parameters they were first used with."
+            )
+        return self._load(existing.object_id)
+
+    def _event(self, event_type: str, obj: dict, *, account: str = "") -> ProviderEvent:
+        seq = OfflineObject.objects.filter(object_type="event", group=obj["id"]).count()
+        for attempt in range(20):  # a concurrent event for the same object took this number: take the next
+            payload = {
+                "id": f"evt_off_{_digest(obj['id'], str(seq + attempt))}",
+                "object": "event",
+                "api_version": None,
+                "created": int(time.time()),
+                "livemode": False,
+                "pending_webhooks": 0,
+                "request": {"id": None, "idempotency_key": None},
+                "type": event_type,
+                "data": {"object": obj},
+            }
+            if account:
+                payload["account"] = account
+            try:
+                with transaction.atomic():
+                    OfflineObject.objects.create(object_id=payload["id"], object_type="event", data=payload, group=obj["id"])
+            except IntegrityError:
+                continue
+            return event_from_payload(payload)
+        raise ProviderRejected("Could not number the event.", code="event_conflict")
+
+    # ---- funding -------------------------------------------------------------------------------
+    def funding_create(self, *, amount, currency, transfer_group, metadata, idempotency_key) -> Funding:
+        params = {"amount": amount, "currency": currency.lower(), "transfer_group": transfer_group, "metadata": dict(metadata)}
+
+        def create() -> dict:
+            pi_id = f"pi_off_{_digest(idempotency_key)}"
+            return self._save(
+                {
+                    "id": pi_id,
+                    "object": "payment_intent",
+                    "amount": amount,
+                    "amount_received": 0,
+                    "currency": currency.lower(),
+                    "status": "requires_payment_method",
+                    "client_secret": None,
+                    "latest_charge": None,
+                    "last_payment_error": None,
+                    "transfer_group": transfer_group,
+                    "metadata": dict(metadata),
+                    "livemode": False,
+                    "created": int(time.time()),
+                },
+                group=transfer_group,
+            )
+
+        return self._funding(self._idempotent(idempotency_key, "payment_intents.create", params, create))
+
+    def _funding(self, pi: dict) -> Funding:
+        error = pi.get("last_payment_error") or None
+        return Funding(
+            id=pi["id"],
+            status=pi["status"],
+            amount=pi["amount"],
+            currency=pi["currency"].upper(),
+            client_secret=None,
+            charge_id=pi.get("latest_charge"),
+            failure_message=(error or {}).get("message"),
+            transfer_group=pi.get("transfer_group"),
+            livemode=False,
+            metadata=pi.get("metadata") or {},
+        )
+
+    def funding_get(self, *, payment_intent_id) -> Funding:
+        return self._funding(self._load(payment_intent_id, "payment_intent"))
+
+    def funding_cancel(self, *, payment_intent_id, idempotency_key) -> Funding:
+        with transaction.atomic():
+            pi = self._load(payment_intent_id, "payment_intent", lock=True)
+            if pi["status"] == "canceled":
+                return self._funding(pi)
+            if pi["status"] == "succeeded":
+                raise ProviderRejected(
+                    "You cannot cancel this PaymentIntent because it has a status of succeeded.",
+                    code="payment_intent_unexpected_state",
+                )
+            pi["status"] = "canceled"
+            self._save(pi, group=pi.get("transfer_group") or "")
+        self._event("payment_intent.canceled", pi)
+        return self._funding(pi)
+
+    def funding_confirm_url(self, *, payment_intent_id) -> str | None:
+        return f"{self._base_url}/payments/offline/checkout/{payment_intent_id}/"
+
+    def funding_simulate(self, *, payment_intent_id: str, outcome: str) -> list[ProviderEvent]:
+        events: list[ProviderEvent] = []
+        with transaction.atomic():
+            pi = self._load(payment_intent_id, "payment_intent", lock=True)
+            if outcome in {"succeed", "dispute"} and pi["status"] == "requires_payment_method":
+                charge_id = f"ch_off_{_digest(pi['id'])}"
+                self._save(
+                    {
+                        "id": charge_id,
+                        "object": "charge",
+                        "amount": pi["amount"],
+                        "amount_refunded": 0,
+                        "currency": pi["currency"],
+                        "payment_intent": pi["id"],
+                        "paid": True,
+                        "refunded": False,
+                        "disputed": False,
+                        "status": "succeeded",
+                        "transfer_group": pi.get("transfer_group"),
+                        "livemode": False,
+                    }
+                )
+                pi.update(status="succeeded", latest_charge=charge_id, amount_received=pi["amount"], last_payment_error=None)
+                self._save(pi, group=pi.get("transfer_group") or "")
+                events.append(("payment_intent.succeeded", pi))
+            elif outcome == "decline":
+                if pi["status"] != "requires_payment_method":
+                    raise ProviderRejected(f"This PaymentIntent is {pi['status']}; it cannot be declined now.")
+                pi["last_payment_error"] = {"type": "card_error", "code": "card_declined", "message": DECLINE_MESSAGE}
+                self._save(pi, group=pi.get("transfer_group") or "")
+                events.append(("payment_intent.payment_failed", pi))
+            elif outcome == "succeed":
+                raise ProviderRejected(f"This PaymentIntent is {pi['status']}; it cannot be paid now.")
+            if outcome == "dispute":
+                charge = self._load(pi["latest_charge"], "charge", lock=True)
+                dispute = {
+                    "id": f"dp_off_{_digest(charge['id'])}",
+                    "object": "dispute",
+                    "amount": charge["amount"] - charge["amount_refunded"],
+                    "currency": charge["currency"],
+                    "charge": charge["id"],
+                    "payment_intent": pi["id"],
+                    "status": "needs_response",
+                    "reason": "fraudulent",
+                    "livemode": False,
+                }
+                charge["disputed"] = True
+                self._save(charge)
+                self._save(dispute)
+                events += [("charge.dispute.created", dispute), ("charge.dispute.funds_withdrawn", dispute)]
+            elif outcome in {"dispute_won", "dispute_lost"}:
+                if not pi.get("latest_charge"):
+                    raise ProviderRejected("This payment has no charge to dispute.")
+                dispute = self._load(f"dp_off_{_digest(pi['latest_charge'])}", "dispute", lock=True)
+                dispute["status"] = "won" if outcome == "dispute_won" else "lost"
+                self._save(dispute)
+                events.append(("charge.dispute.closed", dispute))
+                if outcome == "dispute_won":
+                    events.append(("charge.dispute.funds_reinstated", dispute))
+            elif outcome not in {"succeed", "decline"}:
+                raise ProviderRejected(f"Unknown outcome {outcome!r}.", code="invalid_outcome")
+        return [self._event(event_type, obj) for event_type, obj in events]
+
+    # ---- transfers -----------------------------------------------------------------------------
+    def _transfer(self, tr: dict) -> Transfer:
+        return Transfer(
+            id=tr["id"],
+            amount=tr["amount"],
+            currency=tr["currency"].upper(),
+            destination=tr["destination"],
+            amount_reversed=tr["amount_reversed"],
+            transfer_group=tr.get("transfer_group"),
+            source_transaction=tr.get("source_transaction"),
+            metadata=tr.get("metadata") or {},
+        )
+
+    def transfer_create(
+        self, *, amount, currency, destination, source_transaction, transfer_group, metadata, idempotency_key
+    ) -> Transfer:
+        params = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "destination": destination,
+            "source_transaction": source_transaction,
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
+
+        def create() -> dict:
+            account = self._load(destination, "account", lock=True)
+            if account["capabilities"].get("transfers") != "active":
+                raise ProviderRejected(
+                    "Your destination account needs to have the transfers capability enabled.",
+                    code="insufficient_capabilities_for_transfer",
+                )
+            if source_transaction:
+                charge = self._load(source_transaction, "charge", lock=True)
+                already = sum(
+                    row.data["amount"]
+                    for row in OfflineObject.objects.filter(object_type="transfer", group=transfer_group)
+                    if row.data.get("source_transaction") == source_transaction
+                )
+                if already + amount > charge["amount"]:
+                    raise ProviderRejected(
+                        "The transfer amount exceeds the source transaction's available amount.",
+                        code="balance_insufficient",
+                    )
+            tr = {
+                "id": f"tr_off_{_digest(idempotency_key)}",
+                "object": "transfer",
+                "amount": amount,
+                "amount_reversed": 0,
+                "currency": currency.lower(),
+                "destination": destination,
+                "source_transaction": source_transaction,
+                "transfer_group": transfer_group,
+                "reversed": False,
+                "metadata": dict(metadata),
+                "livemode": False,
+                "created": int(time.time()),
+            }
+            self._save(tr, group=transfer_group)
+            return tr
+
+        created = not OfflineIdempotencyKey.objects.filter(key=idempotency_key).exists()
+        tr = self._idempotent(idempotency_key, "transfers.create", params, create)
+        if created:
+            self._event("transfer.created", tr)
+        return self._transfer(tr)
+
+    def transfer_get(self, *, transfer_id) -> Transfer:
+        return self._transfer(self._load(transfer_id, "transfer"))
+
+    def transfer_reverse(self, *, transfer_id, amount, idempotency_key) -> TransferReversal:
+        def create() -> dict:
+            tr = self._load(transfer_id, "transfer", lock=True)
+            if tr["amount_reversed"] + amount > tr["amount"]:
+                raise ProviderRejected("The reversal exceeds the transfer's unreversed amount.", code="amount_too_large")
+            tr["amount_reversed"] += amount
+            tr["reversed"] = tr["amount_reversed"] == tr["amount"]
+            self._save(tr, group=tr.get("transfer_group") or "")
+            rev = {
+                "id": f"trr_off_{_digest(idempotency_key)}",
+                "object": "transfer_reversal",
+                "amount": amount,
+                "currency": tr["currency"],
+                "transfer": transfer_id,
+            }
+            return self._save(rev)
+
+        rev = self._idempotent(idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create)
+        return TransferReversal(id=rev["id"], transfer_id=rev["transfer"], amount=rev["amount"], currency=rev["currency"].upper())
+
+    def transfers_list(self, *, transfer_group) -> list[Transfer]:
+        rows = OfflineObject.objects.filter(object_type="transfer", group=transfer_group).order_by("id")
+        return [self._transfer(row.data) for row in rows]
+
+    # ---- refunds -------------------------------------------------------------------------------
+    def _refund(self, re: dict) -> Refund:
+        return Refund(
+            id=re["id"],
+            amount=re["amount"],
+            currency=re["currency"].upper(),
+            status=re["status"],
+            payment_intent_id=re.get("payment_intent"),
+            charge_id=re.get("charge"),
+            failure_reason=re.get("failure_reason"),
+            metadata=re.get("metadata") or {},
+        )
+
+    def refund_create(self, *, payment_intent_id, amount, metadata, idempotency_key) -> Refund:
+        params = {"payment_intent": payment_intent_id, "amount": amount, "metadata": dict(metadata)}
+
+        def create() -> dict:
+            pi = self._load(payment_intent_id, "payment_intent")
+            if not pi.get("latest_charge"):
+                raise ProviderRejected("This PaymentIntent has no successful charge to refund.", code="charge_not_found")
+            charge = self._load(pi["latest_charge"], "charge", lock=True)
+            if amount <= 0 or charge["amount_refunded"] + amount > charge["amount"]:
+                raise ProviderRejected(
+                    f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                    f"({charge['amount'] - charge['amount_refunded']})",
+                    code="amount_too_large",
+                )
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+            self._save(charge)
+            re = {
+                "id": f"re_off_{_digest(idempotency_key)}",
+                "object": "refund",
+                "amount": amount,
+                "currency": charge["currency"],
+                "charge": charge["id"],
+                "payment_intent": payment_intent_id,
+                "status": "succeeded",
+                "failure_reason": None,
+                "metadata": dict(metadata),
+            }
+            return self._save(re, group=payment_intent_id)
+
+        created = not OfflineIdempotencyKey.objects.filter(key=idempotency_key).exists()
+        re = self._idempotent(idempotency_key, "refunds.create", params, create)
+        if created:
+            self._event("charge.refunded", self._load(re["charge"], "charge"))
+        return self._refund(re)
+
+    def refund_get(self, *, refund_id) -> Refund:
+        return self._refund(self._load(refund_id, "refund"))
+
+    def refunds_list(self, *, payment_intent_id) -> list[Refund]:
+        rows = OfflineObject.objects.filter(object_type="refund", group=payment_intent_id).order_by("id")
+        return [self._refund(row.data) for row in rows]
+
+    # ---- connected accounts --------------------------------------------------------------------
+    def _account(self, acct: dict) -> ConnectedAccountInfo:
+        return ConnectedAccountInfo(
+            id=acct["id"],
+            transfers_active=acct["capabilities"].get("transfers") == "active",
+            details_submitted=acct["details_submitted"],
+            payouts_enabled=acct["payouts_enabled"],
+            requirements_due=tuple(acct["requirements"]["currently_due"]),
+        )
+
+    def account_create(self, *, email, metadata, idempotency_key) -> ConnectedAccountInfo:
+        def create() -> dict:
+            return self._save(
+                {
+                    "id": f"acct_off_{_digest(idempotency_key)}",
+                    "object": "account",
+                    "email": email,
+                    "capabilities": {"transfers": "inactive"},
+                    "controller": {"type": "application", "is_controller": True},
+                    "details_submitted": False,
+                    "payouts_enabled": False,
+                    "charges_enabled": False,
+                    "requirements": {"currently_due": ["external_account", "tos_acceptance.date"]},
+                    "metadata": dict(metadata),
+                }
+            )
+
+        params = {"email": email, "metadata": dict(metadata)}
+        return self._account(self._idempotent(idempotency_key, "accounts.create", params, create))
+
+    def account_get(self, *, account_id) -> ConnectedAccountInfo:
+        return self._account(self._load(account_id, "account"))
+
+    def account_link_create(self, *, account_id, refresh_url, return_url) -> OnboardingLink:
+        self._load(account_id, "account")
+        return OnboardingLink(url=f"{self._base_url}/payments/offline/onboarding/{account_id}/", expires_at=None)
+
+    def account_simulate_onboarding(self, *, account_id: str) -> list[ProviderEvent]:
+        with transaction.atomic():
+            acct = self._load(account_id, "account", lock=True)
+            if acct["capabilities"].get("transfers") == "active":
+                return []
+            acct.update(details_submitted=True, payouts_enabled=True)
+            acct["capabilities"]["transfers"] = "active"
+            acct["requirements"]["currently_due"] = []
+            self._save(acct)
+        return [self._event("account.updated", acct, account=account_id)]
+
+    # ---- disputes and webhooks -----------------------------------------------------------------
+    def dispute_get(self, *, dispute_id) -> Dispute:
+        dp = self._load(dispute_id, "dispute")
+        return Dispute(
+            id=dp["id"],
+            status=dp["status"],
+            amount=dp["amount"],
+            currency=dp["currency"].upper(),
+            charge_id=dp.get("charge"),
+            payment_intent_id=dp.get("payment_intent"),
+        )
+
+    def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
+        """The same `t=…,v1=…` HMAC-SHA256 scheme as Stripe, so the endpoints behave alike offline."""
+        secret = self._connect_webhook_secret if connect else self._webhook_secret
+        try:
+            items = [part.split("=", 1) for part in (signature or "").split(",")]
+            timestamp = int(next(value for key, value in items if key == "t"))
+            signatures = [value for key, value in items if key == "v1"]
+        except (StopIteration, ValueError) as exc:
+            raise WebhookRejected("Invalid signature header.", code="invalid_signature") from exc
+        expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
+        if not any(hmac.compare_digest(expected, sig) for sig in signatures):
+            raise WebhookRejected("Invalid signature.", code="invalid_signature")
+        if timestamp < time.time() - self._tolerance:
+            raise WebhookRejected("Stale signature timestamp.", code="invalid_signature")
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            raise WebhookRejected("The webhook body is not JSON.", code="malformed_webhook") from exc
+        if not isinstance(data, dict) or data.get("object") != "event" or not data.get("id"):
+            raise WebhookRejected("The webhook body is not an event.", code="malformed_webhook")
+        return event_from_payload(data)

@@ -1,0 +1,295 @@
+"""The Stripe provider: the only module that imports `stripe`.
+
+One `StripeClient` per provider instance (no module-level global state), API version pinned from settings,
+`max_network_retries` set, every SDK error mapped to a domain error. Engineers are Accounts v1 with
+controller properties (Express dashboard, the platform collects fees and bears losses), asking only for the
+`transfers` capability: separate charges and transfers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import stripe
+
+from common.errors import RetryableError
+
+from ..errors import FundingFailed, IdempotencyConflict, ProviderObjectMissing, ProviderRejected, WebhookRejected
+from .base import (
+    ConnectedAccountInfo,
+    Dispute,
+    Funding,
+    OnboardingLink,
+    PaymentProvider,
+    ProviderEvent,
+    Refund,
+    Transfer,
+    TransferReversal,
+    event_from_payload,
+)
+
+T = TypeVar("T")
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    try:
+        value = obj[key]
+    except (KeyError, TypeError, AttributeError):
+        return default
+    return default if value is None else value
+
+
+def _id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return _get(value, "id")
+
+
+def _metadata(obj: Any) -> dict[str, str]:
+    meta = _get(obj, "metadata") or {}
+    plain = meta.to_dict() if hasattr(meta, "to_dict") else dict(meta)
+    return {str(k): str(v) for k, v in plain.items()}
+
+
+def _call(fn: Callable[[], T]) -> T:
+    """Map the SDK's errors onto the domain error family."""
+    try:
+        return fn()
+    except stripe.CardError as exc:
+        raise FundingFailed(exc.user_message or str(exc), code="card_declined") from exc
+    except stripe.RateLimitError as exc:
+        raise RetryableError("Stripe is rate limiting requests; try again shortly.", code="provider_rate_limited") from exc
+    except stripe.APIConnectionError as exc:
+        raise RetryableError("Could not reach Stripe (network error or timeout).", code="provider_unreachable") from exc
+    except stripe.IdempotencyError as exc:
+        raise IdempotencyConflict(exc.user_message or str(exc)) from exc
+    except stripe.InvalidRequestError as exc:
+        if (exc.http_status or 0) >= 500:
+            raise RetryableError("Stripe failed temporarily.", code="provider_unavailable") from exc
+        if exc.code == "resource_missing":
+            raise ProviderObjectMissing(exc.user_message or str(exc)) from exc
+        if exc.http_status == 409:
+            raise RetryableError("Stripe reported a conflicting concurrent request.", code="provider_conflict") from exc
+        raise ProviderRejected(exc.user_message or str(exc), code=exc.code or "provider_rejected") from exc
+    except stripe.StripeError as exc:
+        if (exc.http_status or 0) >= 500 or exc.http_status in (409, 429):
+            raise RetryableError("Stripe failed temporarily.", code="provider_unavailable") from exc
+        raise ProviderRejected(exc.user_message or str(exc), code=getattr(exc, "code", None) or "provider_rejected") from exc
+
+
+def _funding(pi: Any) -> Funding:
+    error = _get(pi, "last_payment_error")
+    return Funding(
+        id=pi["id"],
+        status=_get(pi, "status", ""),
+        amount=int(_get(pi, "amount", 0)),
+        currency=str(_get(pi, "currency", "")).upper(),
+        client_secret=_get(pi, "client_secret"),
+        charge_id=_id(_get(pi, "latest_charge")),
+        failure_message=_get(error, "message") if error else None,
+        transfer_group=_get(pi, "transfer_group"),
+        livemode=bool(_get(pi, "livemode", False)),
+        metadata=_metadata(pi),
+    )
+
+
+def _transfer(tr: Any) -> Transfer:
+    return Transfer(
+        id=tr["id"],
+        amount=int(_get(tr, "amount", 0)),
+        currency=str(_get(tr, "currency", "")).upper(),
+        destination=_id(_get(tr, "destination")) or "",
+        amount_reversed=int(_get(tr, "amount_reversed", 0)),
+        transfer_group=_get(tr, "transfer_group"),
+        source_transaction=_id(_get(tr, "source_transaction")),
+        metadata=_metadata(tr),
+    )
+
+
+def _refund(re: Any) -> Refund:
+    return Refund(
+        id=re["id"],
+        amount=int(_get(re, "amount", 0)),
+        currency=str(_get(re, "currency", "")).upper(),
+        status=_get(re, "status", ""),
+        payment_intent_id=_id(_get(re, "payment_intent")),
+        charge_id=_id(_get(re, "charge")),
+        failure_reason=_get(re, "failure_reason"),
+        metadata=_metadata(re),
+    )
+
+
+def _account(acct: Any) -> ConnectedAccountInfo:
+    capabilities = _get(acct, "capabilities") or {}
+    requirements = _get(acct, "requirements") or {}
+    return ConnectedAccountInfo(
+        id=acct["id"],
+        transfers_active=_get(capabilities, "transfers") == "active",
+        details_submitted=bool(_get(acct, "details_submitted", False)),
+        payouts_enabled=bool(_get(acct, "payouts_enabled", False)),
+        requirements_due=tuple(_get(requirements, "currently_due") or ()),
+    )
+
+
+def _dispute(dp: Any) -> Dispute:
+    return Dispute(
+        id=dp["id"],
+        status=_get(dp, "status", ""),
+        amount=int(_get(dp, "amount", 0)),
+        currency=str(_get(dp, "currency", "")).upper(),
+        charge_id=_id(_get(dp, "charge")),
+        payment_intent_id=_id(_get(dp, "payment_intent")),
+    )
+
+
+class StripeProvider(PaymentProvider):
+    name = "stripe"
+
+    def __init__(
+        self,
+        *,
+        secret_key: str,
+        api_version: str,
+        max_network_retries: int,
+        webhook_secret: str,
+        connect_webhook_secret: str,
+        webhook_tolerance: int = 300,
+        http_client: stripe.HTTPClient | None = None,
+    ):
+        self._client = stripe.StripeClient(
+            secret_key,
+            stripe_version=api_version,
+            max_network_retries=max_network_retries,
+            http_client=http_client,
+        )
+        self._webhook_secret = webhook_secret
+        self._connect_webhook_secret = connect_webhook_secret
+        self._tolerance = webhook_tolerance
+
+    # Funding
+    def funding_create(self, *, amount, currency, transfer_group, metadata, idempotency_key) -> Funding:
+        params = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+            "automatic_payment_methods": {"enabled": True},
+        }
+        return _funding(
+            _call(lambda: self._client.v1.payment_intents.create(params, {"idempotency_key": idempotency_key}))
+        )
+
+    def funding_get(self, *, payment_intent_id) -> Funding:
+        return _funding(_call(lambda: self._client.v1.payment_intents.retrieve(payment_intent_id)))
+
+    def funding_cancel(self, *, payment_intent_id, idempotency_key) -> Funding:
+        return _funding(
+            _call(
+                lambda: self._client.v1.payment_intents.cancel(
+                    payment_intent_id, {}, {"idempotency_key": idempotency_key}
+                )
+            )
+        )
+
+    # Transfers
+    def transfer_create(
+        self, *, amount, currency, destination, source_transaction, transfer_group, metadata, idempotency_key
+    ) -> Transfer:
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "destination": destination,
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
+        if source_transaction:
+            params["source_transaction"] = source_transaction
+        return _transfer(_call(lambda: self._client.v1.transfers.create(params, {"idempotency_key": idempotency_key})))
+
+    def transfer_get(self, *, transfer_id) -> Transfer:
+        return _transfer(_call(lambda: self._client.v1.transfers.retrieve(transfer_id)))
+
+    def transfer_reverse(self, *, transfer_id, amount, idempotency_key) -> TransferReversal:
+        rev = _call(
+            lambda: self._client.v1.transfers.reversals.create(
+                transfer_id, {"amount": amount}, {"idempotency_key": idempotency_key}
+            )
+        )
+        return TransferReversal(
+            id=rev["id"], transfer_id=_id(rev["transfer"]) or transfer_id, amount=int(rev["amount"]),
+            currency=str(rev["currency"]).upper(),
+        )
+
+    def transfers_list(self, *, transfer_group) -> list[Transfer]:
+        page = _call(lambda: self._client.v1.transfers.list({"transfer_group": transfer_group, "limit": 100}))
+        return [_transfer(tr) for tr in _call(lambda: list(page.auto_paging_iter()))]
+
+    # Refunds
+    def refund_create(self, *, payment_intent_id, amount, metadata, idempotency_key) -> Refund:
+        params = {"payment_intent": payment_intent_id, "amount": amount, "metadata": dict(metadata)}
+        return _refund(_call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": idempotency_key})))
+
+    def refund_get(self, *, refund_id) -> Refund:
+        return _refund(_call(lambda: self._client.v1.refunds.retrieve(refund_id)))
+
+    def refunds_list(self, *, payment_intent_id) -> list[Refund]:
+        page = _call(lambda: self._client.v1.refunds.list({"payment_intent": payment_intent_id, "limit": 100}))
+        return [_refund(re) for re in _call(lambda: list(page.auto_paging_iter()))]
+
+    # Connected accounts
+    def account_create(self, *, email, metadata, idempotency_key) -> ConnectedAccountInfo:
+        params = {
+            "email": email,
+            "controller": {
+                "fees": {"payer": "application"},
+                "losses": {"payments": "application"},
+                "requirement_collection": "stripe",
+                "stripe_dashboard": {"type": "express"},
+            },
+            "capabilities": {"transfers": {"requested": True}},
+            "metadata": dict(metadata),
+        }
+        return _account(_call(lambda: self._client.v1.accounts.create(params, {"idempotency_key": idempotency_key})))
+
+    def account_get(self, *, account_id) -> ConnectedAccountInfo:
+        return _account(_call(lambda: self._client.v1.accounts.retrieve(account_id)))
+
+    def account_link_create(self, *, account_id, refresh_url, return_url) -> OnboardingLink:
+        params = {"account": account_id, "refresh_url": refresh_url, "return_url": return_url, "type": "account_onboarding"}
+        link = _call(lambda: self._client.v1.account_links.create(params))
+        return OnboardingLink(url=link["url"], expires_at=_get(link, "expires_at"))
+
+    # Disputes and webhooks
+    def dispute_get(self, *, dispute_id) -> Dispute:
+        return _dispute(_call(lambda: self._client.v1.disputes.retrieve(dispute_id)))
+
+    def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
+        secret = self._connect_webhook_secret if connect else self._webhook_secret
+        try:
+            stripe.WebhookSignature.verify_header(payload, signature, secret, self._tolerance)
+        except stripe.SignatureVerificationError as exc:
+            raise WebhookRejected("Invalid or stale Stripe signature.", code="invalid_signature") from exc
+        try:
+            data = json.loads(payload)
+        except ValueError as exc:
+            raise WebhookRejected("The webhook body is not JSON.", code="malformed_webhook") from exc
+        if not isinstance(data, dict) or data.get("object") != "event" or not data.get("id"):
+            raise WebhookRejected("The webhook body is not a Stripe event.", code="malformed_webhook")
+        return event_from_payload(data)
+
+
+def stripe_provider_from_settings(settings: Any, http_client: Any = None) -> StripeProvider:
+    return StripeProvider(
+        secret_key=settings.STRIPE_SECRET_KEY,
+        api_version=settings.STRIPE_API_VERSION,
+        max_network_retries=settings.STRIPE_MAX_NETWORK_RETRIES,
+        webhook_secret=settings.STRIPE_WEBHOOK_SECRET,
+        connect_webhook_secret=settings.STRIPE_CONNECT_WEBHOOK_SECRET,
+        webhook_tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
+        http_client=http_client,
+    )
+
