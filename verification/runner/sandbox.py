@@ -179,6 +179,9 @@ def build_bwrap_args(spec: SandboxSpec, launcher_path: Path) -> list[str]:
         if os.path.exists(etc_file):
             args += ["--ro-bind", etc_file, etc_file]
     created: set[str] = {"/", "/usr", "/proc", "/dev", "/etc", "/tmp"}
+    # Scratch first: a runtime that lives under /tmp (a checkout there, say) is bound on top of it,
+    # not hidden beneath it.
+    args += ["--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", SCRATCH_MOUNT]
     for runtime in spec.runtime_paths:
         target = str(runtime)
         if target.startswith("/usr/") or target == "/usr":
@@ -191,7 +194,6 @@ def build_bwrap_args(spec: SandboxSpec, launcher_path: Path) -> list[str]:
         created.add(target)
     for device in spec.devices:
         args += ["--dev-bind", device, device]
-    args += ["--perms", "1777", "--size", str(limits.scratch_bytes), "--tmpfs", SCRATCH_MOUNT]
     args += ["--ro-bind", str(spec.implementation), IMPL_MOUNT]
     if spec.inputs is not None:
         args += ["--ro-bind", str(spec.inputs), INPUTS_MOUNT]
