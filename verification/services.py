@@ -122,8 +122,11 @@ def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
     return dispatch
 
 
-def _authenticated_run(run_id: int, token: str) -> VerificationRun:
-    run = VerificationRun.objects.select_for_update().filter(pk=run_id).first()
+def _authenticated_run(run_id: int, token: str, *, lock: bool = True) -> VerificationRun:
+    runs = VerificationRun.objects.select_for_update() if lock else VerificationRun.objects.select_related(
+        "package", "candidate", "hidden_inputs"
+    )
+    run = runs.filter(pk=run_id).first()
     if (
         run is None
         or not run.token_hash
@@ -136,8 +139,8 @@ def _authenticated_run(run_id: int, token: str) -> VerificationRun:
 
 
 def verification_run_authenticate(*, run_id: int, token: str) -> VerificationRun:
-    with transaction.atomic():
-        return _authenticated_run(run_id, token)
+    """Read-only access (downloads): no row lock, so a host's parallel downloads do not queue."""
+    return _authenticated_run(run_id, token, lock=False)
 
 
 @transaction.atomic
