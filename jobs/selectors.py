@@ -1,4 +1,5 @@
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from accounts.models import User
 from accounts.selectors import user_is_org_admin, user_organization_ids
@@ -10,8 +11,17 @@ from .models import Bid, Contract, Job, Submission
 
 def job_list_visible(*, user: User) -> QuerySet[Job]:
     """Jobs the user may see: their organization's (drafts too), and published public or invited ones."""
+    # A correlated subquery, not a join: the paginator's COUNT stays a plain count over jobs, and bids are
+    # counted only for the rows of the page.
+    active_bids = (
+        Bid.objects.filter(job=OuterRef("pk"), status__in=Bid.ACTIVE_STATUSES)
+        .order_by()
+        .values("job")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     jobs = Job.objects.select_related("organization").annotate(
-        bid_count=Count("bids", filter=Q(bids__status__in=Bid.ACTIVE_STATUSES), distinct=True)
+        bid_count=Coalesce(Subquery(active_bids, output_field=IntegerField()), 0)
     )
     if user.is_staff:
         return jobs.order_by("-id")
