@@ -9,11 +9,6 @@ def verification_watchdog() -> list[int]:
     return services.verification_watchdog()
 
 
-@shared_task(name="verification.tasks.verification_dispatch")
-def verification_dispatch(run_id: int) -> bool:
-    return services.verification_run_dispatch(run_id=run_id) is not None
-
-
 @shared_task(name="verification.tasks.verification_plot_render")
 def verification_plot_render(run_id: int) -> None:
     services.verification_plot_render(run_id=run_id)
