@@ -14,6 +14,8 @@ from jobs.services.bids import bid_place
 from jobs.services.submissions import submission_create
 from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, StaffFactory, funded_contract, open_job
 from tests.factories.archives import make_tar_gz, upload
+from payments.models import ReconciliationIssue
+from payments.services import escrow_release
 from tests.factories.jobs import onboard
 from verification.runner.certificate import generate_signing_key, public_key_pem
 from verification.services import signing_key_register
@@ -36,6 +38,9 @@ def build_admin_data(*, round_: int = 0) -> SimpleNamespace:
     bid = bid_place(actor=bidder, job=open_one, amount=70_000, estimated_days=5, proposal="int8 kernels")
     onboard(engineer)
     signing_key_register(public_key_pem=public_key_pem(generate_signing_key()).decode())
+    # A half release (a transfer the operator sees) and a reconciliation difference to look at.
+    escrow_release(escrow_id=contract.escrow_id, fraction_bps=5_000, reason="admin test", verification_run_id="0")
+    ReconciliationIssue.objects.create(escrow_id=contract.escrow_id, kind="transfers", expected=125_000, actual=0)
     issued = api_token_create(user=engineer, name=f"ci-{round_}")
     IdempotencyRecord.objects.create(
         user=bidder,
