@@ -310,8 +310,7 @@ class SubmissionViewSet(viewsets.GenericViewSet):
     queryset = Submission.objects.none()
 
     def _submission(self):
-        submission = selectors.submission_get_visible(user=self.request.user, submission_id=int(self.kwargs["pk"]))
-        return submission
+        return selectors.submission_get_visible(user=self.request.user, submission_id=int(self.kwargs["pk"]))
 
     def retrieve(self, request, pk=None):
         return Response(SubmissionSerializer(self._submission()).data)

@@ -6,8 +6,10 @@ Each receiver runs inside the transaction that sent the event and only touches t
 from django.dispatch import receiver
 
 from payments import signals as payment_signals
+from verification.models import VerificationRun
 from verification.signals import verification_finished
 
+from .models import Contract
 from .services import contracts, jobs, submissions
 
 
@@ -29,8 +31,6 @@ def on_escrow_funding_failed(sender, escrow_id: int, reference: str, reason: str
 def on_escrow_cancelled(sender, escrow_id: int, reference: str, reason: str = "", **kwargs) -> None:
     contract_id = contracts.contract_id_from_reference(reference)
     if contract_id is not None:
-        from .models import Contract
-
         contracts.contract_cancel_unfunded(actor=None, contract=Contract.objects.get(pk=contract_id), reason=reason or "funding deadline passed")
 
 
@@ -45,7 +45,5 @@ def on_verification_finished(sender, run_id: int, subject: str, status: str, **r
             speedup_estimate=result.get("speedup_estimate"),
         )
     elif subject.startswith("calibration:job:"):
-        from verification.models import VerificationRun
-
         run = VerificationRun.objects.get(pk=run_id)
         jobs.job_record_calibration(job_id=int(subject.rsplit(":", 1)[1]), run_id=run_id, run_status=status, report=run.report)

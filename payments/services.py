@@ -489,12 +489,13 @@ def payment_operation_execute(*, operation_id: int) -> ProviderOperation:
             )
             op.refresh_from_db()
             return op
-        try:
+
+        def transfer() -> Transfer:
             found = None
             if op.attempts:  # a retry: look before creating, in case the provider's idempotency key expired
                 found = next((t for t in provider.transfers_list(transfer_group=_transfer_group(escrow))
                               if t.metadata.get("operation_key") == op.idempotency_key), None)
-            transfer = found or provider.transfer_create(
+            return found or provider.transfer_create(
                 amount=op.amount,
                 currency=op.currency,
                 destination=account.provider_account_id,
@@ -503,33 +504,36 @@ def payment_operation_execute(*, operation_id: int) -> ProviderOperation:
                 metadata=metadata,
                 idempotency_key=op.idempotency_key,
             )
-        except RetryableError as exc:
-            _operation_failure_record(op.pk, exc, blocked=False)
-            raise
-        except DomainError as exc:
-            _operation_failure_record(op.pk, exc, blocked=True)
-            logger.error("transfer %s blocked: %s", op.idempotency_key, exc.message)
-            return ProviderOperation.objects.get(pk=op.pk)
-        return operation_transfer_record(operation_id=op.pk, transfer=transfer)
-    try:
+
+        return _operation_call(op, transfer, lambda made: operation_transfer_record(operation_id=op.pk, transfer=made))
+
+    def refund() -> Refund:
         found = None
         if op.attempts:
             found = next((r for r in provider.refunds_list(payment_intent_id=escrow.payment_intent_id)
                           if r.metadata.get("operation_key") == op.idempotency_key), None)
-        refund = found or provider.refund_create(
+        return found or provider.refund_create(
             payment_intent_id=escrow.payment_intent_id,
             amount=op.amount,
             metadata=metadata,
             idempotency_key=op.idempotency_key,
         )
+
+    return _operation_call(op, refund, lambda made: operation_refund_record(operation_id=op.pk, refund=made))
+
+
+def _operation_call(op: ProviderOperation, call, record) -> ProviderOperation:
+    """Call the provider once for `op`; retryable failures re-raise for the queue, others block the operation."""
+    try:
+        outcome = call()
     except RetryableError as exc:
         _operation_failure_record(op.pk, exc, blocked=False)
         raise
     except DomainError as exc:
         _operation_failure_record(op.pk, exc, blocked=True)
-        logger.error("refund %s blocked: %s", op.idempotency_key, exc.message)
+        logger.error("%s %s blocked: %s", op.kind, op.idempotency_key, exc.message)
         return ProviderOperation.objects.get(pk=op.pk)
-    return operation_refund_record(operation_id=op.pk, refund=refund)
+    return record(outcome)
 
 
 def operation_transfer_record(*, operation_id: int, transfer: Transfer) -> ProviderOperation:
