@@ -4,7 +4,7 @@ Run:  python bench/verification_decision.py [--trials 10000] [--seed 1]
 
 Model of one benchmark run's time: ``true_time * exp(drift_t + noise)`` where
 - noise is normal on the log scale with sigma = sqrt(log(1 + cv^2)) (log-normal with that CV);
-- drift is an AR(1) machine state over the run sequence, phi = 0.9, stationary sd = cv/2
+- drift is an AR(1) machine state over the run sequence, phi = 0.95, stationary sd = cv
   (slow thermal/frequency/neighbour changes);
 - 3% of runs are outliers, multiplied by a uniform factor in [1.5, 3].
 The baseline's true time is 1, the candidate's 1/speedup. The criterion is "speedup >= 1.5".

@@ -1,5 +1,6 @@
-"""Sends runs to the verification hosts' queues. The message carries the run id, a per-run token and
-the internal API's address — never database or payment credentials."""
+"""Sends runs to the verification hosts' queues. The message carries the run id, a per-run token, the
+internal API's address and the digests of the run's files — never their contents, database or payment
+credentials."""
 
 from celery import current_app
 from django.conf import settings
@@ -8,7 +9,8 @@ from django.conf import settings
 def send_run(dispatch) -> None:
     current_app.send_task(
         "verification.execute_run",
-        kwargs={"run_id": dispatch.run_id, "token": dispatch.token, "base_url": settings.INTERNAL_API_BASE_URL},
+        kwargs={"run_id": dispatch.run_id, "token": dispatch.token, "base_url": settings.INTERNAL_API_BASE_URL,
+                "artifacts": dispatch.artifacts},
         queue=dispatch.queue,
         soft_time_limit=dispatch.time_limit_seconds,
         time_limit=dispatch.time_limit_seconds + 60,

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -25,6 +26,13 @@ from .runner import api as runner
 from .runner.certificate import load_private_key, sign_report
 
 HEARTBEAT_SECONDS = 10.0
+# The job's own files are the same for every verification of the job (and its calibration): the
+# host keeps them by sha256. A candidate is new each time and is always downloaded.
+CACHED_ARTIFACTS = ("package", "hidden_inputs")
+DEFAULT_CACHE_MAX_BYTES = 4 * 1024 ** 3
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")  # the runner knows an archive by its name
+CACHE_ENTRY = re.compile(r"[0-9a-f]{64}\.(?:tar\.gz|tgz|tar|zip)")
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 HTTP_TIMEOUT_SECONDS = 60
 
@@ -39,6 +47,8 @@ class HostConfig:
     work_dir: Path | None = None
     python_executable: str | None = None
     devices: tuple[str, ...] = ()
+    cache_dir: Path | None = None
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # 0: keep nothing between verifications
 
     @classmethod
     def from_environment(cls) -> "HostConfig":
@@ -46,13 +56,88 @@ class HostConfig:
         if not key:
             raise RuntimeError("VERIFICATION_SIGNING_KEY_PATH is not set on this verification host")
         work_dir = os.environ.get("VERIFICATION_WORK_DIR")
+        cache_dir = os.environ.get("VERIFICATION_CACHE_DIR")
         return cls(
             signing_key_path=Path(key),
             work_dir=Path(work_dir) if work_dir else None,
             python_executable=os.environ.get("VERIFICATION_PYTHON") or None,
             # e.g. "/dev/nvidia0,/dev/nvidiactl,/dev/nvidia-uvm" on a GPU host
             devices=tuple(filter(None, os.environ.get("VERIFICATION_DEVICES", "").split(","))),
+            cache_dir=Path(cache_dir) if cache_dir else None,
+            cache_max_bytes=int(os.environ.get("VERIFICATION_CACHE_MAX_BYTES", DEFAULT_CACHE_MAX_BYTES)),
         )
+
+    def artifact_cache(self) -> "ArtifactCache | None":
+        if self.cache_max_bytes <= 0:
+            return None
+        root = self.cache_dir or Path(self.work_dir or tempfile.gettempdir()) / "speedproof-artifact-cache"
+        return ArtifactCache(root, self.cache_max_bytes)
+
+
+class ArtifactCache:
+    """Archives kept on the host by sha256, in a directory only the host's user can enter.
+
+    Every use re-hashes the file, so a damaged or altered entry is dropped and downloaded again
+    instead of being measured. Sandboxed code never sees this directory: the runner binds only the
+    files of the run it measures. Least recently used entries go first once ``max_bytes`` is passed.
+    """
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root.chmod(0o700)
+
+    def path(self, sha256: str, archive_format: str) -> Path:
+        if not SHA256_HEX.fullmatch(sha256 or "") or archive_format not in ARCHIVE_FORMATS:
+            raise ValueError("not a sha256 digest and archive format")
+        return self.root / f"{sha256}.{archive_format}"
+
+    def get(self, sha256: str, archive_format: str) -> Path | None:
+        path = self.path(sha256, archive_format)
+        if not path.is_file():
+            return None
+        if _file_sha256(path) != sha256:
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recently used
+        return path
+
+    def incoming(self, sha256: str, archive_format: str) -> Path:
+        """Where to download an entry before ``admit`` moves it into place."""
+        self.path(sha256, archive_format)  # a digest, never a path
+        return self.root / f".{sha256}.{os.getpid()}.{threading.get_ident()}.part"
+
+    def admit(self, incoming: Path, sha256: str, archive_format: str) -> Path:
+        path = self.path(sha256, archive_format)
+        os.replace(incoming, path)
+        return path
+
+    def trim(self, keep: set[Path]) -> None:
+        """Drop least recently used entries until the cache fits, never one of ``keep`` (in use)."""
+        entries = []
+        for entry in self.root.iterdir():
+            if CACHE_ENTRY.fullmatch(entry.name):
+                try:
+                    status = entry.stat()
+                except FileNotFoundError:
+                    continue
+                entries.append((status.st_mtime, status.st_size, entry))
+        total = sum(size for _, size, _ in entries)
+        for _, size, entry in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            if entry not in keep:
+                entry.unlink(missing_ok=True)
+                total -= size
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class PlatformClient:
@@ -85,6 +170,7 @@ class PlatformClient:
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != sha256:
+            destination.unlink(missing_ok=True)
             raise RuntimeError(f"{destination.name}: sha256 mismatch after download")
 
 
@@ -135,27 +221,20 @@ class _Heartbeat:
             "estimate": progress.estimate,
             "interval": list(progress.interval) if progress.interval else None,
         }
-        self.progressed.set()
+        if progress.phase != "done":  # the result, posted next, says it all: no request to wait for
+            self.progressed.set()
 
 
-def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | None = None) -> str:
-    """Carry out one run end to end; returns the status the platform recorded."""
+def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | None = None,
+                announced: dict[str, dict] | None = None) -> str:
+    """Carry out one run end to end; returns the status the platform recorded. ``announced``: the
+    run's files as its message named them (digests and formats), fetched while start/ is answered."""
     config = config or HostConfig.from_environment()
     signing_key = load_private_key(config.signing_key_path)
     client = PlatformClient(base_url, run_id, token)
-    spec = client.call("POST", "start/")
     scratch = Path(tempfile.mkdtemp(prefix=f"speedproof-run-{run_id}-", dir=config.work_dir))
     try:
-        files = {
-            name: scratch / f"{name}.{artifact.get('archive_format') or 'tar.gz'}"
-            for name, artifact in spec["artifacts"].items()
-        }
-        with ThreadPoolExecutor(max_workers=len(files)) as downloads:
-            for finished in [
-                downloads.submit(client.download, artifact["url"], files[name], artifact["sha256"])
-                for name, artifact in spec["artifacts"].items()
-            ]:
-                finished.result()
+        spec, files = _start_and_fetch(client, announced, scratch, config.artifact_cache())
         with _Heartbeat(client) as heartbeat:
             common = dict(
                 progress=heartbeat.update, python_executable=config.python_executable, work_dir=scratch,
@@ -193,6 +272,63 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return client.call("POST", "result/", _json_safe(body))["status"]
+
+
+def _start_and_fetch(client: PlatformClient, announced: dict[str, dict] | None, scratch: Path,
+                     cache: ArtifactCache | None) -> tuple[dict, dict[str, Path]]:
+    """start/, then the files it names; or, with the files announced in the message, both at once
+    (start/ stays the authority: its digests must be the announced ones)."""
+    if not announced:
+        spec = client.call("POST", "start/")
+        return spec, _fetch_artifacts(client, spec["artifacts"], scratch, cache)
+    wanted = {name: {**described, "url": f"{client.base}/artifacts/{name}/"} for name, described in announced.items()}
+    with ThreadPoolExecutor(max_workers=1) as starting:
+        started = starting.submit(client.call, "POST", "start/")
+        try:
+            files = _fetch_artifacts(client, wanted, scratch, cache)
+        except Exception:
+            started.result()  # a refused start explains a refused download: RunRejected first
+            raise
+        spec = started.result()
+    if {name: a["sha256"] for name, a in spec["artifacts"].items()} != {name: a["sha256"] for name, a in announced.items()}:
+        raise RuntimeError("the run's files differ from those its message announced")
+    return spec, files
+
+
+def _fetch_artifacts(client: PlatformClient, artifacts: dict[str, dict], scratch: Path,
+                     cache: ArtifactCache | None) -> dict[str, Path]:
+    """Local paths of the run's archives: from the cache where it holds them, else downloaded (in
+    parallel) and checked against their sha256; the job's own files are then kept for next time."""
+    files: dict[str, Path] = {}
+    missing: list[tuple[str, dict, Path]] = []
+    for name, artifact in artifacts.items():
+        archive_format = artifact.get("archive_format") or "tar.gz"
+        cacheable = cache is not None and name in CACHED_ARTIFACTS
+        cached = cache.get(artifact["sha256"], archive_format) if cacheable else None
+        if cached is not None:
+            files[name] = cached
+        elif cacheable:
+            missing.append((name, artifact, cache.incoming(artifact["sha256"], archive_format)))
+        else:
+            missing.append((name, artifact, scratch / f"{name}.{archive_format}"))
+    if missing:
+        try:
+            with ThreadPoolExecutor(max_workers=len(missing)) as downloads:
+                for finished in [downloads.submit(client.download, artifact["url"], destination, artifact["sha256"])
+                                 for _, artifact, destination in missing]:
+                    finished.result()
+        except BaseException:
+            for _, _, destination in missing:
+                destination.unlink(missing_ok=True)
+            raise
+    for name, artifact, destination in missing:
+        if cache is not None and name in CACHED_ARTIFACTS:
+            files[name] = cache.admit(destination, artifact["sha256"], artifact.get("archive_format") or "tar.gz")
+        else:
+            files[name] = destination
+    if cache is not None:
+        cache.trim(keep=set(files.values()))
+    return files
 
 
 def _json_safe(value: Any) -> Any:

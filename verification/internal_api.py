@@ -14,7 +14,7 @@ from common.errors import NotFound
 from . import services
 from .models import VerificationRun
 
-ARTIFACT_FIELDS = ("package", "candidate", "hidden_inputs")
+ARTIFACT_FIELDS = services.ARTIFACT_FIELDS
 
 
 def _token(request) -> str:
@@ -32,16 +32,10 @@ class RunTokenView(APIView):
 
 
 def _spec(request, run: VerificationRun) -> dict:
-    artifacts = {}
-    for name in ARTIFACT_FIELDS:
-        artifact = getattr(run, name)
-        if artifact is not None:
-            artifacts[name] = {
-                "sha256": artifact.sha256,
-                "size": artifact.size,
-                "archive_format": artifact.archive_format or "tar.gz",
-                "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/"),
-            }
+    artifacts = {
+        name: {**described, "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/")}
+        for name, described in services.run_artifacts(run).items()
+    }
     return {
         "run_id": run.pk,
         "kind": run.kind,
@@ -62,7 +56,9 @@ class RunStartApi(RunTokenView):
 class RunArtifactApi(RunTokenView):
     def get(self, request, run_id: int, name: str):
         run = services.verification_run_authenticate(run_id=run_id, token=_token(request))
-        if run.status != VerificationRun.Status.RUNNING or name not in ARTIFACT_FIELDS:
+        # Queued too: a host fetches the files while its start/ is answered (the token is the run's
+        # current one either way; a requeued run's old token no longer matches).
+        if run.status not in (VerificationRun.Status.QUEUED, VerificationRun.Status.RUNNING) or name not in ARTIFACT_FIELDS:
             raise NotFound("No such artifact for this run.")
         artifact = getattr(run, name)
         if artifact is None:

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from common.errors import NotPermitted, ValidationFailed
@@ -46,6 +47,8 @@ class Dispatch:
     token: str
     queue: str
     time_limit_seconds: int
+    # name -> {sha256, size, archive_format}: lets the host fetch the files while start/ is answered
+    artifacts: dict[str, dict[str, Any]] | None = None
 
 
 def _token_hash(token: str) -> str:
@@ -85,7 +88,7 @@ def verification_run_create(
 ) -> VerificationRun:
     """Queue a run; it is sent to its hardware class's queue once the caller's transaction commits."""
     budget = budget_pairs or settings.VERIFICATION_BUDGET_PAIRS
-    run = VerificationRun.objects.create(
+    run = VerificationRun(
         kind=kind,
         subject=subject,
         hardware_class=hardware_class,
@@ -96,36 +99,67 @@ def verification_run_create(
         budget_pairs=budget,
         time_limit_seconds=verification_time_limit(budget_pairs=budget),
     )
+    # The first token is issued with the row, so the commit is followed by nothing but the send.
+    token = _run_token_issue(run)
+    run.save()
     audit_record(actor=None, verb="verification_queued", obj=run, to_state=run.status, data={"subject": subject})
-    transaction.on_commit(lambda: verification_run_dispatch(run_id=run.pk))
+    transaction.on_commit(lambda: _run_send(run, token))
     return run
 
 
+def _run_token_issue(run: VerificationRun) -> str:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    run.token_hash = _token_hash(token)
+    # Long enough to wait in the queue behind other runs; starting the run shortens it.
+    run.token_expires_at = timezone.now() + timedelta(hours=settings.VERIFICATION_QUEUED_TOKEN_HOURS)
+    run.dispatch_count += 1
+    return token
+
+
+def _run_send(run: VerificationRun, token: str) -> Dispatch:
+    sent_at = timezone.now()
+    dispatch = Dispatch(run.pk, token, run.queue, run.time_limit_seconds, run_artifacts(run))
+    from .dispatch import send_run  # the Celery producer, kept out of the service's import graph
+
+    send_run(dispatch)
+    # Stamped only once the message is out: a run whose send never happened (the process died
+    # first) stays unstamped, and the watchdog sends it.
+    VerificationRun.objects.filter(pk=run.pk).update(dispatched_at=sent_at)
+    return dispatch
+
+
+ARTIFACT_FIELDS = ("package", "candidate", "hidden_inputs")
+
+
+def run_artifacts(run: VerificationRun) -> dict[str, dict[str, Any]]:
+    """The run's files as a host sees them (contents come only through the token-scoped channel)."""
+    described = {}
+    for name in ARTIFACT_FIELDS:
+        artifact = getattr(run, name)
+        if artifact is not None:
+            described[name] = {"sha256": artifact.sha256, "size": artifact.size,
+                               "archive_format": artifact.archive_format or "tar.gz"}
+    return described
+
+
 def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
-    """Issue a fresh run token and send the run to its queue; a stale or final run is left alone."""
+    """Issue a fresh run token and send the run to its queue; a stale or final run is left alone.
+    A fresh token makes any earlier message for the run worthless (its token no longer matches)."""
     with transaction.atomic():
         run = VerificationRun.objects.select_for_update().get(pk=run_id)
         if run.status != Status.QUEUED:
             return None
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        now = timezone.now()
-        run.token_hash = _token_hash(token)
-        # Long enough to wait in the queue behind other runs; starting the run shortens it.
-        run.token_expires_at = now + timedelta(hours=settings.VERIFICATION_QUEUED_TOKEN_HOURS)
-        run.dispatch_count += 1
-        run.dispatched_at = now
-        run.save(update_fields=["token_hash", "token_expires_at", "dispatch_count", "dispatched_at", "updated_at"])
-    dispatch = Dispatch(run.pk, token, run.queue, run.time_limit_seconds)
-    from .dispatch import send_run  # the Celery producer, kept out of the service's import graph
-
-    send_run(dispatch)
-    return dispatch
+        token = _run_token_issue(run)
+        run.save(update_fields=["token_hash", "token_expires_at", "dispatch_count", "updated_at"])
+    return _run_send(run, token)
 
 
 def _authenticated_run(run_id: int, token: str, *, lock: bool = True) -> VerificationRun:
-    runs = VerificationRun.objects.select_for_update() if lock else VerificationRun.objects.select_related(
-        "package", "candidate", "hidden_inputs"
-    )
+    # The artifacts come in the same query (the run's spec and its certificate check need all three);
+    # only the run's own row is locked.
+    runs = VerificationRun.objects.select_related("package", "candidate", "hidden_inputs")
+    if lock:
+        runs = runs.select_for_update(of=("self",))
     run = runs.filter(pk=run_id).first()
     if (
         run is None
@@ -295,12 +329,13 @@ def _infrastructure_failure_locked(run: VerificationRun, *, reason: str) -> Veri
         )
         _announce(run)
         return run
-    run.started_at = run.heartbeat_at = None
+    run.started_at = run.heartbeat_at = run.dispatched_at = None
     run.progress = {}
     transition_apply(
         run, to=Status.QUEUED, allowed=RUN_TRANSITIONS, actor=None, verb="verification_requeued",
         data={"reason": reason, "failures": run.infrastructure_failures},
-        update_fields=["infrastructure_failures", "token_hash", "error_log", "started_at", "heartbeat_at", "progress"],
+        update_fields=["infrastructure_failures", "token_hash", "error_log", "started_at", "heartbeat_at", "progress",
+                       "dispatched_at"],
     )
     transaction.on_commit(lambda: verification_run_dispatch(run_id=run.pk))
     return run
@@ -337,9 +372,11 @@ def verification_watchdog() -> list[int]:
                 continue
             _infrastructure_failure_locked(run, reason=reason)
             handled.append(run_id)
-    never_sent = VerificationRun.objects.filter(
-        status=Status.QUEUED, dispatched_at__isnull=True, created_at__lt=now - timedelta(minutes=1)
-    ).values_list("pk", flat=True)
+    # Queued runs whose message never went out (the sending process died after the commit), and
+    # those whose token ran out while they waited (a lost message, or a queue hours long).
+    unsent = Q(dispatched_at__isnull=True, updated_at__lt=now - timedelta(minutes=1))
+    expired = Q(token_expires_at__lt=now)
+    never_sent = VerificationRun.objects.filter(Q(status=Status.QUEUED) & (unsent | expired)).values_list("pk", flat=True)
     for run_id in list(never_sent):
         verification_run_dispatch(run_id=run_id)
         handled.append(run_id)

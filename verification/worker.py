@@ -39,9 +39,9 @@ app.conf.update(
 
 
 @app.task(name="verification.execute_run", acks_late=True, reject_on_worker_lost=True)
-def execute_run(run_id: int, token: str, base_url: str) -> str | None:
+def execute_run(run_id: int, token: str, base_url: str, artifacts: dict | None = None) -> str | None:
     try:
-        return host.execute_run(run_id=run_id, token=token, base_url=base_url)
+        return host.execute_run(run_id=run_id, token=token, base_url=base_url, announced=artifacts)
     except host.RunRejected:
         return None  # the platform moved on (requeued, finished, expired): nothing to do
 

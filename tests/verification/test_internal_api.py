@@ -67,6 +67,23 @@ def test_bad_tokens_get_one_403_that_leaks_nothing(make_run, signing_key, case):
         assert "criteria" not in body
 
 
+def test_a_queued_run_serves_its_files_to_its_current_token_only(make_run, dispatched, django_capture_on_commit_callbacks):
+    from verification.services import verification_run_report_failure, verification_run_start
+
+    run, token = make_run()
+    # Before start/ (a host fetches while it starts the run): served, and the message named them.
+    download = _client(token).get(f"/internal/verification/runs/{run.pk}/artifacts/package/")
+    assert download.status_code == 200
+    assert dispatched[-1].artifacts["package"]["sha256"] == run.package.sha256
+    assert "url" not in dispatched[-1].artifacts["package"]  # the host builds it from its own base URL
+    # Requeued: the old token fetches nothing, the new message's token does.
+    verification_run_start(run_id=run.pk, token=token)
+    with django_capture_on_commit_callbacks(execute=True):
+        verification_run_report_failure(run_id=run.pk, token=token, reason="host lost")
+    assert _client(token).get(f"/internal/verification/runs/{run.pk}/artifacts/package/").status_code == 403
+    assert _client(dispatched[-1].token).get(f"/internal/verification/runs/{run.pk}/artifacts/package/").status_code == 200
+
+
 def test_public_keys_are_listed_with_ids(client, signing_key):
     from verification.runner.certificate import key_id
 

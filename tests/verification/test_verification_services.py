@@ -153,6 +153,58 @@ def test_watchdog_requeues_silent_runs_and_is_idempotent(make_run, dispatched, s
         verification_run_heartbeat(run_id=run.pk, token=token, progress={})
 
 
+def test_dispatch_is_stamped_only_once_the_message_is_out(make_run, dispatched):
+    run, token = make_run()
+    run.refresh_from_db()
+    assert run.dispatched_at is not None and dispatched[-1].token == token
+
+
+def _unsent_run(db, django_capture_on_commit_callbacks):
+    """A run committed by a process that died before its on-commit send."""
+    from tests.verification.conftest import _artifact
+    from verification.services import verification_run_create
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = verification_run_create(
+            kind="submission", subject="test:lost", hardware_class="cpu-x86",
+            package=_artifact({"a": b"1"}), hidden_inputs=_artifact({"b": b"2"}), criteria={},
+        )
+    return run
+
+
+def test_watchdog_sends_a_run_whose_process_died_before_sending(db, dispatched, django_capture_on_commit_callbacks):
+    run = _unsent_run(db, django_capture_on_commit_callbacks)
+    assert dispatched == [] and verification_watchdog() == []  # give the sender its minute
+    VerificationRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timezone.timedelta(minutes=2))
+    assert verification_watchdog() == [run.pk]
+    assert verification_watchdog() == []  # sent and stamped: not again
+    run.refresh_from_db()
+    assert len(dispatched) == 1 and run.dispatch_count == 2 and run.dispatched_at is not None
+    verification_run_start(run_id=run.pk, token=dispatched[0].token)
+
+
+def test_watchdog_sends_a_requeued_run_whose_resend_was_lost(make_run, dispatched, django_capture_on_commit_callbacks):
+    run, token = make_run()
+    verification_run_start(run_id=run.pk, token=token)
+    with django_capture_on_commit_callbacks(execute=False):  # the requeue's send never happens
+        verification_run_report_failure(run_id=run.pk, token=token, reason="host lost")
+    run.refresh_from_db()
+    assert (run.status, run.dispatched_at, run.token_hash) == (Status.QUEUED, None, "")
+    VerificationRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timezone.timedelta(minutes=2))
+    assert verification_watchdog() == [run.pk]
+    verification_run_start(run_id=run.pk, token=dispatched[-1].token)
+
+
+def test_watchdog_refreshes_a_queued_run_whose_token_ran_out(make_run, dispatched):
+    run, old_token = make_run()
+    VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now() - timezone.timedelta(seconds=1))
+    assert verification_watchdog() == [run.pk]
+    assert verification_watchdog() == []
+    with pytest.raises(RunTokenRejected):
+        verification_run_start(run_id=run.pk, token=old_token)
+    assert verification_run_start(run_id=run.pk, token=dispatched[-1].token).status == Status.RUNNING
+
+
 def test_time_limits_derive_from_the_run_budget(make_run, settings):
     from verification.services import verification_time_limit
 

@@ -157,7 +157,8 @@ class SequentialDecision:
                 continue
             outcome = stats.evaluate_look(margins(state.criterion, pairs, self.reported_higher), look)
             state.looks.append({"pairs": n, "level": outcome.level, "p_value_pass": outcome.p_pass,
-                                "p_value_fail": outcome.p_fail, "decision": outcome.decision})
+                                "p_value_fail": outcome.p_fail, "decision": outcome.decision,
+                                "outlier_pairs": outcome.outlier_pairs})
             state.p_pass, state.p_fail = outcome.p_pass, outcome.p_fail
             if outcome.decision != stats.UNDECIDED:
                 state.decision, state.decided_at_pairs = outcome.decision, n

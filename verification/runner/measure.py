@@ -128,6 +128,7 @@ class Executor:
             order.chmod(0o644)
             spec = SandboxSpec(command=self.command(), implementation=implementation,
                                runtime_paths=self.runtime_paths, limits=self.manifest.limits,
+                               supervisor_python=self.python_executable,
                                inputs=stage, with_outputs=True, devices=self.devices,
                                env={"SPEEDPROOF_INPUTS": INPUTS_MOUNT, "SPEEDPROOF_OUTPUTS": "/outputs",
                                     "SPEEDPROOF_SEED": str(record.seed)})
@@ -174,6 +175,7 @@ class Executor:
         requests = self._stream_requests(inputs, rng)
         spec = SandboxSpec(command=self.command(), implementation=implementation,
                            runtime_paths=self.runtime_paths, limits=self.manifest.limits,
+                           supervisor_python=self.python_executable,
                            devices=self.devices, env={"SPEEDPROOF_SEED": str(record.seed)})
         with SandboxProcess(spec, stream=True) as sandbox:
             error = None

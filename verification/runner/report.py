@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -48,7 +50,23 @@ def scrub(text: str, extra_secrets: Sequence[str] = ()) -> str:
     return text
 
 
+FINGERPRINT_CACHE_SECONDS = 300.0
+_fingerprints: dict[str | None, tuple[float, dict[str, Any]]] = {}
+
+
 def environment_fingerprint(python_executable: str | None = None) -> dict[str, Any]:
+    """The host's fingerprint, re-read at most every ``FINGERPRINT_CACHE_SECONDS``: reading it runs
+    ``bwrap --version`` and ``nvidia-smi``, which would otherwise sit on every verification's path."""
+    now = time.monotonic()
+    cached = _fingerprints.get(python_executable)
+    if cached is not None and now - cached[0] < FINGERPRINT_CACHE_SECONDS:
+        return copy.deepcopy(cached[1])
+    fingerprint = _read_fingerprint(python_executable)
+    _fingerprints[python_executable] = (now, fingerprint)
+    return copy.deepcopy(fingerprint)
+
+
+def _read_fingerprint(python_executable: str | None) -> dict[str, Any]:
     cpu_model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

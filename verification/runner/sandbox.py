@@ -84,6 +84,31 @@ exit $rc
 """ % {"uid": SANDBOX_UID, "gid": SANDBOX_GID, "outputs": OUTPUTS_MOUNT}
 
 
+# Without cgroups (a non-root host) nothing outside the sandbox sees the command's resource usage:
+# bwrap's PID-namespace init does not pass it up. So a small supervisor, run by the runtime's own
+# Python, starts the command, collects its rusage with wait4 and reports it on the launcher's
+# report fd, which it keeps from the command (Python fds are not inherited across exec).
+SUPERVISOR = r"""
+import os, sys
+for fd in (3, 4, 5):
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        pass
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    except OSError as error:
+        os.write(2, ("cannot start %s: %s\n" % (sys.argv[1], error)).encode())
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+os.write(3, b"rusage %.6f %d\n" % (usage.ru_utime + usage.ru_stime, usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
 class SandboxError(RuntimeError):
     """The sandbox could not be created: an infrastructure error, never a reason to run unsandboxed."""
 
@@ -116,6 +141,8 @@ class SandboxSpec:
     env: dict[str, str] = field(default_factory=dict)
     devices: Sequence[str] = ()  # e.g. /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm on GPU hosts
     workdir: str = IMPL_MOUNT
+    # The runtime's Python, which measures CPU time and peak memory where no cgroup can (see SUPERVISOR).
+    supervisor_python: str | None = None
 
 
 @dataclass
@@ -156,7 +183,7 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def build_bwrap_args(spec: SandboxSpec, launcher_path: Path) -> list[str]:
+def build_bwrap_args(spec: SandboxSpec, launcher_path: Path, *, supervised: bool = False) -> list[str]:
     limits = spec.limits
     as_root = os.geteuid() == 0
     args = [bwrap_path(), "--die-with-parent", "--new-session", "--clearenv", "--info-fd", "5",
@@ -205,7 +232,10 @@ def build_bwrap_args(spec: SandboxSpec, launcher_path: Path) -> list[str]:
            "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **spec.env}
     for key, value in env.items():
         args += ["--setenv", key, value]
-    args += ["--chdir", spec.workdir, "/bin/sh", "/.launcher.sh", *spec.command]
+    command = list(spec.command)
+    if supervised:
+        command = [spec.supervisor_python, "-I", "-S", "-c", SUPERVISOR, *command]
+    args += ["--chdir", spec.workdir, "/bin/sh", "/.launcher.sh", *command]
     return args
 
 
@@ -213,14 +243,17 @@ _LAUNCHER_FILES: dict[str, Path] = {}
 _LAUNCHER_LOCK = threading.Lock()
 
 
-def _launcher_file(as_root: bool) -> Path:
-    key = "root" if as_root else "user"
+def _launcher_file(as_root: bool, supervised: bool = False) -> Path:
+    key = "root" if as_root else "user-supervised" if supervised else "user"
     with _LAUNCHER_LOCK:
         path = _LAUNCHER_FILES.get(key)
         if path is not None and path.exists():
             return path
-        text = LAUNCHER if as_root else re.sub(
-            r"setpriv .*?-- \"\$@\"", '"$@"', LAUNCHER, flags=re.S)
+        text = LAUNCHER
+        if not as_root:  # already the caller's uid, in bwrap's user namespace
+            text = re.sub(r"setpriv .*?-- \"\$@\"", '"$@"', text, flags=re.S)
+        if supervised:  # the supervisor keeps the report fd and closes it for the command
+            text = text.replace('"$@" 3>&- 4>&- 5>&-', '"$@"')
         directory = Path(os.environ.get("SPEEDPROOF_RUNTIME_DIR", "/tmp")) / f"speedproof-launcher-{os.getpid()}"
         directory.mkdir(mode=0o755, exist_ok=True)
         atexit.register(shutil.rmtree, directory, True)
@@ -256,12 +289,19 @@ class SandboxProcess:
     def __init__(self, spec: SandboxSpec, *, stream: bool = False) -> None:
         self.spec = spec
         self.stream = stream
-        launcher = _launcher_file(os.geteuid() == 0)
-        args = build_bwrap_args(spec, launcher)  # first: raises SandboxError before anything exists
         try:
             self._cgroups = Cgroups(spec.limits)
         except OSError as error:
             raise SandboxError(f"cannot set up the run's cgroups: {error}") from error
+        as_root = os.geteuid() == 0
+        self._supervised = bool(spec.supervisor_python) and not (self._cgroups.has_memory
+                                                                 and self._cgroups.cpu_seconds() is not None)
+        try:
+            launcher = _launcher_file(as_root, self._supervised)
+            args = build_bwrap_args(spec, launcher, supervised=self._supervised)
+        except BaseException:
+            self._cgroups.remove()
+            raise
         self._report_read, report_write = os.pipe()
         self._tar_read, tar_write = os.pipe()
         self._info_read, info_write = os.pipe()
@@ -274,6 +314,7 @@ class SandboxProcess:
         # launcher reports back (just after the command ended): the command's own wall time.
         self._ready_at: list[float] = []
         self._ended_at: list[float] = []
+        self._supervisor_usage: tuple[float, int] | None = None
         try:
             # The launcher expects the report on fd 3 and the outputs tar on fd 4.
             self.started = time.perf_counter()
@@ -354,6 +395,7 @@ class SandboxProcess:
         stdout = b"".join(self._stdout_chunks)  # stream mode: the protocol already consumed stdout
         report = b"".join(self._report_chunks).decode("utf-8", "replace")
         leftover, blocked = _parse_launcher_report(report)
+        self._supervisor_usage = _parse_supervisor_usage(report) if self._supervised else None
         if "leftover" not in report and leftover_in_cgroup:
             # No word from the launcher (the sandbox was killed): what the cgroup still held.
             leftover = leftover_in_cgroup
@@ -369,8 +411,8 @@ class SandboxProcess:
         outcome = RunOutcome(
             exit_code=exit_code,
             wall_seconds=wall,
-            cpu_seconds=self._cgroups.cpu_seconds(),
-            peak_memory_bytes=self._cgroups.peak_memory(),
+            cpu_seconds=self._cpu_seconds(),
+            peak_memory_bytes=self._peak_memory_bytes(),
             stdout=stdout,
             stderr=b"".join(self._stderr_chunks),
             outputs_tar=b"".join(self._tar_chunks),
@@ -380,6 +422,21 @@ class SandboxProcess:
         )
         self._close()
         return outcome
+
+    def _cpu_seconds(self) -> float | None:
+        measured = self._cgroups.cpu_seconds()
+        if measured is None and self._supervisor_usage is not None:
+            measured = self._supervisor_usage[0]
+        return measured
+
+    def _peak_memory_bytes(self) -> int | None:
+        """The cgroup's peak (the whole tree at once) where there is one; else, from the supervisor,
+        the peak RSS of the command's largest process (``ru_maxrss``): the same measure for baseline
+        and candidate, so comparisons hold, but not a sum over a tree of processes."""
+        measured = self._cgroups.peak_memory()
+        if measured is None and self._supervisor_usage is not None:
+            measured = self._supervisor_usage[1]
+        return measured
 
     def _wait_exit(self, timeout: float) -> bool:
         """Wait for bwrap to exit, up to ``timeout``. A pidfd wakes us the moment it exits, where
@@ -517,6 +574,14 @@ def _collect(sinks: list[_Sink]) -> threading.Thread:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def _parse_supervisor_usage(report: str) -> tuple[float, int] | None:
+    """(CPU seconds, peak RSS bytes) from the supervisor's line; None if it never wrote one."""
+    match = re.search(r"^rusage (\d+(?:\.\d+)?) (\d+)$", report, flags=re.M)
+    if match is None:
+        return None
+    return float(match.group(1)), int(match.group(2)) * 1024  # ru_maxrss is in KiB on Linux
 
 
 def _parse_launcher_report(report: str) -> tuple[int, list[str]]:

@@ -93,3 +93,32 @@ def test_values_exactly_at_the_threshold_decide_nothing():
         assert outcome.decision == stats.UNDECIDED
     decision, pairs = stats.run_sequential(np.zeros((3, 12)), stats.plan_looks(12))
     assert (decision == 0).all() and (pairs == 12).all()
+
+
+def test_far_pairs_are_left_out_by_size_alone():
+    margins = np.array([[0.05, -0.02, 0.04, 0.9, 0.03, -0.01, 0.06, 0.02, 0.05, 0.04]])
+    keep = stats.kept_pairs(margins)
+    assert keep.tolist() == [[True, True, True, False, True, True, True, True, True, True]]
+    # The rule never looks at signs: flipping every sign keeps the same pairs.
+    assert (stats.kept_pairs(-margins) == keep).all()
+    # Nothing is left out when most margins sit exactly at the threshold.
+    assert stats.kept_pairs(np.array([[0.0, 0.0, 0.0, 0.5]])).all()
+
+
+def test_one_slow_candidate_run_does_not_block_a_clear_pass():
+    rng = np.random.default_rng(21)
+    margins = rng.normal(0.12, 0.03, size=12)
+    margins[2] = -0.9  # the candidate's run of pair 3 hit a noisy neighbour
+    look = next(lk for lk in stats.plan_looks(40) if lk.pairs == 12)
+    outcome = stats.evaluate_look(margins, look)
+    assert outcome.decision == stats.PASS
+    assert outcome.outlier_pairs == 1
+    # With the pair kept, the rank test could not pass at this look: the exclusion is what decides.
+    w_plus = float(stats.wilcoxon_positive_rank_sums(margins[None, :])[0])
+    assert w_plus < look.wilcoxon_critical
+
+
+def test_many_slow_candidate_runs_are_not_left_out():
+    # A candidate slow in a third of its runs: those pairs are not "far" from the median, so they stay in.
+    margins = np.array([0.1] * 8 + [-0.25] * 4) + np.linspace(-0.01, 0.01, 12)
+    assert stats.kept_pairs(margins[None, :]).all()

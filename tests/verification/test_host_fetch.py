@@ -1,0 +1,185 @@
+"""How a host gets a run's files: the job's package and hidden inputs kept by sha256 between verifications,
+candidates always fetched, fetching while start/ is answered. Served by a real local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from verification import host
+
+
+class _Platform:
+    """Serves bytes by artifact name and counts the requests for each."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        platform = self
+
+        self.start_status = 200
+        self.start_digests: dict[str, str] = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                platform.requests.append("start")
+                if platform.start_status != 200:
+                    self.send_response(platform.start_status)
+                    self.end_headers()
+                    return
+                spec = {"kind": "submission", "artifacts": platform.spec(**platform.start_digests)}
+                body = json.dumps(spec).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                if platform.start_status != 200:
+                    self.send_response(platform.start_status)
+                    self.end_headers()
+                    return
+                name = self.path.rstrip("/").rsplit("/", 1)[-1]
+                platform.requests.append(name)
+                body = platform.files[name]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+
+    def spec(self, **digests_override: str) -> dict[str, dict]:
+        return {
+            name: {"sha256": digests_override.get(name, hashlib.sha256(body).hexdigest()),
+                   "url": f"{self.base}/internal/verification/runs/1/artifacts/{name}/", "archive_format": "tar.gz"}
+            for name, body in self.files.items()
+        }
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def platform():
+    served = _Platform()
+    served.files = {"package": b"package v1" * 100, "candidate": b"candidate 1", "hidden_inputs": b"hidden" * 300}
+    yield served
+    served.close()
+
+
+def _fetch(platform: _Platform, tmp_path: Path, cache: host.ArtifactCache | None, **override) -> dict[str, Path]:
+    scratch = tmp_path / f"scratch-{len(platform.requests)}"
+    scratch.mkdir()
+    client = host.PlatformClient(platform.base, 1, "token")
+    return host._fetch_artifacts(client, platform.spec(**override), scratch, cache)
+
+
+def test_second_verification_of_a_job_downloads_only_the_candidate(platform, tmp_path):
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    first = _fetch(platform, tmp_path, cache)
+    assert sorted(platform.requests) == ["candidate", "hidden_inputs", "package"]
+    platform.files["candidate"] = b"candidate 2"
+    second = _fetch(platform, tmp_path, cache)
+    assert sorted(platform.requests) == ["candidate", "candidate", "hidden_inputs", "package"]
+    for name, body in platform.files.items():
+        assert second[name].read_bytes() == body
+    assert second["package"] == first["package"] and second["package"].parent == cache.root
+    assert second["package"].name.endswith(".tar.gz")  # the runner knows an archive by its name
+    assert second["candidate"].parent != cache.root  # candidates stay in the run's scratch
+    assert stat.S_IMODE(cache.root.stat().st_mode) == 0o700
+    assert not [p for p in cache.root.iterdir() if p.name.endswith(".part")]
+
+
+def test_an_altered_cache_entry_is_dropped_and_downloaded_again(platform, tmp_path):
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    files = _fetch(platform, tmp_path, cache)
+    files["hidden_inputs"].write_bytes(b"tampered")
+    again = _fetch(platform, tmp_path, cache)
+    assert platform.requests.count("hidden_inputs") == 2
+    assert again["hidden_inputs"].read_bytes() == platform.files["hidden_inputs"]
+
+
+def test_a_download_that_does_not_match_its_digest_leaves_nothing_behind(platform, tmp_path):
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    with pytest.raises(RuntimeError, match="sha256 mismatch"):
+        _fetch(platform, tmp_path, cache, package="0" * 64)
+    assert list(cache.root.iterdir()) == []
+
+
+def test_a_digest_is_never_used_as_a_path(platform, tmp_path):
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    with pytest.raises(ValueError):
+        _fetch(platform, tmp_path, cache, package="../../etc/passwd")
+    assert platform.requests == []
+
+
+def test_least_recently_used_entries_go_first_but_never_those_in_use(platform, tmp_path):
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=2500)
+    first = _fetch(platform, tmp_path, cache)  # package 1,000 + hidden 1,800 bytes: over the cap, in use
+    assert first["package"].exists() and first["hidden_inputs"].exists()
+    platform.files["package"] = b"package v2" * 100  # the next job
+    second = _fetch(platform, tmp_path, cache)
+    kept = {p.name for p in cache.root.iterdir() if host.CACHE_ENTRY.fullmatch(p.name)}
+    assert kept == {second["package"].name, second["hidden_inputs"].name}
+    assert not first["package"].exists()
+
+
+def test_no_cache_keeps_every_file_in_the_run_scratch(platform, tmp_path):
+    config = host.HostConfig(signing_key_path=tmp_path / "key.pem", cache_max_bytes=0)
+    assert config.artifact_cache() is None
+    files = _fetch(platform, tmp_path, None)
+    _fetch(platform, tmp_path, None)
+    assert platform.requests.count("package") == 2
+    assert all(path.parent.name.startswith("scratch-") for path in files.values())
+
+
+def test_the_default_cache_lives_beside_the_work_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("VERIFICATION_SIGNING_KEY_PATH", str(tmp_path / "key.pem"))
+    monkeypatch.setenv("VERIFICATION_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.delenv("VERIFICATION_CACHE_DIR", raising=False)
+    (tmp_path / "work").mkdir()
+    cache = host.HostConfig.from_environment().artifact_cache()
+    assert cache is not None and cache.root == tmp_path / "work" / "speedproof-artifact-cache"
+    assert os.access(cache.root, os.W_OK)
+
+
+def _announced(platform: _Platform) -> dict[str, dict]:
+    return {name: {k: v for k, v in described.items() if k != "url"} for name, described in platform.spec().items()}
+
+
+def test_announced_files_are_fetched_while_the_run_starts(platform, tmp_path):
+    client = host.PlatformClient(platform.base, 1, "token")
+    spec, files = host._start_and_fetch(client, _announced(platform), tmp_path, None)
+    assert spec["kind"] == "submission" and platform.requests.count("start") == 1
+    assert sorted(r for r in platform.requests if r != "start") == ["candidate", "hidden_inputs", "package"]
+    assert all(files[name].read_bytes() == body for name, body in platform.files.items())
+
+
+def test_start_is_the_authority_on_which_files_a_run_measures(platform, tmp_path):
+    client = host.PlatformClient(platform.base, 1, "token")
+    announced = _announced(platform)
+    platform.start_digests = {"candidate": hashlib.sha256(b"another candidate").hexdigest()}
+    with pytest.raises(RuntimeError, match="differ from those its message announced"):
+        host._start_and_fetch(client, announced, tmp_path, None)
+
+
+def test_a_refused_start_is_reported_as_refused_not_as_a_failed_download(platform, tmp_path):
+    client = host.PlatformClient(platform.base, 1, "token")
+    platform.start_status = 403
+    with pytest.raises(host.RunRejected):
+        host._start_and_fetch(client, _announced(platform), tmp_path, None)
