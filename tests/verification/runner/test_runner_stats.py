@@ -45,6 +45,21 @@ def test_looks_are_calibrated_to_alpha_on_fresh_null_data():
     assert (decision < 0).mean() <= 0.06
 
 
+@pytest.mark.parametrize("noise", ["cauchy", "contaminated"])
+def test_leaving_out_far_pairs_keeps_alpha_under_heavy_tails(noise):
+    # The exclusion rule sees sizes only; even where it fires often the error stays at alpha per side.
+    rng = np.random.default_rng(12)
+    shape = (6000, 40)
+    if noise == "cauchy":
+        margins = rng.standard_cauchy(size=shape)
+    else:  # 10 % of pairs twenty times as noisy
+        margins = np.where(rng.random(shape) < 0.1, 20.0, 1.0) * rng.normal(size=shape)
+    assert (~stats.kept_pairs(margins)).mean() > 0.01
+    decision, _ = stats.run_sequential(margins, stats.plan_looks(40))
+    assert (decision > 0).mean() <= 0.055
+    assert (decision < 0).mean() <= 0.055
+
+
 def _paired_margins(rng: np.random.Generator, trials: int, pairs: int, speedup: float, cv: float,
                     threshold: float = 1.5) -> np.ndarray:
     sigma = math.sqrt(math.log1p(cv * cv))
