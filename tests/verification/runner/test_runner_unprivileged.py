@@ -75,6 +75,9 @@ def test_the_example_passes_for_an_engineer_without_root(laptop):
     assert measured and all(m["cpu_seconds"] > 0 and m["peak_memory_bytes"] > 10 * 2 ** 20 for m in measured)
     memory = next(c for c in report["criteria"] if c["criterion"]["metric"] == "peak_memory")
     assert memory["decision"] == "PASS"
+    policy = [b["action"] for b in report["blocked_actions"] if b["role"] == "policy"]
+    assert any("invoking user's uid" in line and "verify on a root host" in line for line in policy)
+    assert not any("uid 65534" in line for line in policy)
 
 
 SANDBOXED = r"""
