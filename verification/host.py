@@ -30,6 +30,7 @@ HEARTBEAT_SECONDS = 10.0
 # host keeps them by sha256. A candidate is new each time and is always downloaded.
 CACHED_ARTIFACTS = ("package", "hidden_inputs")
 DEFAULT_CACHE_MAX_BYTES = 4 * 1024 ** 3
+RECENT_USE_SECONDS = 600
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")  # the runner knows an archive by its name
 CACHE_ENTRY = re.compile(r"[0-9a-f]{64}\.(?:tar\.gz|tgz|tar|zip)")
@@ -114,7 +115,8 @@ class ArtifactCache:
         return path
 
     def trim(self, keep: set[Path]) -> None:
-        """Drop least recently used entries until the cache fits, never one of ``keep`` (in use)."""
+        """Drop least recently used entries until the cache fits, never one of ``keep`` (in use) nor
+        one used in the last ``RECENT_USE_SECONDS`` (another worker sharing the cache may be using it)."""
         entries = []
         for entry in self.root.iterdir():
             if CACHE_ENTRY.fullmatch(entry.name):
@@ -124,8 +126,9 @@ class ArtifactCache:
                     continue
                 entries.append((status.st_mtime, status.st_size, entry))
         total = sum(size for _, size, _ in entries)
-        for _, size, entry in sorted(entries):
-            if total <= self.max_bytes:
+        recent = time.time() - RECENT_USE_SECONDS
+        for used_at, size, entry in sorted(entries):
+            if total <= self.max_bytes or used_at > recent:
                 break
             if entry not in keep:
                 entry.unlink(missing_ok=True)
@@ -282,16 +285,20 @@ def _start_and_fetch(client: PlatformClient, announced: dict[str, dict] | None, 
         spec = client.call("POST", "start/")
         return spec, _fetch_artifacts(client, spec["artifacts"], scratch, cache)
     wanted = {name: {**described, "url": f"{client.base}/artifacts/{name}/"} for name, described in announced.items()}
+    # Hidden inputs are served only once the run is started: fetched after start/ unless cached.
+    early = {name: described for name, described in wanted.items() if name != "hidden_inputs"}
     with ThreadPoolExecutor(max_workers=1) as starting:
         started = starting.submit(client.call, "POST", "start/")
         try:
-            files = _fetch_artifacts(client, wanted, scratch, cache)
+            files = _fetch_artifacts(client, early, scratch, cache)
         except Exception:
             started.result()  # a refused start explains a refused download: RunRejected first
             raise
         spec = started.result()
     if {name: a["sha256"] for name, a in spec["artifacts"].items()} != {name: a["sha256"] for name, a in announced.items()}:
         raise RuntimeError("the run's files differ from those its message announced")
+    late = {name: spec["artifacts"][name] for name in wanted if name not in early}
+    files.update(_fetch_artifacts(client, late, scratch, cache) if late else {})
     return spec, files
 
 

@@ -4,6 +4,7 @@ Hosts hold no database or payment credentials; everything they need and everythi
 passes through these endpoints. Every token failure answers the same 403, whatever the cause.
 """
 
+import structlog
 from django.http import FileResponse
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
@@ -15,6 +16,8 @@ from . import services
 from .models import VerificationRun
 
 ARTIFACT_FIELDS = services.ARTIFACT_FIELDS
+EARLY_ARTIFACT_FIELDS = ("package", "candidate")
+log = structlog.get_logger(__name__)
 
 
 def _token(request) -> str:
@@ -56,13 +59,18 @@ class RunStartApi(RunTokenView):
 class RunArtifactApi(RunTokenView):
     def get(self, request, run_id: int, name: str):
         run = services.verification_run_authenticate(run_id=run_id, token=_token(request))
-        # Queued too: a host fetches the files while its start/ is answered (the token is the run's
-        # current one either way; a requeued run's old token no longer matches).
-        if run.status not in (VerificationRun.Status.QUEUED, VerificationRun.Status.RUNNING) or name not in ARTIFACT_FIELDS:
+        # The package and the candidate also while queued, so a host fetches them while its start/
+        # is answered (with the run's current token only: a requeued run's old one no longer
+        # matches). Hidden inputs only once the run is started, which is audited.
+        servable = {VerificationRun.Status.RUNNING} | (
+            {VerificationRun.Status.QUEUED} if name in EARLY_ARTIFACT_FIELDS else set())
+        if run.status not in servable or name not in ARTIFACT_FIELDS:
             raise NotFound("No such artifact for this run.")
         artifact = getattr(run, name)
         if artifact is None:
             raise NotFound("No such artifact for this run.")
+        log.info("verification_artifact_served", run_id=run.pk, artifact=name, run_status=run.status,
+                 dispatch=run.dispatch_count)
         return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=f"{name}.{artifact.archive_format or 'bin'}")
 
 

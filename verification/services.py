@@ -122,9 +122,12 @@ def _run_send(run: VerificationRun, token: str) -> Dispatch:
     from .dispatch import send_run  # the Celery producer, kept out of the service's import graph
 
     send_run(dispatch)
-    # Stamped only once the message is out: a run whose send never happened (the process died
-    # first) stays unstamped, and the watchdog sends it.
-    VerificationRun.objects.filter(pk=run.pk).update(dispatched_at=sent_at)
+    # Stamped only once the message is out, and only while this message's token is the run's: a run
+    # whose send never happened (the process died first, the broker was down) stays unstamped and the
+    # watchdog sends it; a late stamp cannot mark a run requeued since.
+    VerificationRun.objects.filter(pk=run.pk, status=Status.QUEUED, token_hash=_token_hash(token)).update(
+        dispatched_at=sent_at
+    )
     return dispatch
 
 
@@ -150,7 +153,8 @@ def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
         if run.status != Status.QUEUED:
             return None
         token = _run_token_issue(run)
-        run.save(update_fields=["token_hash", "token_expires_at", "dispatch_count", "updated_at"])
+        run.dispatched_at = None  # until this message is out
+        run.save(update_fields=["token_hash", "token_expires_at", "dispatch_count", "dispatched_at", "updated_at"])
     return _run_send(run, token)
 
 
@@ -378,6 +382,10 @@ def verification_watchdog() -> list[int]:
     expired = Q(token_expires_at__lt=now)
     never_sent = VerificationRun.objects.filter(Q(status=Status.QUEUED) & (unsent | expired)).values_list("pk", flat=True)
     for run_id in list(never_sent):
-        verification_run_dispatch(run_id=run_id)
+        try:
+            verification_run_dispatch(run_id=run_id)
+        except Exception as error:  # noqa: BLE001 - the broker may be down: the next pass tries again
+            log.warning("verification_resend_failed", run_id=run_id, error=type(error).__name__)
+            continue
         handled.append(run_id)
     return handled

@@ -39,7 +39,9 @@ app.conf.update(
 
 
 @app.task(name="verification.execute_run", acks_late=True, reject_on_worker_lost=True)
-def execute_run(run_id: int, token: str, base_url: str, artifacts: dict | None = None) -> str | None:
+def execute_run(run_id: int, token: str, base_url: str, artifacts: dict | None = None, **_later_fields) -> str | None:
+    # ``**_later_fields``: a platform newer than this host may add fields to the message; the run
+    # must still be carried out (upgrade hosts before the platform).
     try:
         return host.execute_run(run_id=run_id, token=token, base_url=base_url, announced=artifacts)
     except host.RunRejected:

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,6 +37,8 @@ class _Platform:
                     return
                 spec = {"kind": "submission", "artifacts": platform.spec(**platform.start_digests)}
                 body = json.dumps(spec).encode()
+                time.sleep(0.2)  # a platform slow to answer: what may a host fetch meanwhile?
+                platform.requests.append("started")  # before the answer, so nothing can overtake it
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -133,6 +136,10 @@ def test_least_recently_used_entries_go_first_but_never_those_in_use(platform, t
     first = _fetch(platform, tmp_path, cache)  # package 1,000 + hidden 1,800 bytes: over the cap, in use
     assert first["package"].exists() and first["hidden_inputs"].exists()
     platform.files["package"] = b"package v2" * 100  # the next job
+    _fetch(platform, tmp_path, cache)
+    assert first["package"].exists()  # used minutes ago at most: another worker may still need it
+    an_hour_ago = time.time() - 3600
+    os.utime(first["package"], (an_hour_ago, an_hour_ago))
     second = _fetch(platform, tmp_path, cache)
     kept = {p.name for p in cache.root.iterdir() if host.CACHE_ENTRY.fullmatch(p.name)}
     assert kept == {second["package"].name, second["hidden_inputs"].name}
@@ -166,7 +173,11 @@ def test_announced_files_are_fetched_while_the_run_starts(platform, tmp_path):
     client = host.PlatformClient(platform.base, 1, "token")
     spec, files = host._start_and_fetch(client, _announced(platform), tmp_path, None)
     assert spec["kind"] == "submission" and platform.requests.count("start") == 1
-    assert sorted(r for r in platform.requests if r != "start") == ["candidate", "hidden_inputs", "package"]
+    assert sorted(r for r in platform.requests if r not in ("start", "started")) == ["candidate", "hidden_inputs", "package"]
+    # The package and the candidate while start/ is answered; hidden inputs only once the run is started.
+    assert platform.requests.index("package") < platform.requests.index("started")
+    assert platform.requests.index("candidate") < platform.requests.index("started")
+    assert platform.requests.index("hidden_inputs") > platform.requests.index("started")
     assert all(files[name].read_bytes() == body for name, body in platform.files.items())
 
 

@@ -76,6 +76,8 @@ def test_a_queued_run_serves_its_files_to_its_current_token_only(make_run, dispa
     assert download.status_code == 200
     assert dispatched[-1].artifacts["package"]["sha256"] == run.package.sha256
     assert "url" not in dispatched[-1].artifacts["package"]  # the host builds it from its own base URL
+    # Hidden inputs only once the run is started (start/ is audited).
+    assert _client(token).get(f"/internal/verification/runs/{run.pk}/artifacts/hidden_inputs/").status_code == 404
     # Requeued: the old token fetches nothing, the new message's token does.
     verification_run_start(run_id=run.pk, token=token)
     with django_capture_on_commit_callbacks(execute=True):

@@ -153,10 +153,25 @@ def test_watchdog_requeues_silent_runs_and_is_idempotent(make_run, dispatched, s
         verification_run_heartbeat(run_id=run.pk, token=token, progress={})
 
 
-def test_dispatch_is_stamped_only_once_the_message_is_out(make_run, dispatched):
+def test_dispatch_is_stamped_only_once_the_message_is_out(make_run, dispatched, monkeypatch):
     run, token = make_run()
     run.refresh_from_db()
     assert run.dispatched_at is not None and dispatched[-1].token == token
+
+    def broker_down(dispatch):
+        raise ConnectionError("broker unreachable")
+
+    # A resend that fails (broker down) leaves the run unstamped, so the watchdog tries again later
+    # (the fresh token already made the earlier message worthless).
+    monkeypatch.setattr("verification.dispatch.send_run", broker_down)
+    VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now() - timezone.timedelta(seconds=1))
+    assert verification_watchdog() == []
+    run.refresh_from_db()
+    assert run.dispatched_at is None and run.status == Status.QUEUED
+    monkeypatch.setattr("verification.dispatch.send_run", dispatched.append)
+    VerificationRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timezone.timedelta(minutes=2))
+    assert verification_watchdog() == [run.pk]
+    verification_run_start(run_id=run.pk, token=dispatched[-1].token)
 
 
 def _unsent_run(db, django_capture_on_commit_callbacks):

@@ -40,8 +40,8 @@ SANDBOX_POLICY = [
 # Without root (an engineer's own machine) the code runs as the invoking user inside a user namespace,
 # and what the launcher reports from inside the sandbox is not protected from it.
 UNPRIVILEGED_HOST_POLICY = ("privileges: the invoking user's uid in a user namespace, no capabilities; "
-                            "figures reported from inside the sandbox (CPU time, peak memory, leftover "
-                            "processes) are not protected from the measured code: verify on a root host")
+                            "figures reported from inside the sandbox (wall time, CPU time, peak memory, "
+                            "leftover processes) are not protected from the measured code: verify on a root host")
 
 
 def sandbox_policy() -> list[str]:

@@ -84,12 +84,15 @@ exit $rc
 """ % {"uid": SANDBOX_UID, "gid": SANDBOX_GID, "outputs": OUTPUTS_MOUNT}
 
 
-# Without cgroups (a non-root host) nothing outside the sandbox sees the command's resource usage:
-# bwrap's PID-namespace init does not pass it up. So a small supervisor, run by the runtime's own
-# Python, starts the command, collects its rusage with wait4 and reports it on the launcher's
-# report fd, which it keeps from the command (Python fds are not inherited across exec).
+# Without root there are no cgroups, and nothing outside the sandbox sees the command's resource
+# usage: bwrap's PID-namespace init does not pass it up. So on non-root hosts a small supervisor, run
+# by the runtime's own Python, starts the command, collects its rusage with wait4 (and that of
+# descendants orphaned to it, as a child subreaper, that have ended) and reports it on the launcher's
+# report fd, which it keeps from the command (Python fds are not inherited across exec). It shares the
+# command's uid, so these figures are not protected from the command: root hosts never use it.
 SUPERVISOR = r"""
-import os, sys
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 for fd in (3, 4, 5):
     try:
         os.set_inheritable(fd, False)
@@ -103,7 +106,16 @@ if pid == 0:
         os.write(2, ("cannot start %s: %s\n" % (sys.argv[1], error)).encode())
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
-os.write(3, b"rusage %.6f %d\n" % (usage.ru_utime + usage.ru_stime, usage.ru_maxrss))
+cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+while True:  # orphans that already ended; live ones are the launcher's to count and kill
+    try:
+        orphan, _, more = os.wait4(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if orphan == 0:
+        break
+    cpu, peak = cpu + more.ru_utime + more.ru_stime, max(peak, more.ru_maxrss)
+os.write(3, b"rusage %.6f %d\n" % (cpu, peak))
 code = os.waitstatus_to_exitcode(status)
 os._exit(code if code >= 0 else 128 - code)
 """
@@ -294,8 +306,9 @@ class SandboxProcess:
         except OSError as error:
             raise SandboxError(f"cannot set up the run's cgroups: {error}") from error
         as_root = os.geteuid() == 0
-        self._supervised = bool(spec.supervisor_python) and not (self._cgroups.has_memory
-                                                                 and self._cgroups.cpu_seconds() is not None)
+        # Root hosts measure with cgroups or not at all: a supervisor there would run as the
+        # command's uid, and figures it reports could be forged by the command.
+        self._supervised = bool(spec.supervisor_python) and not as_root
         try:
             launcher = _launcher_file(as_root, self._supervised)
             args = build_bwrap_args(spec, launcher, supervised=self._supervised)

@@ -42,6 +42,21 @@ def test_code_runs_unprivileged_without_capabilities(tmp_path):
     assert int(effective, 16) == 0 and int(bounding, 16) == 0 and no_new_privs == "1"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root hosts only")
+def test_root_hosts_never_let_code_with_the_commands_uid_report_measurements(tmp_path):
+    implementation = tmp_path / "impl"
+    implementation.mkdir()
+    implementation.chmod(0o755)
+    (implementation / "main.py").write_text("import os\nprint(open(f'/proc/{os.getppid()}/comm').read())\n")
+    (implementation / "main.py").chmod(0o644)
+    spec = sb.SandboxSpec(command=[PYTHON, "main.py"], implementation=implementation,
+                          runtime_paths=sb.default_runtime_paths(), supervisor_python=PYTHON)
+    with sb.SandboxProcess(spec) as process:
+        outcome = process.finish()
+    assert outcome.ok, outcome.stderr
+    assert outcome.stdout.decode().strip() == "sh"  # started by the launcher, not by a supervisor
+
+
 def test_environment_is_cleared(tmp_path, monkeypatch):
     monkeypatch.setenv("SPEEDPROOF_SECRET_CANARY", "s3cret")
     outcome = _run(tmp_path, "import os\nprint(os.environ.get('SPEEDPROOF_SECRET_CANARY'))\n")
