@@ -11,7 +11,7 @@ from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, model_field_names
+from common.admin import NoAddDeleteMixin, ReadOnlyModelAdmin, ReadOnlyTabularInline, model_field_names
 from common.errors import DomainError
 
 from .models import ApiToken, EngineerProfile, Membership, Organization, User
@@ -98,7 +98,9 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(NoAddDeleteMixin, admin.ModelAdmin):
+    """Organizations are created by company sign-up, together with their first owner."""
+
     list_display = ("name", "slug", "member_count", "job_count", "created_at")
     list_filter = ("created_at",)
     search_fields = ("name", "slug", "memberships__user__email")
@@ -112,13 +114,6 @@ class OrganizationAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(member_count=Count("memberships", distinct=True), job_count=Count("jobs", distinct=True))
         )
-
-    def has_add_permission(self, request) -> bool:
-        # Organizations are created by company sign-up, together with their first owner.
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     @admin.display(description="Members", ordering="member_count")
     def member_count(self, organization: Organization) -> int:
@@ -138,7 +133,7 @@ class MembershipAdmin(ReadOnlyModelAdmin):
 
 
 @admin.register(EngineerProfile)
-class EngineerProfileAdmin(admin.ModelAdmin):
+class EngineerProfileAdmin(NoAddDeleteMixin, admin.ModelAdmin):
     list_display = ("user", "headline", "jobs_passed", "best_certified_speedup", "updated_at")
     list_filter = ("updated_at",)
     search_fields = ("user__email", "user__name", "headline")
@@ -148,12 +143,6 @@ class EngineerProfileAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         # The track record is written only from signed verification results.
         return [name for name in model_field_names(EngineerProfile) if name not in self.editable_fields]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def save_model(self, request, obj: EngineerProfile, form, change: bool) -> None:
         engineer_profile_update(user=obj.user, **{name: form.cleaned_data[name] for name in form.changed_data})

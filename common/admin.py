@@ -38,7 +38,24 @@ def human_size(size: int | None) -> str:
     return f"{value:.1f} {unit}"
 
 
-class ReadOnlyModelAdmin(admin.ModelAdmin):
+class NoAddDeleteMixin:
+    """Rows that services create and never delete: the admin may not add or delete them."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyMixin(NoAddDeleteMixin):
+    """No add, change or delete from the admin; shared by the read-only model admins and inlines."""
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyModelAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Rows written only by services: viewable, never added, changed or deleted from the admin."""
 
     # Raw fields shown through a display instead, in their place, e.g. {"amount": "amount_display"}.
@@ -52,34 +69,16 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
                 fields.append(name)
         return fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
     def get_readonly_fields(self, request, obj=None):
-        extra = [name for name in self.readonly_fields if name not in model_field_names(self.model)]
-        return [*model_field_names(self.model), *extra]
+        names = model_field_names(self.model)
+        return [*names, *(name for name in self.readonly_fields if name not in names)]
 
 
-class ReadOnlyTabularInline(admin.TabularInline):
+class ReadOnlyTabularInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(AuditEvent)

@@ -2,7 +2,7 @@
 
 Statuses, amounts, fees, criteria and artifacts change only through `jobs.services`, whose edits belong to
 the job's organization (operators are not members), so everything is read-only here. The one action,
-expiring overdue jobs, calls `job_expire` exactly as the scheduled task does.
+expiring overdue jobs, calls `jobs_expire` exactly as the scheduled task does.
 """
 
 from django.contrib import admin
@@ -77,10 +77,7 @@ class JobAdmin(ReadOnlyModelAdmin):
 
     @admin.action(description="Expire selected jobs that are past their award window", permissions=["expire"])
     def expire_overdue(self, request, queryset) -> None:
-        expired = 0
-        for job_id in queryset.values_list("pk", flat=True):
-            if job_services.job_expire(job_id=job_id) is not None:
-                expired += 1
+        expired = job_services.jobs_expire(job_ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Expired {expired} job(s); the others are not overdue or not open.")
 
 

@@ -10,10 +10,12 @@ from accounts.selectors import user_organization_ids
 from common.api import IdempotentCreateMixin, idempotent_response
 from common.errors import NotFound, NotPermitted, ValidationFailed
 from common.models import Artifact
+from verification import selectors as verification_selectors
+from verification.serializers import VerificationRunSerializer
 
 from . import selectors
-from .models import Bid, Contract, Job, Submission
 from .filters import JobFilter
+from .models import Bid, Contract, Job, Submission
 from .serializers import (
     AuditEventSerializer,
     BidSerializer,
@@ -27,9 +29,6 @@ from .serializers import (
     SubmissionSerializer,
     UploadSerializer,
 )
-from verification import selectors as verification_selectors
-from verification.serializers import VerificationRunSerializer
-
 from .services import bids as bid_services
 from .services import contracts as contract_services
 from .services import jobs as job_services
@@ -339,7 +338,6 @@ class SubmissionViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def accept(self, request, pk=None):
         submission = submission_services.submission_accept_inconclusive(actor=request.user, submission=self._submission())
-        submission.refresh_from_db()
         return Response(SubmissionSerializer(submission).data)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})

@@ -44,6 +44,8 @@ def on_verification_finished(sender, run_id: int, subject: str, status: str, **r
             payout_fraction_bps=result.get("payout_fraction_bps"),
             speedup_estimate=result.get("speedup_estimate"),
         )
-    elif subject.startswith("calibration:job:"):
+    elif subject.startswith(jobs.CALIBRATION_PREFIX):
         run = VerificationRun.objects.get(pk=run_id)
-        jobs.job_record_calibration(job_id=int(subject.rsplit(":", 1)[1]), run_id=run_id, run_status=status, report=run.report)
+        jobs.job_record_calibration(
+            job_id=int(subject.removeprefix(jobs.CALIBRATION_PREFIX)), run_id=run_id, run_status=status, report=run.report
+        )

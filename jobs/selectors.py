@@ -2,7 +2,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 
 from accounts.models import User
-from accounts.selectors import user_is_org_admin, user_organization_ids
+from accounts.selectors import user_organization_ids
 from common.errors import NotFound
 from common.models import AuditEvent
 
@@ -41,10 +41,6 @@ def job_get_visible(*, user: User, job_id: int) -> Job:
     if job is None:
         raise NotFound("No such job.", code="job_not_found")
     return job
-
-
-def job_can_manage(*, user: User, job: Job) -> bool:
-    return user_is_org_admin(user=user, organization_id=job.organization_id)
 
 
 def job_hidden_inputs_visible(*, user: User, job: Job) -> bool:

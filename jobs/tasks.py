@@ -5,17 +5,14 @@ from django.utils import timezone
 
 from .models import Job
 from .services import contracts
-from .services.jobs import job_expire
+from .services.jobs import jobs_expire
 
 
 @shared_task(name="jobs.tasks.jobs_expire_overdue")
 def jobs_expire_overdue() -> int:
     """Expire open jobs left unawarded past their award window."""
-    expired = 0
-    for job_id in Job.objects.filter(status=Job.Status.OPEN, bidding_deadline__lt=timezone.now()).values_list("pk", flat=True):
-        if job_expire(job_id=job_id) is not None:
-            expired += 1
-    return expired
+    candidates = Job.objects.filter(status=Job.Status.OPEN, bidding_deadline__lt=timezone.now())
+    return jobs_expire(job_ids=candidates.values_list("pk", flat=True))
 
 
 @shared_task(name="jobs.tasks.contract_release_due")

@@ -1,43 +1,32 @@
 from django.contrib import admin
 
+from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
+
 from .models import ConnectedAccount, Escrow, LedgerEntry, LedgerTransaction, ProviderOperation, ReconciliationIssue, WebhookEvent
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Escrow)
-class EscrowAdmin(ReadOnlyAdmin):
+class EscrowAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "reference", "status", "frozen", "currency", "amount", "fee", "released_bps", "funding_deadline")
     list_filter = ("status", "frozen")
     search_fields = ("reference", "payment_intent_id", "charge_id", "dispute_id")
 
 
 @admin.register(ProviderOperation)
-class ProviderOperationAdmin(ReadOnlyAdmin):
+class ProviderOperationAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "escrow", "kind", "idempotency_key", "amount", "status", "attempts", "provider_object_id")
     list_filter = ("kind", "status")
     search_fields = ("idempotency_key", "provider_object_id")
 
 
-class LedgerEntryInline(admin.TabularInline):
+class LedgerEntryInline(ReadOnlyTabularInline):
     model = LedgerEntry
-    extra = 0
-    can_delete = False
     readonly_fields = ("account", "amount", "created_at")
     fields = readonly_fields
 
 
 @admin.register(LedgerTransaction)
-class LedgerTransactionAdmin(ReadOnlyAdmin):
+class LedgerTransactionAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "escrow", "kind", "idempotency_key", "provider_object_id", "created_at")
     list_filter = ("kind",)
     search_fields = ("idempotency_key", "provider_object_id")
@@ -45,18 +34,18 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(ReadOnlyModelAdmin):
     list_display = ("event_id", "type", "source", "status", "attempts", "object_id", "received_at")
     list_filter = ("status", "source", "type")
     search_fields = ("event_id", "object_id")
 
 
 @admin.register(ReconciliationIssue)
-class ReconciliationIssueAdmin(ReadOnlyAdmin):
+class ReconciliationIssueAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "escrow", "kind", "expected", "actual", "resolved_at", "created_at")
     list_filter = ("kind",)
 
 
 @admin.register(ConnectedAccount)
-class ConnectedAccountAdmin(ReadOnlyAdmin):
+class ConnectedAccountAdmin(ReadOnlyModelAdmin):
     list_display = ("provider_account_id", "user", "transfers_active", "details_submitted")

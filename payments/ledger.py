@@ -92,17 +92,17 @@ def totals_from_balances(balances: Mapping[str, int]) -> EscrowTotals:
 def ledger_invariant_violations(*, escrow_ids: Iterable[int] | None = None) -> list[str]:
     """Every broken rule, as readable lines; empty when the ledger is sound."""
     problems: list[str] = []
-    unbalanced = (
-        LedgerEntry.objects.values("transaction_id").annotate(total=Sum("amount")).exclude(total=0)
-    )
     if escrow_ids is not None:
-        unbalanced = unbalanced.filter(escrow_id__in=list(escrow_ids))
+        escrow_ids = list(escrow_ids)  # used twice below: an iterator must not run dry after the first
+    unbalanced = LedgerEntry.objects.values("transaction_id").annotate(total=Sum("amount")).exclude(total=0)
+    if escrow_ids is not None:
+        unbalanced = unbalanced.filter(escrow_id__in=escrow_ids)
     for row in unbalanced:
         problems.append(f"ledger transaction {row['transaction_id']} does not balance ({row['total']:+d})")
     per_escrow: dict[int, dict[str, int]] = {}
     rows = LedgerEntry.objects.values("escrow_id", "account").annotate(total=Sum("amount"))
     if escrow_ids is not None:
-        rows = rows.filter(escrow_id__in=list(escrow_ids))
+        rows = rows.filter(escrow_id__in=escrow_ids)
     for row in rows:
         per_escrow.setdefault(row["escrow_id"], {})[row["account"]] = int(row["total"])
     nonnegative = (A.HELD, A.ENGINEER_PAYABLE, A.ENGINEER_PAID, A.PLATFORM_FEE, A.REFUNDS, A.CHARGEBACKS, A.DISPUTE_LOSS)

@@ -114,7 +114,3 @@ def escrow_summary(escrow_id: int) -> EscrowSummary:
         open_issues=ReconciliationIssue.objects.filter(escrow=escrow, resolved_at__isnull=True).count(),
         ledger_lines=lines,
     )
-
-
-def escrow_by_reference(*, reference: str) -> Escrow | None:
-    return Escrow.objects.filter(reference=reference).first()

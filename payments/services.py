@@ -17,20 +17,28 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Organization, User
 from accounts.selectors import user_is_org_admin
-from common.errors import Conflict, DomainError, IllegalTransition, NotPermitted, RetryableError, ValidationFailed
+from common.errors import (
+    Conflict,
+    DomainError,
+    IllegalTransition,
+    NotFound,
+    NotPermitted,
+    RetryableError,
+    ValidationFailed,
+)
 from common.money import currency_validate
 from common.services import audit_record
 from common.transitions import transition_apply
 
 from . import signals
-from .errors import EscrowFrozen, FundingFailed
+from .errors import EscrowFrozen, FundingFailed, WebhookRejected
 from .ledger import A, ledger_balances, ledger_post
-from .models import ConnectedAccount, Escrow, LedgerTransaction, ProviderOperation, ReconciliationIssue, WebhookEvent
+from .models import ConnectedAccount, Escrow, LedgerEntry, ProviderOperation, ReconciliationIssue, WebhookEvent
 from .providers.base import ConnectedAccountInfo, Dispute, Funding, ProviderEvent, Refund, Transfer
 from .providers.factory import payment_provider
 
@@ -45,7 +53,6 @@ ESCROW_TRANSITIONS = {
     # Money that arrives after the funding deadline cancelled the escrow goes straight back.
     S.CANCELLED: {S.REFUNDED},
 }
-TERMINAL = {S.RELEASED, S.REFUNDED, S.CLOSED}
 FULL_BPS = 10_000
 STALE_CLAIM = timedelta(minutes=5)
 
@@ -91,30 +98,28 @@ class OnboardingStatus:
 # ---- helpers -------------------------------------------------------------------------------------
 
 
+def _task_send(task_name: str, args: tuple, *, countdown: int | None = None) -> None:
+    from kombu.exceptions import OperationalError
+
+    from . import tasks
+
+    try:
+        getattr(tasks, task_name).apply_async(args=args, countdown=countdown)
+    except OperationalError:
+        # Broker down: the row is committed, and the beat tasks (payouts_retry_payable,
+        # webhook_events_redrive) pick it up later. Never fail the request that stored it.
+        logger.exception("could not enqueue %s%r; the beat task will retry it", task_name, args)
+
+
 def _enqueue(task_name: str, *args) -> None:
     """Enqueue a payments task once the current transaction commits (immediately when there is none)."""
-
-    def send() -> None:
-        from kombu.exceptions import OperationalError
-
-        from . import tasks
-
-        try:
-            getattr(tasks, task_name).delay(*args)
-        except OperationalError:
-            # Broker down: the row is committed, and the beat tasks (payouts_retry_payable,
-            # webhook_events_redrive) pick it up later. Never fail the request that stored it.
-            logger.exception("could not enqueue %s%r; the beat task will retry it", task_name, args)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: _task_send(task_name, args))
 
 
 def _lock(escrow_id: int) -> Escrow:
     try:
         return Escrow.objects.select_for_update().get(pk=escrow_id)
     except Escrow.DoesNotExist:
-        from common.errors import NotFound
-
         raise NotFound("No such escrow.", code="escrow_not_found") from None
 
 
@@ -244,12 +249,17 @@ def _funding_failure_record(*, escrow_id: int, reason: str, next_attempt: bool =
         if next_attempt and escrow.payment_intent_id is None:
             escrow.funding_attempt += 1
             escrow.save(update_fields=["funding_attempt", "updated_at"])
-        if escrow.funding_failure_reason == reason:
-            return
-        escrow.funding_failure_reason = reason[:500]
-        escrow.save(update_fields=["funding_failure_reason", "updated_at"])
-        audit_record(actor=None, verb="escrow_funding_failed", obj=escrow, data={"reason": reason})
-        signals.escrow_funding_failed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason))
+        _funding_failure_note(escrow, reason)
+
+
+def _funding_failure_note(escrow: Escrow, reason: str) -> None:
+    """Store a new failure reason on the locked escrow, audit it and tell listeners (once per distinct reason)."""
+    if escrow.funding_failure_reason == reason:
+        return
+    escrow.funding_failure_reason = reason[:500]
+    escrow.save(update_fields=["funding_failure_reason", "updated_at"])
+    audit_record(actor=None, verb="escrow_funding_failed", obj=escrow, data={"reason": reason})
+    signals.escrow_funding_failed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason))
 
 
 def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
@@ -298,11 +308,8 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
             escrow.refresh_from_db()
             audit_record(actor=None, verb="escrow_funding_failed", obj=escrow, data={"reason": reason})
             signals.escrow_funding_failed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason))
-        elif funding.failure_message and escrow.funding_failure_reason != funding.failure_message:
-            escrow.funding_failure_reason = funding.failure_message[:500]
-            escrow.save(update_fields=["funding_failure_reason", "updated_at"])
-            audit_record(actor=None, verb="escrow_funding_failed", obj=escrow, data={"reason": funding.failure_message})
-            signals.escrow_funding_failed.send(sender=Escrow, **_signal_kwargs(escrow, reason=funding.failure_message))
+        elif funding.failure_message:
+            _funding_failure_note(escrow, funding.failure_message)
     return escrow
 
 
@@ -350,9 +357,9 @@ def escrow_funding_cancel(*, escrow_id: int) -> None:
     if funding.status not in ("succeeded", "canceled"):
         try:
             funding = provider.funding_cancel(payment_intent_id=funding.id, idempotency_key=f"cancel:{funding.id}")
-        except DomainError as exc:
-            if isinstance(exc, RetryableError):
-                raise
+        except RetryableError:
+            raise
+        except DomainError:
             funding = provider.funding_get(payment_intent_id=funding.id)
     escrow_funding_sync(escrow_id=escrow_id, funding=funding)
 
@@ -536,11 +543,15 @@ def _operation_call(op: ProviderOperation, call, record) -> ProviderOperation:
     return record(outcome)
 
 
+def _operation_lock(operation_id: int) -> tuple[ProviderOperation, Escrow]:
+    """Lock an operation and its escrow in the order every writer uses: the escrow first."""
+    escrow = _lock(ProviderOperation.objects.values_list("escrow_id", flat=True).get(pk=operation_id))
+    return ProviderOperation.objects.select_for_update().get(pk=operation_id), escrow
+
+
 def operation_transfer_record(*, operation_id: int, transfer: Transfer) -> ProviderOperation:
     with transaction.atomic():
-        op = ProviderOperation.objects.select_related("escrow").get(pk=operation_id)
-        escrow = _lock(op.escrow_id)
-        op = ProviderOperation.objects.select_for_update().get(pk=operation_id)
+        op, escrow = _operation_lock(operation_id)
         if op.status == ProviderOperation.Status.SUCCEEDED:
             return op
         op.status = ProviderOperation.Status.SUCCEEDED
@@ -560,9 +571,7 @@ def operation_transfer_record(*, operation_id: int, transfer: Transfer) -> Provi
 
 def operation_refund_record(*, operation_id: int, refund: Refund) -> ProviderOperation:
     with transaction.atomic():
-        op = ProviderOperation.objects.get(pk=operation_id)
-        escrow = _lock(op.escrow_id)
-        op = ProviderOperation.objects.select_for_update().get(pk=operation_id)
+        op, escrow = _operation_lock(operation_id)
         if not op.provider_object_id:
             op.status = ProviderOperation.Status.SUCCEEDED
             op.provider_object_id = refund.id
@@ -606,11 +615,11 @@ def transfer_sync(*, transfer: Transfer) -> None:
         operation_transfer_record(operation_id=op.pk, transfer=transfer)
     with transaction.atomic():
         escrow = _lock(op.escrow_id)
-        booked = -sum(
-            entry.amount
-            for txn in LedgerTransaction.objects.filter(kind="transfer_reversal", provider_object_id=transfer.id)
-            for entry in txn.entries.all()
-            if entry.account == A.ENGINEER_PAID
+        booked = -(
+            LedgerEntry.objects.filter(
+                transaction__kind="transfer_reversal", transaction__provider_object_id=transfer.id, account=A.ENGINEER_PAID
+            ).aggregate(total=Sum("amount"))["total"]
+            or 0
         )
         missing = transfer.amount_reversed - booked
         if missing > 0:
@@ -761,8 +770,6 @@ def offline_payment_confirm(*, payment_intent_id: str, outcome: str, actor: User
     """Play the payer's side of an offline payment; its events enter the stored-event path like Stripe's."""
     escrow = Escrow.objects.filter(payment_intent_id=payment_intent_id).first()
     if escrow is None:
-        from common.errors import NotFound
-
         raise NotFound("No such payment.", code="payment_intent_not_found")
     if not (actor.is_staff or user_is_org_admin(user=actor, organization_id=escrow.payer_organization_id)):
         raise NotPermitted("Only the paying organization's owners and admins can confirm this payment.")
@@ -777,8 +784,6 @@ def offline_payment_confirm(*, payment_intent_id: str, outcome: str, actor: User
 def offline_onboarding_complete(*, account_id: str, actor: User) -> None:
     account = ConnectedAccount.objects.filter(provider_account_id=account_id).first()
     if account is None or not (actor.is_staff or account.user_id == actor.pk):
-        from common.errors import NotFound
-
         raise NotFound("No such payout account.")
     for event in payment_provider().account_simulate_onboarding(account_id=account_id):
         webhook_event_store(event=event, source="offline")
@@ -790,8 +795,6 @@ def offline_onboarding_complete(*, account_id: str, actor: User) -> None:
 def webhook_event_store(*, event: ProviderEvent, source: str) -> bool:
     """Store a verified event once (the unique event id settles races) and queue it; True if it was new."""
     if event.livemode != settings.STRIPE_LIVEMODE and source != "offline":
-        from .errors import WebhookRejected
-
         raise WebhookRejected("The event's livemode does not match this deployment.", code="livemode_mismatch")
     fields = {
         "event_id": event.id,
@@ -944,7 +947,7 @@ def webhook_events_drain(*, max_batches: int = 1000) -> int:
                 except Exception:  # noqa: BLE001 - left pending; retried on its own with backoff
                     logger.warning("webhook event %s failed; retrying it on its own", event.event_id, exc_info=True)
                     failed.add(event.pk)
-                    _enqueue_later("webhook_event_process", event.pk, countdown=min(600, 5 * 2 ** min(event.attempts, 7)))
+                    _task_send("webhook_event_process", (event.pk,), countdown=min(600, 5 * 2 ** min(event.attempts, 7)))
         finally:
             # One write per outcome for the whole batch. A crash before it leaves the batch claimed; the
             # redrive hands it out again after STALE_CLAIM, and handlers act on current state, so that is safe.
@@ -953,24 +956,13 @@ def webhook_events_drain(*, max_batches: int = 1000) -> int:
     return done
 
 
-def _enqueue_later(task_name: str, *args, countdown: int) -> None:
-    from kombu.exceptions import OperationalError
-
-    from . import tasks
-
-    try:
-        getattr(tasks, task_name).apply_async(args=args, countdown=countdown)
-    except OperationalError:
-        logger.exception("could not enqueue %s%r; the beat task will retry it", task_name, args)
-
-
 def webhook_events_redrive(*, older_than: timedelta = timedelta(minutes=2)) -> int:
     """Queue again events that were stored but never finished (broker down, worker killed)."""
-    cutoff = timezone.now() - older_than
+    now = timezone.now()
     ids = list(
         WebhookEvent.objects.filter(
-            Q(status=WebhookEvent.Status.PENDING, received_at__lt=cutoff)
-            | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lt=timezone.now() - STALE_CLAIM)
+            Q(status=WebhookEvent.Status.PENDING, received_at__lt=now - older_than)
+            | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lt=now - STALE_CLAIM)
         ).values_list("pk", flat=True)[:1000]
     )
     for event_id in ids:
@@ -983,12 +975,9 @@ def webhook_events_redrive(*, older_than: timedelta = timedelta(minutes=2)) -> i
 
 def payouts_retry_payable(*, older_than: timedelta = timedelta(minutes=1)) -> int:
     """Pay what is owed: transfers waiting for a now-payable engineer, and operations left pending."""
-    for user_id in set(
-        ProviderOperation.objects.filter(status=ProviderOperation.Status.AWAITING_PAYEE)
-        .values_list("escrow__payee_id", flat=True)
-    ):
-        if _payee_payable(user_id):
-            payouts_release_awaiting(user_id=user_id)
+    waiting = ProviderOperation.objects.filter(status=ProviderOperation.Status.AWAITING_PAYEE).values("escrow__payee_id")
+    for user_id in ConnectedAccount.objects.filter(user_id__in=waiting, transfers_active=True).values_list("user_id", flat=True):
+        payouts_release_awaiting(user_id=user_id)
     stale = ProviderOperation.objects.filter(
         status=ProviderOperation.Status.PENDING, updated_at__lt=timezone.now() - older_than, escrow__frozen=False
     ).values_list("pk", flat=True)

@@ -57,6 +57,11 @@ IGNORED = WebhookEvent.Status.IGNORED
 PROCESSED = WebhookEvent.Status.PROCESSED
 
 
+def _payload_object(event: WebhookEvent) -> dict:
+    """The event's snapshot of its object (used only to find our rows; never acted on)."""
+    return (event.payload.get("data") or {}).get("object") or {}
+
+
 def _payment_intent(event: WebhookEvent) -> str:
     escrow = Escrow.objects.filter(payment_intent_id=event.object_id).first()
     if escrow is None:
@@ -67,9 +72,8 @@ def _payment_intent(event: WebhookEvent) -> str:
 
 
 def _refund_related(event: WebhookEvent) -> str:
-    obj = (event.payload.get("data") or {}).get("object") or {}
     if event.object_type == "refund":
-        payment_intent_id = obj.get("payment_intent")
+        payment_intent_id = _payload_object(event).get("payment_intent")
         escrow = Escrow.objects.filter(operations__provider_object_id=event.object_id).first()
         if escrow is None and payment_intent_id:
             escrow = Escrow.objects.filter(payment_intent_id=payment_intent_id).first()
@@ -85,7 +89,7 @@ def _refund_related(event: WebhookEvent) -> str:
 
 
 def _dispute(event: WebhookEvent) -> str:
-    obj = (event.payload.get("data") or {}).get("object") or {}
+    obj = _payload_object(event)
     charge_id, payment_intent_id = obj.get("charge"), obj.get("payment_intent")
     escrow = None
     if charge_id:
@@ -100,8 +104,7 @@ def _dispute(event: WebhookEvent) -> str:
 
 
 def _transfer(event: WebhookEvent) -> str:
-    obj = (event.payload.get("data") or {}).get("object") or {}
-    key = (obj.get("metadata") or {}).get("operation_key") or "-"
+    key = (_payload_object(event).get("metadata") or {}).get("operation_key") or "-"
     known = ProviderOperation.objects.filter(provider_object_id=event.object_id).exists() or ProviderOperation.objects.filter(
         idempotency_key=key, kind=ProviderOperation.Kind.TRANSFER
     ).exists()
@@ -112,8 +115,7 @@ def _transfer(event: WebhookEvent) -> str:
 
 
 def _account(event: WebhookEvent) -> str:
-    obj = (event.payload.get("data") or {}).get("object") or {}
-    account_id = event.object_id if event.object_type == "account" else (obj.get("account") or event.account)
+    account_id = event.object_id if event.object_type == "account" else (_payload_object(event).get("account") or event.account)
     if not account_id or not ConnectedAccount.objects.filter(provider_account_id=account_id).exists():
         return IGNORED
     services.connected_account_sync(info=payment_provider().account_get(account_id=account_id))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .runner import api as runner
+from .runner.archive import sha256_of
 from .runner.certificate import load_private_key, sign_report
 
 HEARTBEAT_SECONDS = 10.0
@@ -98,7 +99,7 @@ class ArtifactCache:
         path = self.path(sha256, archive_format)
         if not path.is_file():
             return None
-        if _file_sha256(path) != sha256:
+        if sha256_of(path) != sha256:
             path.unlink(missing_ok=True)
             return None
         os.utime(path)  # recently used
@@ -133,14 +134,6 @@ class ArtifactCache:
             if entry not in keep:
                 entry.unlink(missing_ok=True)
                 total -= size
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PlatformClient:
@@ -307,32 +300,27 @@ def _fetch_artifacts(client: PlatformClient, artifacts: dict[str, dict], scratch
     """Local paths of the run's archives: from the cache where it holds them, else downloaded (in
     parallel) and checked against their sha256; the job's own files are then kept for next time."""
     files: dict[str, Path] = {}
-    missing: list[tuple[str, dict, Path]] = []
+    missing: list[tuple[str, str, str, str, Path, bool]] = []  # name, url, sha256, format, destination, cached
     for name, artifact in artifacts.items():
-        archive_format = artifact.get("archive_format") or "tar.gz"
+        sha256, archive_format = artifact["sha256"], artifact.get("archive_format") or "tar.gz"
         cacheable = cache is not None and name in CACHED_ARTIFACTS
-        cached = cache.get(artifact["sha256"], archive_format) if cacheable else None
-        if cached is not None:
-            files[name] = cached
-        elif cacheable:
-            missing.append((name, artifact, cache.incoming(artifact["sha256"], archive_format)))
-        else:
-            missing.append((name, artifact, scratch / f"{name}.{archive_format}"))
+        if cacheable and (hit := cache.get(sha256, archive_format)) is not None:
+            files[name] = hit
+            continue
+        destination = cache.incoming(sha256, archive_format) if cacheable else scratch / f"{name}.{archive_format}"
+        missing.append((name, artifact["url"], sha256, archive_format, destination, cacheable))
     if missing:
         try:
             with ThreadPoolExecutor(max_workers=len(missing)) as downloads:
-                for finished in [downloads.submit(client.download, artifact["url"], destination, artifact["sha256"])
-                                 for _, artifact, destination in missing]:
+                for finished in [downloads.submit(client.download, url, destination, sha256)
+                                 for _, url, sha256, _, destination, _ in missing]:
                     finished.result()
         except BaseException:
-            for _, _, destination in missing:
+            for *_, destination, _ in missing:
                 destination.unlink(missing_ok=True)
             raise
-    for name, artifact, destination in missing:
-        if cache is not None and name in CACHED_ARTIFACTS:
-            files[name] = cache.admit(destination, artifact["sha256"], artifact.get("archive_format") or "tar.gz")
-        else:
-            files[name] = destination
+    for name, _, sha256, archive_format, destination, cacheable in missing:
+        files[name] = cache.admit(destination, sha256, archive_format) if cacheable else destination
     if cache is not None:
         cache.trim(keep=set(files.values()))
     return files

@@ -51,6 +51,15 @@ class Dispatch:
     artifacts: dict[str, dict[str, Any]] | None = None
 
 
+ARTIFACT_FIELDS = ("package", "candidate", "hidden_inputs")
+
+
+def _runs_with_files(*, lock: bool):
+    """Runs with their three files in the same query; ``lock``: the run's own row only."""
+    runs = VerificationRun.objects.select_related(*ARTIFACT_FIELDS)
+    return runs.select_for_update(of=("self",)) if lock else runs
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -131,9 +140,6 @@ def _run_send(run: VerificationRun, token: str) -> Dispatch:
     return dispatch
 
 
-ARTIFACT_FIELDS = ("package", "candidate", "hidden_inputs")
-
-
 def run_artifacts(run: VerificationRun) -> dict[str, dict[str, Any]]:
     """The run's files as a host sees them (contents come only through the token-scoped channel)."""
     described = {}
@@ -149,7 +155,7 @@ def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
     """Issue a fresh run token and send the run to its queue; a stale or final run is left alone.
     A fresh token makes any earlier message for the run worthless (its token no longer matches)."""
     with transaction.atomic():
-        run = VerificationRun.objects.select_for_update().get(pk=run_id)
+        run = _runs_with_files(lock=True).get(pk=run_id)
         if run.status != Status.QUEUED:
             return None
         token = _run_token_issue(run)
@@ -159,12 +165,8 @@ def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
 
 
 def _authenticated_run(run_id: int, token: str, *, lock: bool = True) -> VerificationRun:
-    # The artifacts come in the same query (the run's spec and its certificate check need all three);
-    # only the run's own row is locked.
-    runs = VerificationRun.objects.select_related("package", "candidate", "hidden_inputs")
-    if lock:
-        runs = runs.select_for_update(of=("self",))
-    run = runs.filter(pk=run_id).first()
+    # The run's spec and its certificate check need all three files.
+    run = _runs_with_files(lock=lock).filter(pk=run_id).first()
     if (
         run is None
         or not run.token_hash

@@ -84,6 +84,12 @@ def bid_place(
     return bid
 
 
+def bids_decline_pending(*, job: Job, actor: User | None, reason: str, exclude_id: int | None = None) -> None:
+    """Decline the job's pending bids (all but `exclude_id`), each locked and audited; runs in the caller's transaction."""
+    for bid in Bid.objects.select_for_update().filter(job=job, status=Bid.Status.PENDING).exclude(pk=exclude_id):
+        transition_apply(bid, to=Bid.Status.DECLINED, allowed=BID_TRANSITIONS, actor=actor, verb="bid_declined", data={"reason": reason})
+
+
 def _lock_own_pending_bid(actor: User, bid: Bid) -> tuple[Job, Bid]:
     job = Job.objects.select_for_update().get(pk=bid.job_id)
     bid = Bid.objects.select_for_update().get(pk=bid.pk)
@@ -126,8 +132,7 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
     if job.status != Job.Status.OPEN:
         raise IllegalTransition(f"The job is {job.status}; it can no longer be awarded.", code="job_not_open", fields={"status": [job.status]})
     transition_apply(bid, to=Bid.Status.ACCEPTED, allowed=BID_TRANSITIONS, actor=actor, verb="bid_accepted")
-    for other in Bid.objects.select_for_update().filter(job=job, status=Bid.Status.PENDING).exclude(pk=bid.pk):
-        transition_apply(other, to=Bid.Status.DECLINED, allowed=BID_TRANSITIONS, actor=actor, verb="bid_declined", data={"reason": "another_bid_accepted"})
+    bids_decline_pending(job=job, actor=actor, reason="another_bid_accepted", exclude_id=bid.pk)
     transition_apply(job, to=Job.Status.AWARDED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_awarded", data={"bid": bid.pk})
     contract = Contract.objects.create(
         job=job,

@@ -36,6 +36,12 @@ def contract_lock(contract_id: int) -> Contract:
     return Contract.objects.select_for_update().get(pk=contract_id)
 
 
+def _lock_job_and_contract(contract_id: int) -> tuple[Job, Contract]:
+    """Lock the contract's job, then the contract: the order every contract service takes the two locks in."""
+    job_id = Contract.objects.values_list("job_id", flat=True).get(pk=contract_id)
+    return Job.objects.select_for_update().get(pk=job_id), contract_lock(contract_id)
+
+
 def _require_admin(actor: User, contract: Contract) -> None:
     if not user_is_org_admin(user=actor, organization_id=contract.organization_id):
         raise NotPermitted("Only the organization's owners and admins can do this.")
@@ -82,9 +88,7 @@ def contract_fund_start(*, actor: User, contract: Contract) -> payments.FundingI
 @transaction.atomic
 def contract_activate(*, contract_id: int, actor: User | None = None, reason: str = "funded") -> Contract:
     """Funding arrived: work starts. Safe to call again for an already active contract."""
-    contract = Contract.objects.get(pk=contract_id)
-    job = Job.objects.select_for_update().get(pk=contract.job_id)
-    contract = contract_lock(contract_id)
+    job, contract = _lock_job_and_contract(contract_id)
     if contract.status == Contract.Status.ACTIVE:
         return contract
     contract.status_reason = ""
@@ -139,9 +143,7 @@ def contract_release_earned(*, contract_id: int, force: bool = False) -> Contrac
     Idempotent: payments releases cumulatively, so a repeat releases nothing new.
     """
     with transaction.atomic():
-        contract = Contract.objects.select_related("job").get(pk=contract_id)
-        job = Job.objects.select_for_update().get(pk=contract.job_id)
-        contract = contract_lock(contract_id)
+        job, contract = _lock_job_and_contract(contract_id)
         due = contract.release_due_at is not None and (force or contract.release_due_at <= timezone.now())
         if contract.status != Contract.Status.ACTIVE or contract.earned_bps == 0 or not due or contract.review_disputed:
             return contract
@@ -174,9 +176,7 @@ def _close(contract: Contract, job: Job, *, to: str, reason: str) -> None:
 def contract_settle(*, contract_id: int, reason: str) -> Contract:
     """Attempts or time ran out: pay what was earned, refund the remainder, and close the contract."""
     with transaction.atomic():
-        contract = Contract.objects.get(pk=contract_id)
-        job = Job.objects.select_for_update().get(pk=contract.job_id)
-        contract = contract_lock(contract_id)
+        job, contract = _lock_job_and_contract(contract_id)
         verifying = contract.submissions.filter(status=Submission.Status.VERIFYING).exists()
         if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
             # A pending verification settles the contract when its result arrives.

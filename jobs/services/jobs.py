@@ -1,3 +1,4 @@
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,9 +18,12 @@ from verification.models import VerificationRun
 from verification.services import verification_run_create
 
 from ..criteria import criteria_validate
-from ..models import Bid, Contract, Job
-from ..states import BID_TRANSITIONS, JOB_TRANSITIONS
+from ..models import Contract, Job
+from ..states import JOB_TRANSITIONS
+from .bids import bids_decline_pending
 from .contracts import contract_cancel_locked
+
+CALIBRATION_PREFIX = "calibration:job:"
 
 EDITABLE_FIELDS = {
     "title",
@@ -229,7 +233,7 @@ def job_publish(*, actor: User, job: Job) -> Job:
 
 
 def calibration_subject(job_id: int) -> str:
-    return f"calibration:job:{job_id}"
+    return f"{CALIBRATION_PREFIX}{job_id}"
 
 
 @transaction.atomic
@@ -237,14 +241,14 @@ def job_record_calibration(*, job_id: int, run_id: int, run_status: str, report:
     """Store the A/A noise measurement and flag every criterion the run budget cannot verify."""
     job = job_lock(job_id)
     measured = (report or {}).get("calibration", {}).get("criteria", [])
+    thresholds: dict[str, Any] = {}
+    for criterion in job.criteria.get("criteria", []):
+        if criterion.get("kind") == "speedup":
+            thresholds.setdefault(criterion["metric"], criterion.get("threshold"))  # the first one counts
     flags = []
     for entry in measured:
         detectable = entry.get("smallest_verifiable_speedup")
-        threshold = next(
-            (c.get("threshold") for c in job.criteria.get("criteria", [])
-             if c["metric"] == entry.get("metric") and c.get("kind") == "speedup"),
-            None,
-        )
+        threshold = thresholds.get(entry.get("metric"))
         if detectable and threshold and threshold < detectable:
             flags.append(
                 f"{entry['metric']} speedup >= {threshold:g} is inside the noise floor: the run budget can verify "
@@ -270,8 +274,7 @@ def job_cancel(*, actor: User, job: Job, reason: str = "") -> Job:
             "A funded job is closed through its contract, which refunds the company.", code="job_funded"
         )
     transition_apply(job, to=Job.Status.CANCELLED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_cancelled", data={"reason": reason})
-    for bid in Bid.objects.select_for_update().filter(job=job, status=Bid.Status.PENDING):
-        transition_apply(bid, to=Bid.Status.DECLINED, allowed=BID_TRANSITIONS, actor=actor, verb="bid_declined", data={"reason": "job_cancelled"})
+    bids_decline_pending(job=job, actor=actor, reason="job_cancelled")
     contract = Contract.objects.select_for_update().filter(job=job).first()
     if contract is not None:
         contract_cancel_locked(contract=contract, actor=actor, reason="job_cancelled")
@@ -286,6 +289,10 @@ def job_expire(*, job_id: int) -> Job | None:
     if job.status != Job.Status.OPEN or award_window_end > timezone.now():
         return None
     transition_apply(job, to=Job.Status.EXPIRED, allowed=JOB_TRANSITIONS, actor=None, verb="job_expired")
-    for bid in Bid.objects.select_for_update().filter(job=job, status=Bid.Status.PENDING):
-        transition_apply(bid, to=Bid.Status.DECLINED, allowed=BID_TRANSITIONS, actor=None, verb="bid_declined", data={"reason": "job_expired"})
+    bids_decline_pending(job=job, actor=None, reason="job_expired")
     return job
+
+
+def jobs_expire(*, job_ids: Iterable[int]) -> int:
+    """Expire each of these jobs that is overdue (`job_expire`, one transaction each); returns how many were."""
+    return sum(job_expire(job_id=job_id) is not None for job_id in job_ids)

@@ -15,7 +15,7 @@ from verification.services import verification_run_create
 from ..criteria import tier_fraction_bps
 from ..models import Contract, Job, Submission
 from ..states import SUBMISSION_TRANSITIONS
-from .contracts import contract_lock, contract_record_earning
+from .contracts import FULL_BPS, contract_lock, contract_record_earning
 
 SUBJECT_PREFIX = "submission:"
 RUN_STATUS_TO_SUBMISSION = {
@@ -85,14 +85,14 @@ def submission_record_verification(
     *, submission_id: int, run_id: int, run_status: str, payout_fraction_bps: int | None, speedup_estimate: float | None
 ) -> Submission | None:
     """Apply a finished verification to its submission and contract; runs inside the run's transaction."""
-    submission = Submission.objects.select_related("contract__job").get(pk=submission_id)
-    contract = contract_lock(submission.contract_id)
+    unlocked = Submission.objects.select_related("contract__job").get(pk=submission_id)
+    job = unlocked.contract.job  # the row re-read under the lock below carries no related objects
+    contract = contract_lock(unlocked.contract_id)
     submission = Submission.objects.select_for_update().get(pk=submission_id)
     to = RUN_STATUS_TO_SUBMISSION[run_status]
     if submission.status != Submission.Status.VERIFYING:
         return None
     transition_apply(submission, to=to, allowed=SUBMISSION_TRANSITIONS, actor=None, verb=f"submission_{to}", data={"run": run_id})
-    job = submission.contract.job
     if to == Submission.Status.PASSED:
         contract_record_earning(
             contract=contract, fraction_bps=payout_fraction_bps or 0, run_id=run_id, review_window_hours=job.review_window_hours
@@ -108,11 +108,10 @@ def submission_record_verification(
 
 def _schedule_settlement_if_over(contract: Contract, job: Job) -> None:
     now = timezone.now()
-    still_verifying = contract.submissions.filter(status=Submission.Status.VERIFYING).exists()
-    out_of_attempts = contract.attempts_left == 0 and not still_verifying
-    out_of_time = contract.deadline <= now and not still_verifying
-    if contract.earned_bps == 10_000 or not (out_of_attempts or out_of_time):
+    if contract.earned_bps == FULL_BPS or not (contract.attempts_left == 0 or contract.deadline <= now):
         return
+    if contract.submissions.filter(status=Submission.Status.VERIFYING).exists():
+        return  # the last pending result schedules it
     last = contract.submissions.order_by("-number").first()
     # An inconclusive last attempt gives the company its review window to accept it before settling.
     grace_hours = job.review_window_hours if last and last.status == Submission.Status.INCONCLUSIVE else 0

@@ -4,9 +4,12 @@ and raise only common.errors / payments.errors (RetryableError for anything wort
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import NotSupported, WebhookRejected
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,10 @@ class PaymentProvider(abc.ABC):
 
     def funding_simulate(self, *, payment_intent_id: str, outcome: str) -> list[ProviderEvent]:
         """Play the payer's side (offline provider only): succeed, decline, dispute, dispute_won, dispute_lost."""
-        from payments.errors import NotSupported
-
         raise NotSupported("This payment provider has no simulated checkout.")
 
     def account_simulate_onboarding(self, *, account_id: str) -> list[ProviderEvent]:
         """Complete an engineer's onboarding (offline provider only)."""
-        from payments.errors import NotSupported
-
         raise NotSupported("This payment provider has no simulated onboarding.")
 
     # Transfers to connected accounts (separate charges and transfers).
@@ -186,6 +185,17 @@ class PaymentProvider(abc.ABC):
     @abc.abstractmethod
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
         """Verify the signature on the raw body (tolerance from settings) and parse; WebhookRejected otherwise."""
+
+
+def event_from_body(payload: bytes, *, what: str) -> ProviderEvent:
+    """Parse a webhook body whose signature the provider has verified; `what` names the event in the refusal."""
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise WebhookRejected("The webhook body is not JSON.", code="malformed_webhook") from exc
+    if not isinstance(data, dict) or data.get("object") != "event" or not data.get("id"):
+        raise WebhookRejected(f"The webhook body is not {what}.", code="malformed_webhook")
+    return event_from_payload(data)
 
 
 def event_from_payload(data: Mapping[str, Any]) -> ProviderEvent:

@@ -29,6 +29,7 @@ from .base import (
     Refund,
     Transfer,
     TransferReversal,
+    event_from_body,
     event_from_payload,
 )
 
@@ -66,8 +67,11 @@ class OfflineProvider(PaymentProvider):
         )
         return data
 
-    def _idempotent(self, key: str, endpoint: str, params: Mapping[str, Any], create) -> dict:
-        """Create once per key; a replay returns the object, a reused key with other parameters is refused."""
+    def _idempotent(self, key: str, endpoint: str, params: Mapping[str, Any], create) -> tuple[dict, bool]:
+        """Create once per key; a replay returns the object, a reused key with other parameters is refused.
+
+        Returns the object and whether this call created it.
+        """
         fingerprint = _fingerprint(endpoint, params)
         existing = OfflineIdempotencyKey.objects.filter(key=key).first()
         if existing is None:
@@ -75,14 +79,14 @@ class OfflineProvider(PaymentProvider):
                 with transaction.atomic():
                     data = create()
                     OfflineIdempotencyKey.objects.create(key=key, fingerprint=fingerprint, object_id=data["id"])
-                    return data
+                    return data, True
             except IntegrityError:
                 existing = OfflineIdempotencyKey.objects.get(key=key)
         if existing.fingerprint != fingerprint:
             raise IdempotencyConflict(
                 "Keys for idempotent requests can only be used with the same parameters they were first used with."
             )
-        return self._load(existing.object_id)
+        return self._load(existing.object_id), False
 
     def _event(self, event_type: str, obj: dict, *, account: str = "") -> ProviderEvent:
         seq = OfflineObject.objects.filter(object_type="event", group=obj["id"]).count()
@@ -133,7 +137,8 @@ class OfflineProvider(PaymentProvider):
                 group=transfer_group,
             )
 
-        return self._funding(self._idempotent(idempotency_key, "payment_intents.create", params, create))
+        pi, _ = self._idempotent(idempotency_key, "payment_intents.create", params, create)
+        return self._funding(pi)
 
     def _funding(self, pi: dict) -> Funding:
         error = pi.get("last_payment_error") or None
@@ -295,8 +300,7 @@ class OfflineProvider(PaymentProvider):
             self._save(tr, group=transfer_group)
             return tr
 
-        created = not OfflineIdempotencyKey.objects.filter(key=idempotency_key).exists()
-        tr = self._idempotent(idempotency_key, "transfers.create", params, create)
+        tr, created = self._idempotent(idempotency_key, "transfers.create", params, create)
         if created:
             self._event("transfer.created", tr)
         return self._transfer(tr)
@@ -321,7 +325,7 @@ class OfflineProvider(PaymentProvider):
             }
             return self._save(rev)
 
-        rev = self._idempotent(idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create)
+        rev, _ = self._idempotent(idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create)
         return TransferReversal(id=rev["id"], transfer_id=rev["transfer"], amount=rev["amount"], currency=rev["currency"].upper())
 
     def transfers_list(self, *, transfer_group) -> list[Transfer]:
@@ -371,8 +375,7 @@ class OfflineProvider(PaymentProvider):
             }
             return self._save(re, group=payment_intent_id)
 
-        created = not OfflineIdempotencyKey.objects.filter(key=idempotency_key).exists()
-        re = self._idempotent(idempotency_key, "refunds.create", params, create)
+        re, created = self._idempotent(idempotency_key, "refunds.create", params, create)
         if created:
             self._event("charge.refunded", self._load(re["charge"], "charge"))
         return self._refund(re)
@@ -412,7 +415,8 @@ class OfflineProvider(PaymentProvider):
             )
 
         params = {"email": email, "metadata": dict(metadata)}
-        return self._account(self._idempotent(idempotency_key, "accounts.create", params, create))
+        acct, _ = self._idempotent(idempotency_key, "accounts.create", params, create)
+        return self._account(acct)
 
     def account_get(self, *, account_id) -> ConnectedAccountInfo:
         return self._account(self._load(account_id, "account"))
@@ -458,10 +462,4 @@ class OfflineProvider(PaymentProvider):
             raise WebhookRejected("Invalid signature.", code="invalid_signature")
         if timestamp < time.time() - self._tolerance:
             raise WebhookRejected("Stale signature timestamp.", code="invalid_signature")
-        try:
-            data = json.loads(payload)
-        except ValueError as exc:
-            raise WebhookRejected("The webhook body is not JSON.", code="malformed_webhook") from exc
-        if not isinstance(data, dict) or data.get("object") != "event" or not data.get("id"):
-            raise WebhookRejected("The webhook body is not an event.", code="malformed_webhook")
-        return event_from_payload(data)
+        return event_from_body(payload, what="an event")

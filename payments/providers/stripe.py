@@ -8,7 +8,6 @@ controller properties (Express dashboard, the platform collects fees and bears l
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,7 +26,7 @@ from .base import (
     Refund,
     Transfer,
     TransferReversal,
-    event_from_payload,
+    event_from_body,
 )
 
 T = TypeVar("T")
@@ -273,13 +272,7 @@ class StripeProvider(PaymentProvider):
             stripe.WebhookSignature.verify_header(payload, signature, secret, self._tolerance)
         except stripe.SignatureVerificationError as exc:
             raise WebhookRejected("Invalid or stale Stripe signature.", code="invalid_signature") from exc
-        try:
-            data = json.loads(payload)
-        except ValueError as exc:
-            raise WebhookRejected("The webhook body is not JSON.", code="malformed_webhook") from exc
-        if not isinstance(data, dict) or data.get("object") != "event" or not data.get("id"):
-            raise WebhookRejected("The webhook body is not a Stripe event.", code="malformed_webhook")
-        return event_from_payload(data)
+        return event_from_body(payload, what="a Stripe event")
 
 
 def stripe_provider_from_settings(settings: Any, http_client: Any = None) -> StripeProvider:

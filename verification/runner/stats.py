@@ -55,7 +55,7 @@ LATE_LOOK_DECAY = 1.0
 # pairs are at most this share of the look's pairs.
 OUTLIER_FACTOR = 5.0
 OUTLIER_MAX_SHARE = 0.15
-# The t-test needs this many kept pairs.
+# The t-test needs this many pairs.
 T_TEST_MIN_PAIRS = 3
 
 PASS = "PASS"
@@ -242,14 +242,18 @@ def t_statistics(margins: np.ndarray) -> np.ndarray:
     return np.where(sd > 0, t, certain)
 
 
-def wilcoxon_positive_rank_sums(margins: np.ndarray) -> np.ndarray:
-    """Row-wise W+ (sum of ranks of |m| over positive m). A margin of exactly 0 gives half its rank
-    to each side (so a run of values exactly at the threshold decides nothing either way); other ties
-    in |m| are broken by position, which for continuous timing data is immaterial."""
-    order = np.argsort(np.abs(margins), axis=1, kind="stable")
+def wilcoxon_positive_rank_sums(margins: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise W+ (sum of ranks of |m| over positive m), over the pairs ``keep`` marks (default
+    all), ranked among themselves. A margin of exactly 0 gives half its rank to each side (so a run
+    of values exactly at the threshold decides nothing either way); other ties in |m| are broken by
+    position, which for continuous timing data is immaterial."""
+    size = np.abs(margins) if keep is None else np.where(keep, np.abs(margins), np.inf)
+    order = np.argsort(size, axis=1, kind="stable")
     ranks = np.empty(margins.shape, dtype=np.float64)
     rows = np.arange(margins.shape[0])[:, None]
     ranks[rows, order] = np.arange(1, margins.shape[1] + 1)[None, :]
+    if keep is not None:
+        ranks = np.where(keep, ranks, 0.0)
     return np.where(margins > 0, ranks, 0.0).sum(axis=1) + 0.5 * np.where(margins == 0, ranks, 0.0).sum(axis=1)
 
 
@@ -268,52 +272,25 @@ def kept_pairs(margins: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=8192)
-def _t_critical(level: float, kept: int) -> float:
-    return student_t_isf(level, kept - 1) if kept >= T_TEST_MIN_PAIRS else math.inf
-
-
-@lru_cache(maxsize=8192)
 def _wilcoxon_critical(level: float, kept: int) -> int:
     return wilcoxon_critical_value(kept, level) if kept >= 1 else 1
 
 
-def _kept_t_statistics(margins: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    kept = keep.sum(axis=1)
-    safe_kept = np.maximum(kept, 1)
-    mean = np.where(keep, margins, 0.0).sum(axis=1) / safe_kept
-    squares = np.where(keep, (margins - mean[:, None]) ** 2, 0.0).sum(axis=1)
-    sd = np.sqrt(squares / np.maximum(kept - 1, 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = mean / (sd / np.sqrt(safe_kept))
-    certain = np.where(mean > 0, np.inf, np.where(mean < 0, -np.inf, 0.0))
-    return np.where(sd > 0, t, certain)
-
-
-def _kept_positive_rank_sums(margins: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """W+ over the kept pairs, ranked among themselves (zeros and ties as in
-    ``wilcoxon_positive_rank_sums``)."""
-    size = np.where(keep, np.abs(margins), np.inf)
-    order = np.argsort(size, axis=1, kind="stable")
-    ranks = np.empty(margins.shape, dtype=np.float64)
-    rows = np.arange(margins.shape[0])[:, None]
-    ranks[rows, order] = np.arange(1, margins.shape[1] + 1)[None, :]
-    ranks = np.where(keep, ranks, 0.0)
-    return np.where(margins > 0, ranks, 0.0).sum(axis=1) + 0.5 * np.where(margins == 0, ranks, 0.0).sum(axis=1)
-
-
 def decide_at_look(margins: np.ndarray, look: Look) -> np.ndarray:
     """Row-wise decision at one look: +1 PASS, -1 FAIL, 0 undecided. ``margins`` is trials x pairs
-    with exactly ``look.pairs`` columns; outlier pairs are left out (``kept_pairs``)."""
+    with exactly ``look.pairs`` columns. The t-test looks use every pair; the rank looks leave out
+    outlier pairs (``kept_pairs``)."""
     assert margins.shape[1] == look.pairs
-    keep = kept_pairs(margins)
-    kept = keep.sum(axis=1)
     if look.wilcoxon_critical is None:
-        t = _kept_t_statistics(margins, keep)
-        critical = np.array([_t_critical(look.level, k) for k in range(look.pairs + 1)])[kept]
-        passes = t >= critical
-        fails = t <= -critical
+        if look.pairs < T_TEST_MIN_PAIRS:
+            return np.zeros(margins.shape[0], dtype=np.int8)
+        t = t_statistics(margins)
+        passes = t >= look.t_critical
+        fails = t <= -look.t_critical
     else:
-        w_plus = _kept_positive_rank_sums(margins, keep)
+        keep = kept_pairs(margins)
+        kept = keep.sum(axis=1)
+        w_plus = wilcoxon_positive_rank_sums(margins, keep)
         w_minus = kept * (kept + 1) / 2 - w_plus
         critical = np.array([_wilcoxon_critical(look.level, k) for k in range(look.pairs + 1)])[kept]
         passes = w_plus >= critical
@@ -356,21 +333,20 @@ def p_values(margins: Sequence[float]) -> tuple[float, float]:
     """One-sided p-values (pass side, fail side) of the test used at this number of pairs, on the
     pairs it keeps: the t-test below ``RANK_TEST_MIN_PAIRS`` pairs, the exact Wilcoxon signed-rank
     test from then on."""
-    everything = np.asarray(margins, dtype=np.float64)
-    if everything.size < 2:
-        return 1.0, 1.0
-    rank_test = everything.size >= RANK_TEST_MIN_PAIRS
-    m = everything[kept_pairs(everything[None, :])[0]]
+    m = np.asarray(margins, dtype=np.float64)
+    if m.size < RANK_TEST_MIN_PAIRS:
+        if m.size < T_TEST_MIN_PAIRS:
+            return 1.0, 1.0
+        t = float(t_statistics(m[None, :])[0])
+        return student_t_sf(t, m.size - 1), student_t_sf(-t, m.size - 1)
+    m = m[kept_pairs(m[None, :])[0]]
     n = m.size
-    if n < (1 if rank_test else T_TEST_MIN_PAIRS):
+    if n < 1:
         return 1.0, 1.0
-    if rank_test:
-        tail = wilcoxon_null_upper_tail(n)
-        w_plus = float(wilcoxon_positive_rank_sums(m[None, :])[0])
-        w_minus = n * (n + 1) / 2 - w_plus
-        return float(tail[math.ceil(w_plus)]), float(tail[math.ceil(w_minus)])
-    t = float(t_statistics(m[None, :])[0])
-    return student_t_sf(t, n - 1), student_t_sf(-t, n - 1)
+    tail = wilcoxon_null_upper_tail(n)
+    w_plus = float(wilcoxon_positive_rank_sums(m[None, :])[0])
+    w_minus = n * (n + 1) / 2 - w_plus
+    return float(tail[math.ceil(w_plus)]), float(tail[math.ceil(w_minus)])
 
 
 def evaluate_look(margins: Sequence[float], look: Look) -> LookOutcome:
