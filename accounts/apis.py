@@ -77,6 +77,7 @@ class MeApi(APIView):
 
 class ApiTokenViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = ApiTokenSerializer
+    idempotency_secret_fields = ("token",)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

@@ -76,11 +76,12 @@ def _request_fingerprint(request) -> str:
     return digest.hexdigest()
 
 
-def idempotent_response(request, handler: Callable[[], Response]) -> Response:
+def idempotent_response(request, handler: Callable[[], Response], secret_fields: tuple[str, ...] = ()) -> Response:
     """Run a creating handler once per (user, Idempotency-Key, endpoint) and replay its stored answer.
 
     The same key with a different body is a client bug, answered 422 rather than silently creating
-    a second object or returning the first one's answer.
+    a second object or returning the first one's answer. ``secret_fields`` of the answer are shown
+    once and never stored: a replay of such an answer is a 409 naming the object that was created.
     """
     key = request.headers.get("Idempotency-Key")
     if not key or not request.user.is_authenticated:
@@ -107,6 +108,16 @@ def idempotent_response(request, handler: Callable[[], Response]) -> Response:
                 error_body("idempotency_request_in_progress", "A request with this key is still in progress."),
                 status=status.HTTP_409_CONFLICT,
             )
+        if secret_fields and record.response_status < 300:
+            return Response(
+                error_body(
+                    "idempotency_secret_not_replayable",
+                    "The request with this key already created the object; its secret is shown only once. "
+                    "Revoke it and create another if the secret was lost.",
+                    {"id": record.response_body.get("id")},
+                ),
+                status=status.HTTP_409_CONFLICT,
+            )
         replay = Response(record.response_body, status=record.response_status)
         replay["Idempotent-Replayed"] = "true"
         return replay
@@ -120,7 +131,10 @@ def idempotent_response(request, handler: Callable[[], Response]) -> Response:
         record.delete()
     else:
         record.response_status = response.status_code
-        record.response_body = json.loads(json.dumps(response.data, default=str))
+        body = json.loads(json.dumps(response.data, default=str))
+        if isinstance(body, dict):
+            body = {name: value for name, value in body.items() if name not in secret_fields}
+        record.response_body = body
         record.save(update_fields=["response_status", "response_body"])
     return response
 
@@ -128,8 +142,13 @@ def idempotent_response(request, handler: Callable[[], Response]) -> Response:
 class IdempotentCreateMixin:
     """`create` honours the Idempotency-Key header; views implement `create_response`."""
 
+    # Fields of the creating answer that are shown once and never stored for a replay.
+    idempotency_secret_fields: tuple[str, ...] = ()
+
     def create_response(self, request, *args, **kwargs) -> Response:
         raise NotImplementedError
 
     def create(self, request, *args, **kwargs):
-        return idempotent_response(request, lambda: self.create_response(request, *args, **kwargs))
+        return idempotent_response(
+            request, lambda: self.create_response(request, *args, **kwargs), secret_fields=self.idempotency_secret_fields
+        )

@@ -1,8 +1,9 @@
 """Admin for jobs, bids, contracts and submissions.
 
 Statuses, amounts, fees, criteria and artifacts change only through `jobs.services`, whose edits belong to
-the job's organization (operators are not members), so everything is read-only here. The one action,
-expiring overdue jobs, calls `jobs_expire` exactly as the scheduled task does.
+the job's organization (operators are not members), so everything is read-only here. The actions call
+services: expiring overdue jobs (`jobs_expire`, as the scheduled task does) and ruling on a disputed
+result (`contract_dispute_resolve`).
 """
 
 from django.contrib import admin
@@ -11,6 +12,7 @@ from django.db.models import Count, Q
 from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, money_display
 
 from .models import Bid, Contract, Job, Submission
+from .services import contracts as contract_services
 from .services import jobs as job_services
 
 
@@ -110,7 +112,7 @@ class ContractAdmin(ReadOnlyModelAdmin):
         "deadline",
         "created_at",
     )
-    list_filter = ("status", "currency", "job__hardware_class", "deadline", "created_at")
+    list_filter = ("status", "review_disputed", "currency", "job__hardware_class", "deadline", "created_at")
     search_fields = ("=id", "=job__id", "job__title", "organization__name", "engineer__email")
     list_select_related = ("job", "organization", "engineer")
     date_hierarchy = "created_at"
@@ -122,6 +124,27 @@ class ContractAdmin(ReadOnlyModelAdmin):
         "submissions_used": "attempts_display",
     }
     inlines = (SubmissionInline,)
+    actions = ("dispute_release", "dispute_withhold")
+
+    def has_resolve_permission(self, request) -> bool:
+        return request.user.has_perm("jobs.change_contract")
+
+    @admin.action(description="Resolve the dispute: release the disputed result", permissions=["resolve"])
+    def dispute_release(self, request, queryset) -> None:
+        self._resolve(request, queryset, release=True)
+
+    @admin.action(description="Resolve the dispute: withhold the disputed result", permissions=["resolve"])
+    def dispute_withhold(self, request, queryset) -> None:
+        self._resolve(request, queryset, release=False)
+
+    def _resolve(self, request, queryset, *, release: bool) -> None:
+        resolved = 0
+        for contract_id in queryset.filter(review_disputed=True).values_list("pk", flat=True):
+            contract_services.contract_dispute_resolve(
+                actor=request.user, contract_id=contract_id, release=release, note=f"resolved in the admin by {request.user.email}"
+            )
+            resolved += 1
+        self.message_user(request, f"Resolved {resolved} dispute(s); the other contracts had none open.")
 
     @admin.display(description="Amount", ordering="amount")
     def amount_display(self, contract: Contract) -> str:

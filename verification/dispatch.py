@@ -4,6 +4,12 @@ credentials."""
 
 from celery import current_app
 from django.conf import settings
+from kombu.exceptions import ConnectionError as BrokerConnectionError
+from kombu.exceptions import OperationalError
+
+# What a send raises when the broker cannot be reached: Celery turns the transport's connection
+# errors into OperationalError; sockets can still fail on their own before that (OSError).
+BROKER_ERRORS = (OperationalError, BrokerConnectionError, OSError)
 
 
 def send_run(dispatch) -> None:

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,10 @@ PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 HTTP_TIMEOUT_SECONDS = 60
 
 
+class HostFailure(RuntimeError):
+    """A failure this host describes in its own words, which name no file contents: posted as is."""
+
+
 class RunRejected(Exception):
     """The platform refused this run's token: the run was requeued elsewhere, finished or expired."""
 
@@ -56,7 +61,7 @@ class HostConfig:
     def from_environment(cls) -> "HostConfig":
         key = os.environ.get("VERIFICATION_SIGNING_KEY_PATH")
         if not key:
-            raise RuntimeError("VERIFICATION_SIGNING_KEY_PATH is not set on this verification host")
+            raise HostFailure("VERIFICATION_SIGNING_KEY_PATH is not set on this verification host")
         work_dir = os.environ.get("VERIFICATION_WORK_DIR")
         cache_dir = os.environ.get("VERIFICATION_CACHE_DIR")
         return cls(
@@ -157,7 +162,7 @@ class PlatformClient:
             if error.code in (403, 409):
                 raise RunRejected(f"{path}: {error.code}") from error
             detail = error.read()[:500].decode(errors="replace")
-            raise RuntimeError(f"{path}: the platform answered {error.code}: {detail}") from error
+            raise HostFailure(f"{path}: the platform answered {error.code}: {detail}") from error
 
     def download(self, url: str, destination: Path, sha256: str) -> None:
         digest = hashlib.sha256()
@@ -167,7 +172,7 @@ class PlatformClient:
                 out.write(chunk)
         if digest.hexdigest() != sha256:
             destination.unlink(missing_ok=True)
-            raise RuntimeError(f"{destination.name}: sha256 mismatch after download")
+            raise HostFailure(f"{destination.name}: sha256 mismatch after download")
 
 
 class _Heartbeat:
@@ -237,8 +242,11 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
                 devices=config.devices,
             )
             if spec["kind"] == "calibration":
+                # A platform older than this host names no verification budget: the runner's default.
+                budget = spec.get("verification_budget_pairs") or runner.DEFAULT_BUDGET_PAIRS
                 calibration = runner.calibrate(
-                    files["package"], files["hidden_inputs"], spec["criteria"], pairs=spec["budget_pairs"], **common
+                    files["package"], files["hidden_inputs"], spec["criteria"], pairs=spec["budget_pairs"],
+                    budget=budget, **common,
                 )
                 report = calibration.report.to_dict()
                 report["calibration"] = calibration.to_dict()
@@ -260,8 +268,13 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
     except RunRejected:
         raise
     except Exception as error:  # noqa: BLE001 - anything else is the host's failure, not the candidate's
+        # Other exceptions' texts may quote the files they choked on (hidden inputs among them), and
+        # the run's parties read the reason: only the type goes out; the whole story stays in this
+        # host's log, which is the operators'.
+        traceback.print_exc()
+        detail = str(error) if isinstance(error, HostFailure) else "see the verification host's log"
         try:
-            client.call("POST", "failure/", {"reason": f"{type(error).__name__}: {error}"[:1900]})
+            client.call("POST", "failure/", {"reason": f"{type(error).__name__}: {detail}"[:1900]})
         except (RunRejected, OSError):
             pass
         raise
@@ -289,7 +302,7 @@ def _start_and_fetch(client: PlatformClient, announced: dict[str, dict] | None, 
             raise
         spec = started.result()
     if {name: a["sha256"] for name, a in spec["artifacts"].items()} != {name: a["sha256"] for name, a in announced.items()}:
-        raise RuntimeError("the run's files differ from those its message announced")
+        raise HostFailure("the run's files differ from those its message announced")
     late = {name: spec["artifacts"][name] for name in wanted if name not in early}
     files.update(_fetch_artifacts(client, late, scratch, cache) if late else {})
     return spec, files

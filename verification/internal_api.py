@@ -5,6 +5,7 @@ passes through these endpoints. Every token failure answers the same 403, whatev
 """
 
 import structlog
+from django.conf import settings
 from django.http import FileResponse
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
@@ -27,6 +28,14 @@ def _token(request) -> str:
     return token.strip()
 
 
+def _token_for_run(request, run_id: int) -> str:
+    """The request's token once it is known to be this run's, before the body is read: a caller
+    without a valid token gets the one 403 whatever it sent, never a validation error."""
+    token = _token(request)
+    services.verification_run_token_check(run_id=run_id, token=token)
+    return token
+
+
 class RunTokenView(APIView):
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
@@ -39,7 +48,7 @@ def _spec(request, run: VerificationRun) -> dict:
         name: {**described, "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/")}
         for name, described in services.run_artifacts(run).items()
     }
-    return {
+    spec = {
         "run_id": run.pk,
         "kind": run.kind,
         "hardware_class": run.hardware_class,
@@ -48,6 +57,11 @@ def _spec(request, run: VerificationRun) -> dict:
         "time_limit_seconds": run.time_limit_seconds,
         "artifacts": artifacts,
     }
+    if run.kind == VerificationRun.Kind.CALIBRATION:
+        # A calibration measures a few A/A pairs (its budget_pairs) but tells the smallest speedup
+        # that a verification, with this deployment's budget, can confirm.
+        spec["verification_budget_pairs"] = settings.VERIFICATION_BUDGET_PAIRS
+    return spec
 
 
 class RunStartApi(RunTokenView):
@@ -80,9 +94,10 @@ class HeartbeatSerializer(serializers.Serializer):
 
 class RunHeartbeatApi(RunTokenView):
     def post(self, request, run_id: int):
+        token = _token_for_run(request, run_id)
         serializer = HeartbeatSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        services.verification_run_heartbeat(run_id=run_id, token=_token(request), progress=serializer.validated_data["progress"])
+        services.verification_run_heartbeat(run_id=run_id, token=token, progress=serializer.validated_data["progress"])
         return Response({"ok": True})
 
 
@@ -93,7 +108,7 @@ class ResultSerializer(serializers.Serializer):
 
 class RunResultApi(RunTokenView):
     def post(self, request, run_id: int):
-        token = _token(request)
+        token = _token_for_run(request, run_id)
         serializer = ResultSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -109,7 +124,8 @@ class FailureSerializer(serializers.Serializer):
 
 class RunFailureApi(RunTokenView):
     def post(self, request, run_id: int):
+        token = _token_for_run(request, run_id)
         serializer = FailureSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.verification_run_report_failure(run_id=run_id, token=_token(request), reason=serializer.validated_data["reason"])
+        run = services.verification_run_report_failure(run_id=run_id, token=token, reason=serializer.validated_data["reason"])
         return Response({"status": run.status})

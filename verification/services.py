@@ -26,7 +26,8 @@ log = structlog.get_logger(__name__)
 Status = VerificationRun.Status
 
 RUN_TRANSITIONS = {
-    Status.QUEUED: {Status.RUNNING, Status.ERROR},
+    # queued -> queued: a run no host started while its token lived is requeued with a fresh one.
+    Status.QUEUED: {Status.QUEUED, Status.RUNNING, Status.ERROR},
     Status.RUNNING: {Status.QUEUED, Status.PASSED, Status.FAILED, Status.INCONCLUSIVE, Status.ERROR},
 }
 DECISION_STATUS = {"PASS": Status.PASSED, "FAIL": Status.FAILED, "INCONCLUSIVE": Status.INCONCLUSIVE}
@@ -125,12 +126,19 @@ def _run_token_issue(run: VerificationRun) -> str:
     return token
 
 
-def _run_send(run: VerificationRun, token: str) -> Dispatch:
+def _run_send(run: VerificationRun, token: str) -> Dispatch | None:
+    """The message sent, or None when the broker could not be reached."""
     sent_at = timezone.now()
     dispatch = Dispatch(run.pk, token, run.queue, run.time_limit_seconds, run_artifacts(run))
-    from .dispatch import send_run  # the Celery producer, kept out of the service's import graph
+    from .dispatch import BROKER_ERRORS, send_run  # the Celery producer, kept out of the service's import graph
 
-    send_run(dispatch)
+    try:
+        send_run(dispatch)
+    except BROKER_ERRORS as error:
+        # Sends run after the commit: raising here would fail a request whose work is already saved
+        # (a client retrying it would submit twice). The unstamped run is the watchdog's to send.
+        log.warning("verification_send_failed", run_id=run.pk, queue=run.queue, error=type(error).__name__)
+        return None
     # Stamped only once the message is out, and only while this message's token is the run's: a run
     # whose send never happened (the process died first, the broker was down) stays unstamped and the
     # watchdog sends it; a late stamp cannot mark a run requeued since.
@@ -152,7 +160,8 @@ def run_artifacts(run: VerificationRun) -> dict[str, dict[str, Any]]:
 
 
 def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
-    """Issue a fresh run token and send the run to its queue; a stale or final run is left alone.
+    """Issue a fresh run token and send the run to its queue; None when the run is no longer queued
+    (left alone) or the broker is unreachable (left unsent, for the watchdog).
     A fresh token makes any earlier message for the run worthless (its token no longer matches)."""
     with transaction.atomic():
         run = _runs_with_files(lock=True).get(pk=run_id)
@@ -164,18 +173,31 @@ def verification_run_dispatch(*, run_id: int) -> Dispatch | None:
     return _run_send(run, token)
 
 
+def _token_accepted(run: VerificationRun | None, token: str) -> bool:
+    return bool(
+        run is not None
+        and run.token_hash
+        and hmac.compare_digest(run.token_hash, _token_hash(token or ""))
+        and run.token_expires_at is not None
+        and run.token_expires_at > timezone.now()
+    )
+
+
 def _authenticated_run(run_id: int, token: str, *, lock: bool = True) -> VerificationRun:
     # The run's spec and its certificate check need all three files.
     run = _runs_with_files(lock=lock).filter(pk=run_id).first()
-    if (
-        run is None
-        or not run.token_hash
-        or not hmac.compare_digest(run.token_hash, _token_hash(token or ""))
-        or run.token_expires_at is None
-        or run.token_expires_at <= timezone.now()
-    ):
+    if not _token_accepted(run, token):
         raise RunTokenRejected()
     return run
+
+
+def verification_run_token_check(*, run_id: int, token: str) -> None:
+    """Refuse a bad token before anything else about a request is looked at, its body included, so
+    every caller without a valid token gets the same answer. Unlocked: the write that follows
+    checks the token again under its row lock, and that check decides."""
+    run = VerificationRun.objects.only("token_hash", "token_expires_at").filter(pk=run_id).first()
+    if not _token_accepted(run, token):
+        raise RunTokenRejected()
 
 
 def verification_run_authenticate(*, run_id: int, token: str) -> VerificationRun:
@@ -357,37 +379,52 @@ def verification_run_report_failure(*, run_id: int, token: str, reason: str) -> 
 
 
 def verification_watchdog() -> list[int]:
-    """Requeue runs whose host went silent or overran; a run never stays 'running' forever."""
+    """Requeue runs whose host went silent or overran, and runs no host started while their token
+    lived, as infrastructure failures (the third ends the run): a run never stays 'running' or
+    'queued' forever. Then send the queued runs whose message never went out."""
     now = timezone.now()
     silent_since = now - timedelta(seconds=settings.VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS)
     grace = timedelta(seconds=settings.VERIFICATION_TOKEN_GRACE_SECONDS)
     handled = []
 
     def problem(run: VerificationRun) -> str | None:
-        if run.heartbeat_at is None or run.heartbeat_at < silent_since:
-            return "no heartbeat from the verification host"
-        if run.started_at + timedelta(seconds=run.time_limit_seconds) + grace < now:
-            return "the run overran its time limit"
+        if run.status == Status.RUNNING:
+            if run.heartbeat_at is None or run.heartbeat_at < silent_since:
+                return "no heartbeat from the verification host"
+            if run.started_at + timedelta(seconds=run.time_limit_seconds) + grace < now:
+                return "the run overran its time limit"
+        elif (run.status == Status.QUEUED and run.dispatched_at is not None and run.token_expires_at is not None
+              and run.token_expires_at < now):
+            # Sent, yet no host started it in all that time: none serves its queue, or the message was
+            # lost. Counted, so that a submission cannot stay 'verifying' (blocking its contract) forever.
+            return (f"no verification host started the run within {settings.VERIFICATION_QUEUED_TOKEN_HOURS} hours"
+                    f" on queue {run.queue}")
         return None
 
-    for run_id in list(VerificationRun.objects.filter(status=Status.RUNNING).values_list("pk", flat=True)):
-        with transaction.atomic():
-            run = VerificationRun.objects.select_for_update().get(pk=run_id)
-            reason = problem(run) if run.status == Status.RUNNING else None
-            if reason is None:
-                continue
-            _infrastructure_failure_locked(run, reason=reason)
-            handled.append(run_id)
-    # Queued runs whose message never went out (the sending process died after the commit), and
-    # those whose token ran out while they waited (a lost message, or a queue hours long).
-    unsent = Q(dispatched_at__isnull=True, updated_at__lt=now - timedelta(minutes=1))
-    expired = Q(token_expires_at__lt=now)
-    never_sent = VerificationRun.objects.filter(Q(status=Status.QUEUED) & (unsent | expired)).values_list("pk", flat=True)
-    for run_id in list(never_sent):
+    failing = Q(status=Status.RUNNING) | Q(status=Status.QUEUED, dispatched_at__isnull=False, token_expires_at__lt=now)
+    for run_id in list(VerificationRun.objects.filter(failing).values_list("pk", flat=True)):
         try:
-            verification_run_dispatch(run_id=run_id)
-        except Exception as error:  # noqa: BLE001 - the broker may be down: the next pass tries again
-            log.warning("verification_resend_failed", run_id=run_id, error=type(error).__name__)
+            with transaction.atomic():
+                run = VerificationRun.objects.select_for_update().get(pk=run_id)
+                reason = problem(run)
+                if reason is None:
+                    continue
+                _infrastructure_failure_locked(run, reason=reason)
+        except Exception as error:  # noqa: BLE001 - one run's failure must not leave the others unwatched
+            log.warning("verification_watchdog_run_failed", run_id=run_id, error=type(error).__name__)
             continue
         handled.append(run_id)
+    # Queued runs whose message never went out (the sending process died after the commit, or the
+    # broker was down): sent without counting a failure, the host class is not at fault.
+    unsent = VerificationRun.objects.filter(
+        status=Status.QUEUED, dispatched_at__isnull=True, updated_at__lt=now - timedelta(minutes=1)
+    ).values_list("pk", flat=True)
+    for run_id in list(unsent):
+        try:
+            sent = verification_run_dispatch(run_id=run_id)
+        except Exception as error:  # noqa: BLE001 - one run's failure must not leave the others unsent
+            log.warning("verification_resend_failed", run_id=run_id, error=type(error).__name__)
+            continue
+        if sent is not None:
+            handled.append(run_id)
     return handled

@@ -11,6 +11,7 @@ from accounts.selectors import user_is_org_admin
 from common.errors import IllegalTransition, NotPermitted
 from common.services import audit_record
 from common.transitions import transition_apply
+from payments import selectors as payments_selectors
 from payments import services as payments
 from payments.errors import EscrowFrozen
 
@@ -173,6 +174,31 @@ def _close(contract: Contract, job: Job, *, to: str, reason: str) -> None:
     transition_apply(job, to=job_to, allowed=JOB_TRANSITIONS, actor=None, verb=f"job_{job_to}", data={"reason": reason})
 
 
+def contract_settlement_schedule(*, contract: Contract, job: Job) -> None:
+    """Attempts or time ran out and nothing is verifying: set when the contract settles. Caller holds the lock."""
+    now = timezone.now()
+    if contract.earned_bps == FULL_BPS or not (contract.attempts_left == 0 or contract.deadline <= now):
+        return
+    if contract.submissions.filter(status=Submission.Status.VERIFYING).exists():
+        return  # the last pending result schedules it
+    last = contract.submissions.order_by("-number").first()
+    # An inconclusive last attempt gives the company its review window to accept it before settling,
+    # and an earned tier still in review keeps its window: settlement would pay it out.
+    grace_hours = job.review_window_hours if last and last.status == Submission.Status.INCONCLUSIVE else 0
+    due = now + timedelta(hours=grace_hours)
+    if contract.release_due_at is not None and contract.release_due_at > due:
+        due = contract.release_due_at
+    contract.settle_due_at = due
+    contract.save(update_fields=["settle_due_at", "updated_at"])
+    if due <= now:
+        def send() -> None:
+            from ..tasks import contract_settle_due
+
+            contract_settle_due.delay(contract.pk)
+
+        transaction.on_commit(send)
+
+
 def contract_settle(*, contract_id: int, reason: str) -> Contract:
     """Attempts or time ran out: pay what was earned, refund the remainder, and close the contract."""
     with transaction.atomic():
@@ -180,6 +206,15 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
         verifying = contract.submissions.filter(status=Submission.Status.VERIFYING).exists()
         if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
             # A pending verification settles the contract when its result arrives.
+            return contract
+        if contract.release_due_at is not None and contract.release_due_at > timezone.now():
+            # The company's review window for the earned tier is still open; settling now would pay
+            # out a result it may still dispute.
+            if contract.settle_due_at != contract.release_due_at:
+                contract.settle_due_at = contract.release_due_at
+                contract.save(update_fields=["settle_due_at", "updated_at"])
+                audit_record(actor=None, verb="contract_settlement_postponed", obj=contract, from_state=contract.status,
+                             to_state=contract.status, data={"reason": reason, "until": contract.settle_due_at.isoformat()})
             return contract
         try:
             with transaction.atomic():
@@ -217,7 +252,8 @@ def contract_approve_early(*, actor: User, contract: Contract) -> Contract:
 
 @transaction.atomic
 def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> Contract:
-    """Stop an automatic release during the review window; operators resolve the dispute."""
+    """Stop an automatic release during the review window; operators resolve the dispute
+    (``contract_dispute_resolve``)."""
     contract = contract_lock(contract.pk)
     _require_admin(actor, contract)
     if contract.status != Contract.Status.ACTIVE or not contract.release_due_at or contract.release_due_at <= timezone.now():
@@ -225,6 +261,34 @@ def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> 
     contract.review_disputed = True
     contract.save(update_fields=["review_disputed", "updated_at"])
     audit_record(actor=actor, verb="contract_review_disputed", obj=contract, from_state=contract.status, to_state=contract.status, data={"reason": reason})
+    return contract
+
+
+def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, note: str) -> Contract:
+    """An operator's ruling on a disputed result: release it, or withhold it (the earning falls back to
+    what was already paid out) and let the contract go on or settle."""
+    if not actor.has_perm("jobs.change_contract"):
+        raise NotPermitted("Only operators can resolve a dispute.")
+    with transaction.atomic():
+        job, contract = _lock_job_and_contract(contract_id)
+        if contract.status != Contract.Status.ACTIVE or not contract.review_disputed:
+            raise IllegalTransition("The contract has no open dispute.", code="no_open_dispute")
+        withheld_bps = contract.earned_bps
+        contract.review_disputed = False
+        if release:
+            contract.release_due_at = timezone.now()
+        else:
+            contract.earned_bps = payments_selectors.escrow_get(escrow_id=contract.escrow_id).released_bps
+            contract.release_due_at = None
+        contract.save(update_fields=["review_disputed", "release_due_at", "earned_bps", "updated_at"])
+        audit_record(
+            actor=actor, verb="contract_dispute_resolved", obj=contract, from_state=contract.status, to_state=contract.status,
+            data={"outcome": "released" if release else "withheld", "earned_bps": withheld_bps, "note": note},
+        )
+        if release:
+            _release_on_commit(contract.pk)
+        # A contract out of attempts or time waited for the ruling to settle.
+        contract_settlement_schedule(contract=contract, job=job)
     return contract
 
 

@@ -15,7 +15,7 @@ from verification.services import verification_run_create
 from ..criteria import tier_fraction_bps
 from ..models import Contract, Job, Submission
 from ..states import SUBMISSION_TRANSITIONS
-from .contracts import FULL_BPS, contract_lock, contract_record_earning
+from .contracts import contract_lock, contract_record_earning, contract_settlement_schedule
 
 SUBJECT_PREFIX = "submission:"
 RUN_STATUS_TO_SUBMISSION = {
@@ -102,28 +102,8 @@ def submission_record_verification(
         # The platform failed, not the engineer: the attempt is given back.
         Contract.objects.filter(pk=contract.pk, submissions_used__gt=0).update(submissions_used=F("submissions_used") - 1)
         contract.refresh_from_db(fields=["submissions_used"])
-    _schedule_settlement_if_over(contract, job)
+    contract_settlement_schedule(contract=contract, job=job)
     return submission
-
-
-def _schedule_settlement_if_over(contract: Contract, job: Job) -> None:
-    now = timezone.now()
-    if contract.earned_bps == FULL_BPS or not (contract.attempts_left == 0 or contract.deadline <= now):
-        return
-    if contract.submissions.filter(status=Submission.Status.VERIFYING).exists():
-        return  # the last pending result schedules it
-    last = contract.submissions.order_by("-number").first()
-    # An inconclusive last attempt gives the company its review window to accept it before settling.
-    grace_hours = job.review_window_hours if last and last.status == Submission.Status.INCONCLUSIVE else 0
-    contract.settle_due_at = now + timezone.timedelta(hours=grace_hours)
-    contract.save(update_fields=["settle_due_at", "updated_at"])
-    if grace_hours == 0:
-        def send() -> None:
-            from ..tasks import contract_settle_due
-
-            contract_settle_due.delay(contract.pk)
-
-        transaction.on_commit(send)
 
 
 def submission_accept_inconclusive(*, actor: User, submission: Submission) -> Submission:
@@ -148,6 +128,8 @@ def submission_accept_inconclusive(*, actor: User, submission: Submission) -> Su
         contract.settle_due_at = None
         contract.save(update_fields=["settle_due_at", "updated_at"])
         contract_record_earning(contract=contract, fraction_bps=tier_fraction_bps(tier["fraction"]), run_id=run.pk if run else 0, review_window_hours=0)
+        # Accepting the last attempt ends the contract's work: the remainder goes back now, not at the deadline.
+        contract_settlement_schedule(contract=contract, job=job)
     return submission
 
 

@@ -82,6 +82,42 @@ def test_token_create_list_revoke(api_client_for):
     assert other.get("/api/v1/me").status_code == 401
 
 
+def test_a_token_secret_is_never_stored_for_an_idempotent_replay(api_client_for):
+    from common.models import IdempotencyRecord
+
+    client = api_client_for(UserFactory())
+    created = client.post("/api/v1/tokens/", {"name": "ci"}, format="json", HTTP_IDEMPOTENCY_KEY="token-1")
+    assert created.status_code == 201
+    secret, token_id = created.json()["token"], created.json()["id"]
+    record = IdempotencyRecord.objects.get(key="token-1")
+    assert record.response_status == 201
+    assert secret not in str(record.response_body) and record.response_body["id"] == token_id
+    replay = client.post("/api/v1/tokens/", {"name": "ci"}, format="json", HTTP_IDEMPOTENCY_KEY="token-1")
+    assert replay.status_code == 409
+    assert replay.json()["error"]["code"] == "idempotency_secret_not_replayable"
+    assert replay.json()["error"]["fields"] == {"id": token_id}
+    assert secret not in replay.content.decode()
+    assert ApiToken.objects.filter(user=record.user).count() == 2  # the client's own token and this one
+
+
+def test_secrets_stored_before_are_scrubbed_by_the_migration():
+    import importlib
+
+    from django.apps import apps
+
+    from common.models import IdempotencyRecord
+
+    user = UserFactory()
+    stored = IdempotencyRecord.objects.create(
+        user=user, key="old", endpoint="/api/v1/tokens/", request_fingerprint="f", response_status=201,
+        response_body={"id": 7, "name": "ci", "token": "spk_old_secret"},
+    )
+    migration = importlib.import_module("common.migrations.0002_scrub_stored_token_secrets")
+    migration.scrub_token_secrets(apps, None)
+    stored.refresh_from_db()
+    assert stored.response_body == {"id": 7, "name": "ci"}
+
+
 def test_member_management_api(api_client_for):
     admin = CompanyAdminFactory()
     organization = admin.memberships.get().organization

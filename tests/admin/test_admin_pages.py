@@ -179,6 +179,23 @@ def test_expire_action_calls_the_service(operator, admin_data):
 
 
 @pytest.mark.django_db
+def test_dispute_actions_call_the_service(operator, admin_data):
+    contract = Contract.objects.filter(status=Contract.Status.ACTIVE).first()
+    assert contract is not None
+    Contract.objects.filter(pk=contract.pk).update(
+        review_disputed=True, earned_bps=10_000, release_due_at=timezone.now() + timedelta(hours=40)
+    )
+    response = operator.post(
+        _url(Contract, "changelist"), {"action": "dispute_withhold", "_selected_action": [contract.pk], "index": 0}
+    )
+    assert response.status_code == 302
+    contract.refresh_from_db()
+    # The disputed top tier is withheld; what was already paid out (half, in the fixture) stays earned.
+    assert (contract.review_disputed, contract.earned_bps, contract.release_due_at) == (False, 5_000, None)
+    assert AuditEvent.objects.filter(object_id=str(contract.pk), verb="contract_dispute_resolved").exists()
+
+
+@pytest.mark.django_db
 def test_engineer_profile_edits_go_through_the_service_and_keep_the_track_record(operator, admin_data):
     profile = admin_data.engineer.engineer_profile
     url = _url(EngineerProfile, "change", profile.pk)

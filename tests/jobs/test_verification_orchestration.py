@@ -6,13 +6,14 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import EngineerProfile
-from common.errors import IllegalTransition
+from common.errors import IllegalTransition, NotPermitted
+from common.models import AuditEvent
 from jobs.models import Contract, Job, Submission
 from jobs.services import contracts as contract_services
 from jobs.services.submissions import submission_accept_inconclusive, submission_create
 from jobs.tasks import contracts_release_due, contracts_settle_due
 from payments.models import Escrow
-from tests.factories import funded_contract
+from tests.factories import StaffFactory, funded_contract
 from tests.factories.jobs import onboard
 from tests.verification.conftest import fake_report
 from verification.models import VerificationRun
@@ -131,11 +132,68 @@ def test_settlement_pays_what_was_earned_and_refunds_the_rest(contract, verifier
     for _ in range(2):
         settle(verifier.finish, verifier.submit(contract, settle), decision="FAIL", fraction=0.0)
     contract.refresh_from_db()
+    # Attempts ran out inside the earned tier's review window: settlement waits for the window.
+    assert contract.status == Contract.Status.ACTIVE
+    assert contract.settle_due_at == contract.release_due_at
+    assert not _escrow(contract).operations.filter(kind__in=["transfer", "refund"]).exists()
+    _close_review_window(contract)
+    settle(contracts_settle_due)
+    _assert_half_paid_half_refunded(contract)
+
+
+def _assert_half_paid_half_refunded(contract) -> None:
+    contract.refresh_from_db()
     escrow = _escrow(contract)
-    assert contract.status == Contract.Status.COMPLETED
-    assert escrow.status == Escrow.Status.CLOSED
+    assert (contract.status, escrow.status) == (Contract.Status.COMPLETED, Escrow.Status.CLOSED)
     assert escrow.operations.get(kind="transfer").amount == 100_000
     assert escrow.operations.get(kind="refund").amount == 110_000  # half the amount and half the fee
+
+
+def _close_review_window(contract) -> None:
+    past = timezone.now() - timedelta(seconds=1)
+    Contract.objects.filter(pk=contract.pk).update(release_due_at=past, settle_due_at=past)
+
+
+def test_a_pass_on_the_last_attempt_keeps_its_review_window(verifier, settle):
+    contract = funded_contract(review_window_hours=48, max_submissions=1)
+    onboard(contract.engineer)
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5)
+    settle(contracts_settle_due)
+    settle(contracts_release_due)
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.ACTIVE
+    assert _escrow(contract).released_bps == 0
+    assert not _escrow(contract).operations.filter(kind="refund").exists()
+    # The company can still dispute the result it has not reviewed yet.
+    contract_services.contract_dispute_review(actor=contract.job.created_by, contract=contract, reason="cached outputs")
+    contract.refresh_from_db()
+    assert contract.review_disputed
+
+
+def test_deadline_inside_a_review_window_settles_when_the_window_closes(contract, verifier, settle):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5)
+    Contract.objects.filter(pk=contract.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    for _ in range(2):
+        settle(contracts_settle_due)
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.ACTIVE
+    assert contract.settle_due_at == contract.release_due_at
+    assert _escrow(contract).operations.filter(kind__in=["transfer", "refund"]).count() == 0
+    _close_review_window(contract)
+    settle(contracts_settle_due)
+    settle(contracts_release_due)
+    _assert_half_paid_half_refunded(contract)
+
+
+def test_accepting_an_inconclusive_last_attempt_settles_at_once(verifier, settle):
+    contract = funded_contract(review_window_hours=48, max_submissions=1)
+    onboard(contract.engineer)
+    submission = verifier.submit(contract, settle)
+    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.ACTIVE and contract.settle_due_at > timezone.now()
+    settle(submission_accept_inconclusive, actor=contract.job.created_by, submission=submission)
+    _assert_half_paid_half_refunded(contract)
 
 
 def test_deadline_settles_and_running_it_twice_changes_nothing(contract, settle):
@@ -176,6 +234,64 @@ def test_dispute_holds_the_release(contract, verifier, settle):
     assert _escrow(contract).released_bps == 0
 
 
+def _disputed(contract, verifier, settle, fraction=0.5):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=fraction)
+    contract_services.contract_dispute_review(actor=contract.job.created_by, contract=contract, reason="outputs look cached")
+
+
+def test_an_operator_may_release_a_disputed_result(contract, verifier, settle):
+    _disputed(contract, verifier, settle)
+    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=True, note="checked")
+    contract.refresh_from_db()
+    assert not contract.review_disputed and contract.release_due_at is None
+    assert _escrow(contract).released_bps == 5_000
+    assert AuditEvent.objects.filter(verb="contract_dispute_resolved", object_id=str(contract.pk)).get().data["outcome"] == "released"
+    with pytest.raises(IllegalTransition):
+        contract_services.contract_dispute_resolve(actor=StaffFactory(), contract_id=contract.pk, release=True, note="again")
+
+
+def test_a_withheld_result_earns_nothing_and_a_contract_out_of_attempts_is_refunded(verifier, settle):
+    contract = funded_contract(review_window_hours=48, max_submissions=1)
+    onboard(contract.engineer)
+    _disputed(contract, verifier, settle)
+    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=False, note="cached")
+    contract.refresh_from_db()
+    escrow = _escrow(contract)
+    assert (contract.earned_bps, contract.status) == (0, Contract.Status.FAILED)
+    assert escrow.released_bps == 0
+    assert escrow.operations.get(kind="refund").amount == 220_000
+
+
+def test_a_released_ruling_on_the_last_attempt_settles_the_contract(verifier, settle):
+    contract = funded_contract(review_window_hours=48, max_submissions=1)
+    onboard(contract.engineer)
+    _disputed(contract, verifier, settle)
+    settle(contracts_settle_due)
+    assert not _escrow(contract).operations.filter(kind__in=["transfer", "refund"]).exists()  # held by the dispute
+    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=True, note="fine")
+    _assert_half_paid_half_refunded(contract)
+
+
+def test_a_withheld_higher_tier_falls_back_to_what_was_paid(contract, verifier, settle):
+    settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5)
+    contract_services.contract_approve_early(actor=contract.job.created_by, contract=contract)
+    settle(contracts_release_due)
+    _disputed(contract, verifier, settle, fraction=1.0)
+    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=False, note="cached")
+    contract.refresh_from_db()
+    assert (contract.earned_bps, contract.status, contract.release_due_at) == (5_000, Contract.Status.ACTIVE, None)
+    assert _escrow(contract).released_bps == 5_000
+
+
+def test_only_operators_resolve_disputes(contract, verifier, settle):
+    _disputed(contract, verifier, settle)
+    for outsider in (contract.job.created_by, contract.engineer):
+        with pytest.raises(NotPermitted):
+            contract_services.contract_dispute_resolve(actor=outsider, contract_id=contract.pk, release=True, note="")
+    contract.refresh_from_db()
+    assert contract.review_disputed
+
+
 def test_zero_review_window_releases_at_once(verifier, settle):
     contract = funded_contract(review_window_hours=0)
     onboard(contract.engineer)
@@ -211,7 +327,8 @@ def test_engineer_never_sees_hidden_outputs_or_logs_the_company_does(contract, v
     assert engineer_view.status_code == 200
     assert "0.123456789" not in engineer_view.content.decode()
     assert "secret stderr" not in engineer_view.content.decode()
-    assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [{"input_id": "h-1", "where": "$[0]"}]
+    assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [{"inputs": "hidden", "where": "$[0]"}]
+    assert "h-1" not in engineer_view.content.decode()  # the company named its hidden inputs
     company_view = api_client_for(contract.job.created_by).get(f"/api/v1/submissions/{submission.pk}/verification/")
     assert "0.123456789" in company_view.content.decode()
 

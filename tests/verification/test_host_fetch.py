@@ -1,12 +1,17 @@
 """How a host gets a run's files: the job's package and hidden inputs kept by sha256 between verifications,
-candidates always fetched, fetching while start/ is answered. Served by a real local HTTP server."""
+candidates always fetched, fetching while start/ is answered; and what it makes of the run's spec.
+Served by a real local HTTP server."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import io
 import json
+import math
 import os
 import stat
+import tarfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,15 +32,27 @@ class _Platform:
 
         self.start_status = 200
         self.start_digests: dict[str, str] = {}
+        self.start_spec: dict = {"kind": "submission"}
+        self.posted: dict[str, list[dict]] = {}  # heartbeat, result, failure: the bodies received
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
+                endpoint = self.path.rstrip("/").rsplit("/", 1)[-1]
+                if endpoint != "start":
+                    received = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    platform.posted.setdefault(endpoint, []).append(json.loads(received or b"{}"))
+                    body = json.dumps({"ok": True, "status": "passed"}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 platform.requests.append("start")
                 if platform.start_status != 200:
                     self.send_response(platform.start_status)
                     self.end_headers()
                     return
-                spec = {"kind": "submission", "artifacts": platform.spec(**platform.start_digests)}
+                spec = {**platform.start_spec, "artifacts": platform.spec(**platform.start_digests)}
                 body = json.dumps(spec).encode()
                 time.sleep(0.2)  # a platform slow to answer: what may a host fetch meanwhile?
                 platform.requests.append("started")  # before the answer, so nothing can overtake it
@@ -194,3 +211,88 @@ def test_a_refused_start_is_reported_as_refused_not_as_a_failed_download(platfor
     platform.start_status = 403
     with pytest.raises(host.RunRejected):
         host._start_and_fetch(client, _announced(platform), tmp_path, None)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlp"
+
+
+def _tar_gz(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname=directory.name,
+                    filter=lambda member: None if "__pycache__" in member.name else member)
+    return buffer.getvalue()
+
+
+def _example_hidden_inputs(directory: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("generate_inputs", EXAMPLE / "generate_inputs.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    generator.generate(directory, count=4, rows=8, seed=987)
+    return directory
+
+
+@pytest.mark.parametrize("named,budget", [(12, 12), (None, 40)], ids=["named", "older-platform"])
+def test_a_calibration_judges_speedups_against_the_budget_the_platform_names(platform, tmp_path, named, budget):
+    """The run measures its own few A/A pairs, but the smallest verifiable speedup is that of a
+    verification with the deployment's budget, not the runner's default (40), which is only for a
+    platform older than the host that names none."""
+    from statistics import NormalDist
+
+    from verification.runner import stats
+    from verification.runner.certificate import generate_signing_key, private_key_pem
+
+    platform.files = {"package": _tar_gz(EXAMPLE / "package"),
+                      "hidden_inputs": _tar_gz(_example_hidden_inputs(tmp_path / "hidden"))}
+    platform.start_spec = {"kind": "calibration", "criteria": json.loads((EXAMPLE / "criteria.json").read_text()),
+                           "budget_pairs": 3}
+    if named:
+        platform.start_spec["verification_budget_pairs"] = named
+    key_path = tmp_path / "signing-key.pem"
+    key_path.write_bytes(private_key_pem(generate_signing_key()))
+    (tmp_path / "work").mkdir()
+    config = host.HostConfig(signing_key_path=key_path, work_dir=tmp_path / "work", cache_max_bytes=0)
+
+    assert host.execute_run(run_id=1, token="token", base_url=platform.base, config=config) == "passed"
+    assert "failure" not in platform.posted
+    (result,) = platform.posted["result"]
+    calibration = result["report"]["calibration"]
+    assert calibration["pairs"] == 3
+    wall = next(c for c in calibration["criteria"] if c["metric"] == "wall_time")
+    final = stats.plan_looks(budget)[-1]
+    noise = max(wall["pair_log_ratio_sd"], wall["pair_log_ratio_robust_sd"])
+    expected = math.exp((final.t_critical + NormalDist().inv_cdf(0.9)) * noise / math.sqrt(final.pairs))
+    assert wall["smallest_verifiable_speedup"] == pytest.approx(expected, rel=1e-9)
+
+
+def _host_config(tmp_path: Path) -> host.HostConfig:
+    from verification.runner.certificate import generate_signing_key, private_key_pem
+
+    key_path = tmp_path / "signing-key.pem"
+    key_path.write_bytes(private_key_pem(generate_signing_key()))
+    (tmp_path / "work").mkdir()
+    return host.HostConfig(signing_key_path=key_path, work_dir=tmp_path / "work", cache_max_bytes=0)
+
+
+def test_a_failure_posts_only_what_names_no_file_contents(platform, tmp_path, monkeypatch, capsys):
+    """The run's parties read a failure's reason; an exception's text may quote a hidden input."""
+
+    def choke(*args, **kwargs):
+        raise ValueError("cannot parse hidden input 'acme-q3.json': {\"x\": 0.1234567891}")
+
+    monkeypatch.setattr(host.runner, "run_verification", choke)
+    platform.start_spec = {"kind": "submission", "criteria": {}, "budget_pairs": 4}
+    with pytest.raises(ValueError):
+        host.execute_run(run_id=1, token="token", base_url=platform.base, config=_host_config(tmp_path))
+    (failure,) = platform.posted["failure"]
+    assert failure["reason"] == "ValueError: see the verification host's log"
+    assert "0.1234567891" in capsys.readouterr().err  # the operators' copy
+
+
+def test_a_failure_of_the_hosts_own_making_is_posted_in_full(platform, tmp_path):
+    announced = _announced(platform)
+    announced["package"]["sha256"] = hashlib.sha256(b"what the message promised").hexdigest()
+    with pytest.raises(host.HostFailure):
+        host.execute_run(run_id=1, token="token", base_url=platform.base, config=_host_config(tmp_path), announced=announced)
+    (failure,) = platform.posted["failure"]
+    assert failure["reason"] == "HostFailure: package.tar.gz: sha256 mismatch after download"

@@ -92,3 +92,44 @@ def test_public_keys_are_listed_with_ids(client, signing_key):
     keys = client.get("/api/v1/verification/keys/").json()
     assert [key["key_id"] for key in keys] == [key_id(signing_key.public_key())]
     assert "PRIVATE" not in str(keys)
+
+
+MALFORMED = {"result/": {}, "heartbeat/": {"progress": "not an object"}, "failure/": {}}
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong", "expired"])
+def test_a_bad_token_is_refused_before_the_body_is_read(make_run, case):
+    """Without a valid token the answer is the one 403, whatever the body: never a 400 that tells
+    a caller the run exists and what its endpoints expect."""
+    run, token = make_run()
+    _client(token).post(f"/internal/verification/runs/{run.pk}/start/")
+    if case == "expired":
+        VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now())
+    client = _client({"missing": None, "wrong": "vrt_" + "A" * 43, "expired": token}[case])
+    refused = _client(None).post(f"/internal/verification/runs/{run.pk}/start/").json()
+    for path, body in MALFORMED.items():
+        for sent in (body, "{not json"):
+            url = f"/internal/verification/runs/{run.pk}/{path}"
+            response = (client.post(url, body, format="json") if isinstance(sent, dict)
+                        else client.post(url, sent, content_type="application/json"))
+            assert (response.status_code, response.json()) == (403, refused), (path, sent)
+    run.refresh_from_db()
+    assert (run.status, run.infrastructure_failures) == (VerificationRun.Status.RUNNING, 0)
+
+
+def test_a_valid_token_with_a_malformed_body_gets_a_validation_error(make_run):
+    run, token = make_run()
+    client = _client(token)
+    client.post(f"/internal/verification/runs/{run.pk}/start/")
+    for path, body in MALFORMED.items():
+        response = client.post(f"/internal/verification/runs/{run.pk}/{path}", body, format="json")
+        assert response.status_code == 400, (path, response.status_code)
+    run.refresh_from_db()
+    assert (run.status, run.infrastructure_failures) == (VerificationRun.Status.RUNNING, 0)
+
+
+def test_a_calibration_is_told_the_budget_its_job_will_be_verified_with(make_run, settings):
+    settings.VERIFICATION_BUDGET_PAIRS = 24
+    run, token = make_run(kind=VerificationRun.Kind.CALIBRATION)
+    spec = _client(token).post(f"/internal/verification/runs/{run.pk}/start/").json()
+    assert (spec["budget_pairs"], spec["verification_budget_pairs"]) == (run.budget_pairs, 24)

@@ -1,13 +1,22 @@
+import socket
+
 import pytest
+import structlog
+from celery import Celery
 from django.db import transaction
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from common.errors import ValidationFailed
+from common.models import AuditEvent
+from verification.dispatch import send_run as send_to_broker  # the real producer, before `dispatched` replaces it
 from verification.models import VerificationRun
 from verification.runner.certificate import generate_signing_key, sign_report
 from verification.services import (
+    TOKEN_PREFIX,
     RunTokenRejected,
     verification_record_result,
+    verification_run_dispatch,
     verification_run_heartbeat,
     verification_run_report_failure,
     verification_run_start,
@@ -19,6 +28,39 @@ from .conftest import fake_report, signed
 
 pytestmark = pytest.mark.django_db
 Status = VerificationRun.Status
+
+
+class Broker:
+    """Switches the platform's producer between the real one pointed at a port nothing listens on
+    (the broker is down) and the `dispatched` recorder (it is back)."""
+
+    def __init__(self, dispatched, monkeypatch):
+        self.dispatched, self.monkeypatch = dispatched, monkeypatch
+        self.apps: list[Celery] = []
+
+    def down(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        app = Celery("broker-down", broker=f"redis://127.0.0.1:{closed_port}/0", set_as_current=False)
+        self.apps.append(app)
+        self.monkeypatch.setattr("verification.dispatch.current_app", app)
+        self.monkeypatch.setattr("verification.dispatch.send_run", send_to_broker)
+
+    def up(self) -> None:
+        self.monkeypatch.setattr("verification.dispatch.send_run", self.dispatched.append)
+
+
+@pytest.fixture
+def broker(dispatched, monkeypatch):
+    controlled = Broker(dispatched, monkeypatch)
+    yield controlled
+    for app in controlled.apps:
+        app.close()
+
+
+def _minutes_ago(minutes: float):
+    return timezone.now() - timezone.timedelta(minutes=minutes)
 
 
 @pytest.fixture
@@ -153,38 +195,103 @@ def test_watchdog_requeues_silent_runs_and_is_idempotent(make_run, dispatched, s
         verification_run_heartbeat(run_id=run.pk, token=token, progress={})
 
 
-def test_dispatch_is_stamped_only_once_the_message_is_out(make_run, dispatched, monkeypatch):
+def test_dispatch_is_stamped_only_once_the_message_is_out(make_run, dispatched, broker):
     run, token = make_run()
     run.refresh_from_db()
     assert run.dispatched_at is not None and dispatched[-1].token == token
-
-    def broker_down(dispatch):
-        raise ConnectionError("broker unreachable")
-
     # A resend that fails (broker down) leaves the run unstamped, so the watchdog tries again later
     # (the fresh token already made the earlier message worthless).
-    monkeypatch.setattr("verification.dispatch.send_run", broker_down)
-    VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now() - timezone.timedelta(seconds=1))
-    assert verification_watchdog() == []
+    broker.down()
+    assert verification_run_dispatch(run_id=run.pk) is None
     run.refresh_from_db()
     assert run.dispatched_at is None and run.status == Status.QUEUED
-    monkeypatch.setattr("verification.dispatch.send_run", dispatched.append)
-    VerificationRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timezone.timedelta(minutes=2))
+    with pytest.raises(RunTokenRejected):
+        verification_run_start(run_id=run.pk, token=token)
+    VerificationRun.objects.filter(pk=run.pk).update(updated_at=_minutes_ago(2))
+    assert verification_watchdog() == []  # still down
+    run.refresh_from_db()
+    assert run.dispatched_at is None and run.infrastructure_failures == 0
+    broker.up()
+    VerificationRun.objects.filter(pk=run.pk).update(updated_at=_minutes_ago(2))  # the next pass
     assert verification_watchdog() == [run.pk]
+    run.refresh_from_db()
+    assert run.dispatched_at is not None and run.infrastructure_failures == 0
     verification_run_start(run_id=run.pk, token=dispatched[-1].token)
+
+
+def test_a_broker_outage_after_the_commit_leaves_the_run_to_the_watchdog(db, dispatched, broker, django_capture_on_commit_callbacks):
+    """The send runs after the commit: had it raised, the request would answer 500 for a saved
+    submission, and the client's retry would submit (and spend an attempt) twice."""
+    broker.down()
+    with structlog.testing.capture_logs() as logged:
+        run = _created_run(django_capture_on_commit_callbacks, send=True)
+    run.refresh_from_db()
+    assert (run.status, run.dispatched_at, run.dispatch_count) == (Status.QUEUED, None, 1)
+    (warning,) = [entry for entry in logged if entry["event"] == "verification_send_failed"]
+    assert (warning["log_level"], warning["run_id"], warning["error"]) == ("warning", run.pk, "OperationalError")
+    assert TOKEN_PREFIX not in repr(logged)
+    # Back a day later: the token ran out meanwhile, yet a run never sent only needs sending.
+    VerificationRun.objects.filter(pk=run.pk).update(updated_at=_minutes_ago(24 * 60), token_expires_at=_minutes_ago(1))
+    broker.up()
+    assert verification_watchdog() == [run.pk]
+    run.refresh_from_db()
+    assert (run.infrastructure_failures, run.dispatch_count, len(dispatched)) == (0, 2, 1)
+    assert run.dispatched_at is not None
+    assert verification_run_start(run_id=run.pk, token=dispatched[0].token).status == Status.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("phase", ["requeue", "send"])
+def test_a_run_the_watchdog_fails_on_does_not_stop_it_for_the_others(make_run, dispatched, settings, phase):
+    """Transactional, so each requeue's on-commit send runs inside the watchdog's pass, as in production."""
+    settings.VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS = 60
+    runs = [make_run(subject=f"test:{number}")[0] for number in (1, 2)]
+    for run in runs:
+        verification_run_start(run_id=run.pk, token=next(d.token for d in dispatched if d.run_id == run.pk))
+    VerificationRun.objects.update(heartbeat_at=_minutes_ago(5))
+    broken: list[int] = []
+
+    def break_the_first_run(sender, instance, update_fields=None, **kwargs):
+        # The requeue saves the run's status; the send after its commit, the fresh token.
+        if ("status" if phase == "requeue" else "dispatch_count") in (update_fields or ()):
+            broken[:] = broken or [instance.pk]
+            if instance.pk == broken[0]:
+                raise RuntimeError("a receiver broke")
+
+    post_save.connect(break_the_first_run, sender=VerificationRun, weak=False, dispatch_uid="break-the-first-run")
+    try:
+        handled = verification_watchdog()
+    finally:
+        post_save.disconnect(sender=VerificationRun, dispatch_uid="break-the-first-run")
+    (healthy,) = [run for run in runs if run.pk not in broken]
+    assert handled == [healthy.pk]
+    healthy.refresh_from_db()
+    assert (healthy.status, healthy.infrastructure_failures) == (Status.QUEUED, 1) and healthy.dispatched_at is not None
+    failed = VerificationRun.objects.get(pk=broken[0])
+    if phase == "requeue":
+        assert (failed.status, failed.infrastructure_failures) == (Status.RUNNING, 0)  # rolled back
+    else:
+        assert (failed.status, failed.dispatched_at) == (Status.QUEUED, None)  # requeued, its send to redo
+    VerificationRun.objects.filter(pk=failed.pk).update(updated_at=_minutes_ago(2))
+    assert verification_watchdog() == [failed.pk]
+    failed.refresh_from_db()
+    assert (failed.status, failed.infrastructure_failures) == (Status.QUEUED, 1) and failed.dispatched_at is not None
+
+
+def _created_run(django_capture_on_commit_callbacks, *, send: bool) -> VerificationRun:
+    from tests.verification.conftest import _artifact
+    from verification.services import verification_run_create
+
+    with django_capture_on_commit_callbacks(execute=send):
+        return verification_run_create(
+            kind="submission", subject="test:lost", hardware_class="cpu-x86",
+            package=_artifact({"a": b"1"}), hidden_inputs=_artifact({"b": b"2"}), criteria={},
+        )
 
 
 def _unsent_run(db, django_capture_on_commit_callbacks):
     """A run committed by a process that died before its on-commit send."""
-    from tests.verification.conftest import _artifact
-    from verification.services import verification_run_create
-
-    with django_capture_on_commit_callbacks(execute=False):
-        run = verification_run_create(
-            kind="submission", subject="test:lost", hardware_class="cpu-x86",
-            package=_artifact({"a": b"1"}), hidden_inputs=_artifact({"b": b"2"}), criteria={},
-        )
-    return run
+    return _created_run(django_capture_on_commit_callbacks, send=False)
 
 
 def test_watchdog_sends_a_run_whose_process_died_before_sending(db, dispatched, django_capture_on_commit_callbacks):
@@ -195,6 +302,7 @@ def test_watchdog_sends_a_run_whose_process_died_before_sending(db, dispatched, 
     assert verification_watchdog() == []  # sent and stamped: not again
     run.refresh_from_db()
     assert len(dispatched) == 1 and run.dispatch_count == 2 and run.dispatched_at is not None
+    assert run.infrastructure_failures == 0  # sending is the platform's part: nothing to count
     verification_run_start(run_id=run.pk, token=dispatched[0].token)
 
 
@@ -210,14 +318,42 @@ def test_watchdog_sends_a_requeued_run_whose_resend_was_lost(make_run, dispatche
     verification_run_start(run_id=run.pk, token=dispatched[-1].token)
 
 
-def test_watchdog_refreshes_a_queued_run_whose_token_ran_out(make_run, dispatched):
+def test_a_sent_run_no_host_started_while_its_token_lived_is_requeued_as_a_failure(
+    make_run, dispatched, django_capture_on_commit_callbacks
+):
     run, old_token = make_run()
-    VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now() - timezone.timedelta(seconds=1))
-    assert verification_watchdog() == [run.pk]
-    assert verification_watchdog() == []
+    VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=_minutes_ago(1))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert verification_watchdog() == [run.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert verification_watchdog() == []
+    run.refresh_from_db()
+    assert (run.status, run.infrastructure_failures, run.dispatch_count) == (Status.QUEUED, 1, 2)
+    assert run.dispatched_at is not None and run.token_expires_at > timezone.now()
+    assert "no verification host started the run" in run.error_log[-1]["reason"]
+    requeued = AuditEvent.objects.get(object_type="verification.verificationrun", object_id=str(run.pk), verb="verification_requeued")
+    assert (requeued.from_state, requeued.to_state, requeued.data["failures"]) == (Status.QUEUED, Status.QUEUED, 1)
     with pytest.raises(RunTokenRejected):
         verification_run_start(run_id=run.pk, token=old_token)
     assert verification_run_start(run_id=run.pk, token=dispatched[-1].token).status == Status.RUNNING
+
+
+def test_a_run_no_host_ever_starts_ends_in_error_after_three_waits(
+    make_run, dispatched, finished_events, django_capture_on_commit_callbacks
+):
+    """No host serves the class: the run must end (its attempt given back) rather than keep its
+    submission 'verifying', and so its contract unsettled, for ever."""
+    run, _ = make_run()
+    for _wait in range(3):
+        VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=_minutes_ago(1))
+        with django_capture_on_commit_callbacks(execute=True):
+            assert verification_watchdog() == [run.pk]
+    run.refresh_from_db()
+    assert (run.status, run.infrastructure_failures, len(dispatched)) == (Status.ERROR, 3, 3)
+    assert run.reason.startswith("Infrastructure failed 3 times") and "no verification host started the run" in run.reason
+    assert [event["status"] for event in finished_events] == [Status.ERROR]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert verification_watchdog() == []
 
 
 def test_time_limits_derive_from_the_run_budget(make_run, settings):

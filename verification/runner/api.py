@@ -27,7 +27,7 @@ from .decision import ERROR, FAIL, PASS, MissingMeasurement, Pair, SequentialDec
 from .manifest import Manifest, ManifestError, load_manifest
 from .measure import REFERENCES_DIR, Executor, InputItem, RunRecord, list_inputs
 from .report import Report, environment_fingerprint, scrub
-from .sandbox import INPUTS_MOUNT, SandboxError, SandboxProcess, SandboxSpec, default_runtime_paths
+from .sandbox import INPUTS_MOUNT, RunOutcome, SandboxError, SandboxProcess, SandboxSpec, default_runtime_paths
 
 DEFAULT_BUDGET_PAIRS = 40
 FAILED_RUN_LOG_CHARS = 300
@@ -144,6 +144,7 @@ class _Session:
         self.mismatches: list[dict[str, Any]] = []
         self.mismatched_outputs = 0
         self.scores: dict[str, Any] = {}
+        self.scorer_failures: list[dict[str, Any]] = []
         self.manifest: Manifest | None = None
         self.criteria: Criteria | None = None
         self.criteria_raw: dict[str, Any] = {}
@@ -237,7 +238,8 @@ class _Session:
 
     def _run(self, role: str, phase: str, pair: int, position: int, order: Sequence[InputItem]) -> RunRecord:
         implementation = self.baseline_dir if role == "baseline" else self.candidate_dir
-        record = RunRecord(role=role, phase=phase, pair=pair, position=position, input_ids=[i.id for i in order])
+        record = RunRecord(role=role, phase=phase, pair=pair, position=position, input_ids=[i.id for i in order],
+                           public_inputs=phase == "warmup" or not self.hidden_used)
         self.executor.run(implementation, order, record, self.rng)
         self.records.append(record)
         if phase == "measure":
@@ -264,15 +266,19 @@ class _Session:
             if differences:
                 self.mismatched_outputs += 1
                 if len(self.mismatches) < correctness.MAX_DIFFERENCES:
-                    self.mismatches.extend(d.to_dict() for d in differences[: correctness.MAX_DIFFERENCES - len(self.mismatches)])
+                    self.mismatches.extend({**d.to_dict(), "inputs": "public" if public else "hidden"}
+                                           for d in differences[: correctness.MAX_DIFFERENCES - len(self.mismatches)])
         if self.mismatched_outputs:
             first = self.mismatches[0]
-            where = "public" if public else "hidden"
-            # The reason is certified and shown to the engineer: values computed from hidden inputs stay
-            # out of it (they remain in the report's correctness section, for the job's owner).
-            values = f": expected {first['expected']}, got {first['actual']}" if public else ""
-            raise _Stop(FAIL, f"correctness criterion failed ({rule.mode}): output for {where} input "
-                              f"{first['input_id']!r} differs at {first['where']}{values}")
+            # The reason is certified and shown to the engineer: it holds no values (the candidate's are
+            # its own choice) and, for hidden inputs, neither the input's name (the company chose it)
+            # nor the output's keys (the baseline's, on that input). All of it stays in the report's
+            # correctness section for the job's owner.
+            if public:
+                raise _Stop(FAIL, f"correctness criterion failed ({rule.mode}): output for public input "
+                                  f"{first['input_id']!r} differs at {first['where']}")
+            raise _Stop(FAIL, f"correctness criterion failed ({rule.mode}): an output for a hidden input "
+                              f"differs at {first['position']}")
 
     def _check_scores(self, baseline: RunRecord, candidate: RunRecord, *, public: bool) -> None:
         assert self.criteria is not None and self.manifest is not None
@@ -286,9 +292,14 @@ class _Session:
         ratio = score / base if base else (math.inf if score > 0 else 1.0)
         if ratio < self.criteria.correctness.min_score_ratio:
             self.mismatched_outputs += 1
+            minimum = f"minimum {self.criteria.correctness.min_score_ratio:.2%}"
+            if not public:
+                # The candidate chooses its outputs, hence its score on the hidden inputs: a number it
+                # could make carry them. The scores stay in the report for the job's owner.
+                raise _Stop(FAIL, f"correctness criterion failed (scorer): the candidate's score on the "
+                                  f"hidden inputs is below the baseline's ({minimum})")
             raise _Stop(FAIL, f"correctness criterion failed (scorer): candidate score {score:.6g} is "
-                              f"{ratio:.2%} of the baseline's {base:.6g} (minimum "
-                              f"{self.criteria.correctness.min_score_ratio:.2%})")
+                              f"{ratio:.2%} of the baseline's {base:.6g} ({minimum})")
 
     def _score(self, outputs: dict[str, Any], public: bool) -> float:
         """Run the package's scorer (sandboxed too: it is the company's code) over one run's outputs."""
@@ -318,12 +329,24 @@ class _Session:
         with SandboxProcess(spec) as sandbox:
             outcome = sandbox.finish()
         shutil.rmtree(stage, ignore_errors=True)
+        # The scorer reads the candidate's outputs, so what it says can quote them: its own words go
+        # to the owner's logs, the certified reason keeps to fixed text.
         if not outcome.ok:
+            self._log_scorer_failure(outcome, public, None)
             raise _Stop(ERROR, f"the scorer failed: exit {outcome.exit_code} {outcome.limit_broken or ''}")
         try:
             return float(json.loads(outcome.stdout.decode().strip().splitlines()[-1])["score"])
         except (ValueError, KeyError, IndexError, TypeError) as error:
-            raise _Stop(ERROR, f"the scorer did not print {{\"score\": number}}: {error}") from error
+            self._log_scorer_failure(outcome, public, f"{type(error).__name__}: {error}")
+            raise _Stop(ERROR, "the scorer did not print {\"score\": number} on its last line") from error
+
+    def _log_scorer_failure(self, outcome: RunOutcome, public: bool, error: str | None) -> None:
+        self.scorer_failures.append({
+            "role": "scorer", "phase": "warmup" if public else "measure",
+            "stdout": scrub(_text_tail(outcome.stdout), self.secrets),
+            "stderr": scrub(_text_tail(outcome.stderr), self.secrets),
+            **({"error": scrub(error, self.secrets)} if error else {}),
+        })
 
     # ------------------------------------------------------------ progress and report
 
@@ -416,18 +439,20 @@ class _Session:
         return observed + [{"role": "policy", "action": action, "runs": None} for action in sandbox_policy()]
 
     def _logs(self) -> list[dict[str, Any]]:
-        """Logs of the warm-up runs (public inputs), and the end of failed runs' stderr. Hidden-input
-        runs' logs are otherwise withheld: a candidate could print the hidden inputs."""
+        """Logs of the warm-up runs (public inputs), and the end of failed runs' stderr with what went
+        wrong in the implementation's words (``error``). They are for the job's owner only (the
+        platform withholds them from the engineer): a candidate could print the hidden inputs."""
         logs = []
         for record in self.records:
+            error = {"error": scrub(record.error_detail, self.secrets)} if record.error_detail else {}
             if record.phase == "warmup":
                 logs.append({"role": record.role, "phase": record.phase,
                              "stdout": scrub(record.stdout_tail, self.secrets),
-                             "stderr": scrub(record.stderr_tail, self.secrets)})
+                             "stderr": scrub(record.stderr_tail, self.secrets), **error})
             elif not record.ok:
                 logs.append({"role": record.role, "phase": record.phase, "pair": record.pair, "stdout": "",
-                             "stderr": scrub(record.stderr_tail[-FAILED_RUN_LOG_CHARS:], self.secrets)})
-        return logs
+                             "stderr": scrub(record.stderr_tail[-FAILED_RUN_LOG_CHARS:], self.secrets), **error})
+        return logs + self.scorer_failures
 
 
 def _reason(verdict: str, state: SequentialDecision, pairs: int, budget: int) -> str:
@@ -438,6 +463,10 @@ def _reason(verdict: str, state: SequentialDecision, pairs: int, budget: int) ->
         return f"criterion failed after {pairs} pairs: {'; '.join(failed)}"
     undecided = [s.criterion.label for s in state.states if s.decision != PASS]
     return f"run budget of {budget} pairs spent without a decision on: {'; '.join(undecided)}"
+
+
+def _text_tail(data: bytes) -> str:
+    return data[-FAILED_RUN_LOG_CHARS:].decode("utf-8", "replace")
 
 
 def _encode_output(value: Any, output_format: str) -> bytes:

@@ -26,9 +26,15 @@ class Difference:
     where: str
     expected: str
     actual: str
+    # ``where`` with the expected output's dict keys replaced by their order (``$.<key 0>[3]``), or None
+    # when ``where`` names no keys: the baseline's keys on a hidden input can carry that input's content,
+    # positions cannot.
+    position: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        return {"input_id": self.input_id, "where": self.where, "expected": self.expected, "actual": self.actual}
+        return {"input_id": self.input_id, "where": self.where,
+                "position": self.where if self.position is None else self.position,
+                "expected": self.expected, "actual": self.actual}
 
 
 def decode_file(data: bytes, output_format: str) -> Any:
@@ -41,7 +47,8 @@ def decode_file(data: bytes, output_format: str) -> Any:
     if output_format == "npy":
         try:
             return np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure on the implementation's bytes is a bad output
+            # (a header announcing a huge shape, say, fails with MemoryError, not ValueError)
             raise OutputDecodeError(f"not a valid .npy array: {error}") from error
     return bytes(data)
 
@@ -63,7 +70,7 @@ def compare(input_id: str, expected: Any, actual: Any, rule: Correctness) -> lis
     """Up to ``MAX_DIFFERENCES`` differences; empty when the outputs agree under the rule."""
     differences: list[Difference] = []
     if rule.mode == "numeric":
-        _compare_numeric(input_id, "$", expected, actual, rule, differences)
+        _compare_numeric(input_id, "$", "$", expected, actual, rule, differences)
     else:
         _compare_exact(input_id, expected, actual, differences)
     return differences[:MAX_DIFFERENCES]
@@ -114,14 +121,15 @@ def _as_numeric_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _compare_numeric(input_id: str, where: str, expected: Any, actual: Any, rule: Correctness,
+def _compare_numeric(input_id: str, where: str, position: str, expected: Any, actual: Any, rule: Correctness,
                      out: list[Difference]) -> None:
     if len(out) >= MAX_DIFFERENCES:
         return
     expected_array, actual_array = _as_numeric_array(expected), _as_numeric_array(actual)
     if expected_array is not None and actual_array is not None:
         if expected_array.shape != actual_array.shape:
-            out.append(Difference(input_id, f"{where}.shape", str(expected_array.shape), str(actual_array.shape)))
+            out.append(Difference(input_id, f"{where}.shape", str(expected_array.shape), str(actual_array.shape),
+                                  f"{position}.shape"))
             return
         e = expected_array.astype(np.float64)
         a = actual_array.astype(np.float64)
@@ -129,23 +137,27 @@ def _compare_numeric(input_id: str, where: str, expected: Any, actual: Any, rule
         for index in np.argwhere(~close)[: MAX_DIFFERENCES - len(out)]:
             key = tuple(int(i) for i in index)
             suffix = f"[{','.join(map(str, key))}]" if key else ""
-            out.append(Difference(input_id, f"{where}{suffix}", repr(float(e[key])), repr(float(a[key]))))
+            out.append(Difference(input_id, f"{where}{suffix}", repr(float(e[key])), repr(float(a[key])),
+                                  f"{position}{suffix}"))
         return
     if isinstance(expected, dict) and isinstance(actual, dict):
         if set(expected) != set(actual):
-            out.append(Difference(input_id, f"{where} keys", _short(sorted(expected)), _short(sorted(actual))))
+            out.append(Difference(input_id, f"{where} keys", _short(sorted(expected)), _short(sorted(actual)),
+                                  f"{position} keys"))
             return
-        for key in expected:
-            _compare_numeric(input_id, f"{where}.{key}", expected[key], actual[key], rule, out)
+        for index, key in enumerate(expected):
+            _compare_numeric(input_id, f"{where}.{key}", f"{position}.<key {index}>", expected[key], actual[key],
+                             rule, out)
         return
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
-            out.append(Difference(input_id, f"{where}.length", str(len(expected)), str(len(actual))))
+            out.append(Difference(input_id, f"{where}.length", str(len(expected)), str(len(actual)),
+                                  f"{position}.length"))
             return
         for i, (e, a) in enumerate(zip(expected, actual)):
-            _compare_numeric(input_id, f"{where}[{i}]", e, a, rule, out)
+            _compare_numeric(input_id, f"{where}[{i}]", f"{position}[{i}]", e, a, rule, out)
         return
     if isinstance(expected, float) and isinstance(actual, float) and math.isnan(expected) and math.isnan(actual):
         return
     if expected != actual:
-        out.append(Difference(input_id, where, _short(expected), _short(actual)))
+        out.append(Difference(input_id, where, _short(expected), _short(actual), position))

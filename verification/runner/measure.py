@@ -22,6 +22,9 @@ from .sandbox import INPUTS_MOUNT, RunOutcome, SandboxProcess, SandboxSpec, read
 REFERENCES_DIR = "references"
 MAX_RESPONSE_LINE_BYTES = 64 << 20
 LOG_TAIL_BYTES = 2000
+# How much of what an implementation said when it failed (its response, a decode error quoting its
+# output) the owner's logs keep.
+ERROR_DETAIL_CHARS = 200
 STREAM_EXIT_GRACE_SECONDS = 2.0
 
 
@@ -60,7 +63,13 @@ class RunRecord:
     request_log: list[tuple[int, bool, float]] = field(default_factory=list)
     reported: dict[str, list[float]] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+    # The run's inputs are the package's public ones: errors may then name them.
+    public_inputs: bool = False
+    # A fixed category (it reaches the certified reason the engineer reads): an implementation sent a
+    # hidden input could otherwise echo it into its error.
     error: str | None = None
+    # The input and the implementation's own words, for the owner-only logs.
+    error_detail: str | None = None
     limit_broken: str | None = None
     exit_code: int | None = None
     blocked: list[str] = field(default_factory=list)
@@ -71,6 +80,10 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def fail(self, category: str, *, item: InputItem | None = None, detail: str | None = None) -> None:
+        self.error = category if item is None or not self.public_inputs else f"{category} (input {item.id!r})"
+        self.error_detail = _owner_account(category, item, detail)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,12 +157,13 @@ class Executor:
         for item in inputs:
             data = files.get(f"{item.id}{out_suffix}")
             if data is None:
-                record.error = f"no output for input {item.id!r} ({item.id}{out_suffix} missing in /outputs)"
+                record.fail("no output for an input in /outputs", item=item, detail=f"{item.id}{out_suffix} missing")
                 return record
             try:
                 record.outputs[item.id] = correctness.decode_file(data, self.manifest.output_format)
             except correctness.OutputDecodeError as error:
-                record.error = f"output for input {item.id!r}: {error}"
+                record.fail(f"output could not be decoded as {self.manifest.output_format}", item=item,
+                            detail=str(error))
                 return record
         if "metrics.json" in files and self.manifest.reported_metrics:
             self._take_reported(record, files["metrics.json"])
@@ -178,15 +192,14 @@ class Executor:
                            supervisor_python=self.python_executable,
                            devices=self.devices, env={"SPEEDPROOF_SEED": str(record.seed)})
         with SandboxProcess(spec, stream=True) as sandbox:
-            error = None
+            error: _StreamError | None = None
             try:
                 self._serve(sandbox, requests, record)
             except _StreamError as problem:
-                error = str(problem)
-            timed_out = error is not None and error.startswith("timeout")
+                error = problem
             # A well-behaved server exits at end of input; the grace lets the launcher report what
             # was left running. After a failure there is nothing to wait for.
-            outcome = sandbox.finish(kill=error is not None, timed_out=timed_out,
+            outcome = sandbox.finish(kill=error is not None, timed_out=error is not None and error.timed_out,
                                      grace_seconds=STREAM_EXIT_GRACE_SECONDS)
         self._apply_outcome(record, outcome, stream_error=error)
         return record
@@ -248,7 +261,7 @@ class Executor:
             wants_write = [stdin_fd] if pending_write else []
             remaining = deadline - now
             if remaining <= 0:
-                raise _StreamError("timeout: the run exceeded its wall-clock limit")
+                raise _StreamError("timeout: the run exceeded its wall-clock limit", timed_out=True)
             timeout = remaining if wait_for_schedule is None else min(remaining, wait_for_schedule)
             readable, writable, _ = select.select([stdout_fd], wants_write, [], timeout)
             if writable and pending_write:
@@ -293,7 +306,7 @@ class Executor:
         while b"\n" not in buffer:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                raise _StreamError("timeout: the implementation never announced it was ready")
+                raise _StreamError("timeout: the implementation never announced it was ready", timed_out=True)
             readable, _, _ = select.select([stdout_fd], [], [], remaining)
             if readable:
                 chunk = os.read(stdout_fd, 1 << 16)
@@ -315,23 +328,25 @@ class Executor:
                        received: float, record: RunRecord) -> None:
         try:
             message = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise _StreamError(f"protocol error: a response is not JSON ({error})") from error
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError; deep nesting
+            raise _StreamError("protocol error: a response is not JSON",
+                               detail=f"{error}; the line began {line[:ERROR_DETAIL_CHARS]!r}") from error
         if not isinstance(message, dict) or "id" not in message:
-            raise _StreamError("protocol error: a response lacks an 'id'")
+            raise _StreamError("protocol error: a response lacks an 'id'", detail=repr(line[:ERROR_DETAIL_CHARS]))
         request_id = message["id"]
-        if request_id not in by_id or request_id not in sent_at:
-            raise _StreamError(f"protocol error: response to an unknown request id {request_id!r}")
+        # Ids are strings the runner made up: anything else (a list is not even hashable) is unknown.
+        if not isinstance(request_id, str) or request_id not in by_id or request_id not in sent_at:
+            raise _StreamError("protocol error: response to an unknown request id", detail=f"id {request_id!r}")
         item, repeat, position = by_id.pop(request_id)
         latency = received - sent_at[request_id]
         record.request_log.append((position, repeat, latency))
         if "error" in message:
-            raise _StreamError(f"the implementation reported an error for input {item.id!r}: "
-                               f"{str(message['error'])[:200]}")
+            raise _StreamError("the implementation reported an error", item=item, detail=str(message["error"]))
         try:
             value = correctness.decode_stream_data(message.get("data"), self.manifest.output_format)
         except correctness.OutputDecodeError as error:
-            raise _StreamError(f"output for input {item.id!r}: {error}") from error
+            raise _StreamError(f"output could not be decoded as {self.manifest.output_format}", item=item,
+                               detail=str(error)) from error
         if repeat:
             record.repeat_latencies[item.id] = latency
             record.outputs.setdefault(f"{item.id}#repeat", value)
@@ -347,7 +362,7 @@ class Executor:
 
     # ------------------------------------------------------------ common
 
-    def _apply_outcome(self, record: RunRecord, outcome: RunOutcome, stream_error: str | None = None) -> None:
+    def _apply_outcome(self, record: RunRecord, outcome: RunOutcome, stream_error: _StreamError | None = None) -> None:
         record.exit_code = outcome.exit_code
         record.cpu_seconds = outcome.cpu_seconds
         record.peak_memory_bytes = outcome.peak_memory_bytes
@@ -358,15 +373,37 @@ class Executor:
         if self.manifest.mode == "process":
             record.wall_seconds = outcome.wall_seconds
         if outcome.limit_broken is not None:
-            record.error = f"limit exceeded: {outcome.limit_broken}"
+            record.fail(f"limit exceeded: {outcome.limit_broken}")
+            if stream_error is not None:
+                # What the runner saw before the limit (the implementation gone mid-request, say)
+                # tells the owner where it broke.
+                seen = _owner_account(stream_error.category, stream_error.item, stream_error.detail)
+                record.error_detail = f"{record.error_detail}; the runner saw: {seen}"
         elif stream_error is not None:
-            record.error = stream_error
+            record.fail(stream_error.category, item=stream_error.item, detail=stream_error.detail)
         elif self.manifest.mode == "process" and outcome.exit_code != 0:
-            record.error = f"exited with status {outcome.exit_code}"
+            record.fail(f"exited with status {outcome.exit_code}")
 
 
 class _StreamError(RuntimeError):
-    pass
+    """A stream run's failure: ``category`` is fixed text, ``detail`` what the implementation said."""
+
+    def __init__(self, category: str, *, item: InputItem | None = None, detail: str | None = None,
+                 timed_out: bool = False) -> None:
+        super().__init__(category)
+        self.category = category
+        self.item = item
+        self.detail = detail
+        self.timed_out = timed_out
+
+
+def _owner_account(category: str, item: InputItem | None, detail: str | None) -> str:
+    parts = [category, *([f"input {item.id!r}"] if item is not None else []), *([_clip(detail)] if detail else [])]
+    return ": ".join(parts)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= ERROR_DETAIL_CHARS else text[:ERROR_DETAIL_CHARS] + " [...]"
 
 
 def _tail(data: bytes) -> str:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def write_plot(report: dict[str, Any], png_path: Path) -> tuple[Path, Path]:
     """Writes ``png_path`` and the same figure as SVG next to it; returns both paths."""
-    measured = [m for m in report["measurements"] if m["phase"] == "measure"]
+    measured = [m for m in report["measurements"] if m.get("phase") == "measure"]
     figure, (timeline, estimate) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
 
     for role, colour, marker in (("baseline", "#4c72b0", "o"), ("candidate", "#dd8452", "s")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -73,10 +74,14 @@ def test_wrong_outputs_fail_naming_the_correctness_criterion(example_package, ca
                                                               criteria):
     report = _verify(example_package, candidates / "wrong", hidden_inputs, criteria)
     assert report.decision == "FAIL"
-    assert "correctness criterion failed" in report.reason
+    # It is already wrong on the public inputs of the warm-up, which may be named; the values stay in
+    # the correctness section (the candidate's own are no part of a certified reason).
+    assert re.fullmatch(r"correctness criterion failed \(numeric\): output for public input 'in-1-\d{4}' "
+                        r"differs at \$\.logits\[\d+,\d+\]", report.reason), report.reason
     assert report.correctness["passed"] is False
     first = report.correctness["first_differences"][0]
     assert first["where"].startswith("$.logits[") and first["expected"] != first["actual"]
+    assert first["inputs"] == "public" and first["position"] == first["where"].replace("$.logits", "$.<key 0>")
 
 
 def test_cheater_is_contained_and_its_attempts_are_reported(example_package, candidates, hidden_inputs,
@@ -314,7 +319,10 @@ def test_scorer_correctness_and_self_reported_metrics(tmp_path, hidden_inputs):
     (worse / "run.py").write_text(implementation.replace("THRESHOLD", "0.8"))
     report = _verify(package, worse, hidden, criteria, budget=4)
     assert report.decision == "FAIL"
-    assert "correctness criterion failed (scorer)" in report.reason
+    # The candidate chose the outputs its hidden-input score comes from: the score is for the owner only.
+    assert report.reason == ("correctness criterion failed (scorer): the candidate's score on the hidden "
+                             "inputs is below the baseline's (minimum 99.00%)")
+    assert report.correctness["scores"]["hidden"]["candidate"][-1] < 0.99
 
 
 def test_calibration_measures_run_to_run_variation(example_package, criteria):
