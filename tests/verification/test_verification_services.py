@@ -42,6 +42,9 @@ class Broker:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             closed_port = probe.getsockname()[1]
+        # Celery reads these before the app's own broker setting: the test command exports one.
+        for variable in ("CELERY_BROKER_URL", "CELERY_BROKER_WRITE_URL"):
+            self.monkeypatch.delenv(variable, raising=False)
         app = Celery("broker-down", broker=f"redis://127.0.0.1:{closed_port}/0", set_as_current=False)
         self.apps.append(app)
         self.monkeypatch.setattr("verification.dispatch.current_app", app)
