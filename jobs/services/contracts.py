@@ -207,14 +207,16 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
         if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
             # A pending verification settles the contract when its result arrives.
             return contract
-        if contract.release_due_at is not None and contract.release_due_at > timezone.now():
-            # The company's review window for the earned tier is still open; settling now would pay
-            # out a result it may still dispute.
-            if contract.settle_due_at != contract.release_due_at:
-                contract.settle_due_at = contract.release_due_at
+        waits_until = max((due for due in (contract.release_due_at, contract.settle_due_at) if due is not None), default=None)
+        if waits_until is not None and waits_until > timezone.now():
+            # A review window is still open (the earned tier's, or the company's to accept an
+            # inconclusive last attempt), even if the deadline has passed: settling now would pay out
+            # a result it may still dispute, or refund one it may still accept.
+            if contract.settle_due_at != waits_until:
+                contract.settle_due_at = waits_until
                 contract.save(update_fields=["settle_due_at", "updated_at"])
                 audit_record(actor=None, verb="contract_settlement_postponed", obj=contract, from_state=contract.status,
-                             to_state=contract.status, data={"reason": reason, "until": contract.settle_due_at.isoformat()})
+                             to_state=contract.status, data={"reason": reason, "until": waits_until.isoformat()})
             return contract
         try:
             with transaction.atomic():
@@ -267,7 +269,7 @@ def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> 
 def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, note: str) -> Contract:
     """An operator's ruling on a disputed result: release it, or withhold it (the earning falls back to
     what was already paid out) and let the contract go on or settle."""
-    if not actor.has_perm("jobs.change_contract"):
+    if not (actor.is_staff and actor.account_type == User.AccountType.OPERATOR and actor.has_perm("jobs.change_contract")):
         raise NotPermitted("Only operators can resolve a dispute.")
     with transaction.atomic():
         job, contract = _lock_job_and_contract(contract_id)

@@ -196,6 +196,20 @@ def test_accepting_an_inconclusive_last_attempt_settles_at_once(verifier, settle
     _assert_half_paid_half_refunded(contract)
 
 
+def test_an_inconclusive_last_result_near_the_deadline_keeps_its_acceptance_window(verifier, settle):
+    contract = funded_contract(review_window_hours=48, max_submissions=1)
+    onboard(contract.engineer)
+    submission = verifier.submit(contract, settle)
+    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    Contract.objects.filter(pk=contract.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    settle(contracts_settle_due)
+    contract.refresh_from_db()
+    assert contract.status == Contract.Status.ACTIVE
+    assert not _escrow(contract).operations.filter(kind="refund").exists()
+    settle(submission_accept_inconclusive, actor=contract.job.created_by, submission=submission)
+    _assert_half_paid_half_refunded(contract)
+
+
 def test_deadline_settles_and_running_it_twice_changes_nothing(contract, settle):
     Contract.objects.filter(pk=contract.pk).update(deadline=timezone.now() - timedelta(seconds=1))
     assert settle(contracts_settle_due) == [contract.pk]
