@@ -1,9 +1,9 @@
-import math
 import re
 
 from rest_framework import serializers
 
 from .models import SigningKey, VerificationRun
+from .runner.decision import summarise as run_summary
 
 # Fields whose text can carry hidden-input data (the candidate's own output, the baseline's expected
 # values), shown only to the company that owns the hidden inputs and to operators.
@@ -74,11 +74,10 @@ def _latency_summary(latencies: list) -> dict:
     candidate that times its answers by the input's content would write it into the list."""
     if not latencies:
         return {"requests": 0}
-    ordered = sorted(latencies)
     return {
-        "requests": len(ordered),
-        "latency_median_seconds": ordered[(len(ordered) - 1) // 2],
-        "latency_p95_seconds": ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)],
+        "requests": len(latencies),
+        "latency_median_seconds": run_summary(latencies, "median"),
+        "latency_p95_seconds": run_summary(latencies, "p95"),
     }
 
 

@@ -149,14 +149,26 @@ def _assert_half_paid_half_refunded(contract) -> None:
     assert escrow.operations.get(kind="refund").amount == 110_000  # half the amount and half the fee
 
 
+def _one_attempt_contract() -> Contract:
+    contract = funded_contract(review_window_hours=48, max_submissions=1)
+    onboard(contract.engineer)
+    return contract
+
+
+def _inconclusive(contract, verifier, settle) -> Submission:
+    """A submitted candidate whose verification came back inconclusive, its estimate reaching the first tier."""
+    submission = verifier.submit(contract, settle)
+    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    return submission
+
+
 def _close_review_window(contract) -> None:
     past = timezone.now() - timedelta(seconds=1)
     Contract.objects.filter(pk=contract.pk).update(release_due_at=past, settle_due_at=past)
 
 
 def test_a_pass_on_the_last_attempt_keeps_its_review_window(verifier, settle):
-    contract = funded_contract(review_window_hours=48, max_submissions=1)
-    onboard(contract.engineer)
+    contract = _one_attempt_contract()
     settle(verifier.finish, verifier.submit(contract, settle), fraction=0.5)
     settle(contracts_settle_due)
     settle(contracts_release_due)
@@ -186,10 +198,8 @@ def test_deadline_inside_a_review_window_settles_when_the_window_closes(contract
 
 
 def test_accepting_an_inconclusive_last_attempt_settles_at_once(verifier, settle):
-    contract = funded_contract(review_window_hours=48, max_submissions=1)
-    onboard(contract.engineer)
-    submission = verifier.submit(contract, settle)
-    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    contract = _one_attempt_contract()
+    submission = _inconclusive(contract, verifier, settle)
     contract.refresh_from_db()
     assert contract.status == Contract.Status.ACTIVE and contract.settle_due_at > timezone.now()
     settle(submission_accept_inconclusive, actor=contract.job.created_by, submission=submission)
@@ -197,10 +207,8 @@ def test_accepting_an_inconclusive_last_attempt_settles_at_once(verifier, settle
 
 
 def test_an_inconclusive_last_result_near_the_deadline_keeps_its_acceptance_window(verifier, settle):
-    contract = funded_contract(review_window_hours=48, max_submissions=1)
-    onboard(contract.engineer)
-    submission = verifier.submit(contract, settle)
-    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    contract = _one_attempt_contract()
+    submission = _inconclusive(contract, verifier, settle)
     Contract.objects.filter(pk=contract.pk).update(deadline=timezone.now() - timedelta(seconds=1))
     settle(contracts_settle_due)
     contract.refresh_from_db()
@@ -231,8 +239,7 @@ def test_platform_error_gives_the_attempt_back(contract, verifier, settle):
 
 
 def test_company_may_accept_an_inconclusive_result(contract, verifier, settle):
-    submission = verifier.submit(contract, settle)
-    settle(verifier.finish, submission, decision="INCONCLUSIVE", fraction=0.0, estimate=1.7)
+    submission = _inconclusive(contract, verifier, settle)
     settle(submission_accept_inconclusive, actor=contract.job.created_by, submission=submission)
     contract.refresh_from_db()
     assert contract.earned_bps == 5_000  # the estimate 1.7x reaches the first tier (1.5x)
@@ -265,8 +272,7 @@ def test_an_operator_may_release_a_disputed_result(contract, verifier, settle):
 
 
 def test_a_withheld_result_earns_nothing_and_a_contract_out_of_attempts_is_refunded(verifier, settle):
-    contract = funded_contract(review_window_hours=48, max_submissions=1)
-    onboard(contract.engineer)
+    contract = _one_attempt_contract()
     _disputed(contract, verifier, settle)
     settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=False, note="cached")
     contract.refresh_from_db()
@@ -277,8 +283,7 @@ def test_a_withheld_result_earns_nothing_and_a_contract_out_of_attempts_is_refun
 
 
 def test_a_released_ruling_on_the_last_attempt_settles_the_contract(verifier, settle):
-    contract = funded_contract(review_window_hours=48, max_submissions=1)
-    onboard(contract.engineer)
+    contract = _one_attempt_contract()
     _disputed(contract, verifier, settle)
     settle(contracts_settle_due)
     assert not _escrow(contract).operations.filter(kind__in=["transfer", "refund"]).exists()  # held by the dispute

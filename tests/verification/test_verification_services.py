@@ -62,6 +62,16 @@ def broker(dispatched, monkeypatch):
         app.close()
 
 
+def _assert_requeued_once(run, capture_on_commit) -> None:
+    """A watchdog pass requeues the run as one infrastructure failure; a second pass changes nothing."""
+    with capture_on_commit(execute=True):
+        assert verification_watchdog() == [run.pk]
+    with capture_on_commit(execute=True):
+        assert verification_watchdog() == []
+    run.refresh_from_db()
+    assert (run.status, run.infrastructure_failures, run.dispatch_count) == (Status.QUEUED, 1, 2)
+
+
 def _minutes_ago(minutes: float):
     return timezone.now() - timezone.timedelta(minutes=minutes)
 
@@ -188,12 +198,7 @@ def test_watchdog_requeues_silent_runs_and_is_idempotent(make_run, dispatched, s
     verification_run_start(run_id=run.pk, token=token)
     assert verification_watchdog() == []
     VerificationRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timezone.timedelta(minutes=5))
-    with django_capture_on_commit_callbacks(execute=True):
-        assert verification_watchdog() == [run.pk]
-    with django_capture_on_commit_callbacks(execute=True):
-        assert verification_watchdog() == []
-    run.refresh_from_db()
-    assert (run.status, run.infrastructure_failures, run.dispatch_count) == (Status.QUEUED, 1, 2)
+    _assert_requeued_once(run, django_capture_on_commit_callbacks)
     with pytest.raises(RunTokenRejected):
         verification_run_heartbeat(run_id=run.pk, token=token, progress={})
 
@@ -326,12 +331,7 @@ def test_a_sent_run_no_host_started_while_its_token_lived_is_requeued_as_a_failu
 ):
     run, old_token = make_run()
     VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=_minutes_ago(1))
-    with django_capture_on_commit_callbacks(execute=True):
-        assert verification_watchdog() == [run.pk]
-    with django_capture_on_commit_callbacks(execute=True):
-        assert verification_watchdog() == []
-    run.refresh_from_db()
-    assert (run.status, run.infrastructure_failures, run.dispatch_count) == (Status.QUEUED, 1, 2)
+    _assert_requeued_once(run, django_capture_on_commit_callbacks)
     assert run.dispatched_at is not None and run.token_expires_at > timezone.now()
     assert "no verification host started the run" in run.error_log[-1]["reason"]
     requeued = AuditEvent.objects.get(object_type="verification.verificationrun", object_id=str(run.pk), verb="verification_requeued")

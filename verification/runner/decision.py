@@ -32,16 +32,17 @@ def run_statistic(record: RunRecord, criterion: Criterion) -> float | None:
     per-request metrics; the run's own figure otherwise)."""
     metric = criterion.metric
     if metric == "latency":
-        return _summarise(list(record.latencies.values()), criterion.statistic)
+        return summarise(list(record.latencies.values()), criterion.statistic)
     if criterion.self_reported:
         values = record.reported.get(criterion.reported_name, [])
-        return _summarise(values, criterion.statistic) if values else None
+        return summarise(values, criterion.statistic) if values else None
     value = {"wall_time": record.wall_seconds, "cpu_time": record.cpu_seconds,
              "peak_memory": record.peak_memory_bytes, "throughput": record.throughput}[metric]
     return None if value is None else float(value)
 
 
-def _summarise(values: Sequence[float], statistic: str) -> float | None:
+def summarise(values: Sequence[float], statistic: str) -> float | None:
+    """One run's figure of a per-request metric: its mean, median or percentile (the higher value)."""
     if not values:
         return None
     array = np.asarray(values, dtype=np.float64)
