@@ -170,7 +170,16 @@ class ApiTokenStateFilter(admin.SimpleListFilter):
 class ApiTokenAdmin(ReadOnlyModelAdmin):
     """Tokens are issued (and shown once) through the API; here they are listed and revoked, never revealed."""
 
-    list_display = ("name", "user", "prefix_display", "usable", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_display = (
+        "name",
+        "user",
+        "prefix_display",
+        "usable",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
     list_filter = (ApiTokenStateFilter, "created_at")
     search_fields = ("name", "prefix", "user__email")
     list_select_related = ("user",)

@@ -16,10 +16,10 @@ from .serializers import (
     EngineerPublicSerializer,
     EngineerSignupSerializer,
     IssuedTokenSerializer,
-    MeSerializer,
     MemberAddSerializer,
     MemberRoleSerializer,
     MemberSerializer,
+    MeSerializer,
     MeUpdateSerializer,
     OrganizationSerializer,
 )
@@ -107,7 +107,9 @@ class OrganizationViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Organization.objects.none()
-        return Organization.objects.filter(pk__in=selectors.user_organization_ids(user=self.request.user)).order_by("id")
+        return Organization.objects.filter(pk__in=selectors.user_organization_ids(user=self.request.user)).order_by(
+            "id"
+        )
 
 
 class MemberViewSet(IdempotentCreateMixin, viewsets.GenericViewSet, mixins.ListModelMixin):

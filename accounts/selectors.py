@@ -8,9 +8,7 @@ from .models import ApiToken, EngineerProfile, Membership, Organization, User
 def membership_role(*, user: User, organization_id: int) -> str | None:
     if not user.is_authenticated:
         return None
-    return (
-        Membership.objects.filter(user=user, organization_id=organization_id).values_list("role", flat=True).first()
-    )
+    return Membership.objects.filter(user=user, organization_id=organization_id).values_list("role", flat=True).first()
 
 
 def user_is_org_admin(*, user: User, organization_id: int) -> bool:

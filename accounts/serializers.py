@@ -16,15 +16,20 @@ class EngineerSignupSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=150)
     headline = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
-    hardware_expertise = serializers.ListField(
-        child=serializers.CharField(max_length=50), required=False, default=list
-    )
+    hardware_expertise = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
 
 
 class EngineerProfileSerializer(serializers.ModelSerializer):
     class Meta:
         model = EngineerProfile
-        fields = ["headline", "skills", "hardware_expertise", "jobs_passed", "best_certified_speedup", "certified_results"]
+        fields = [
+            "headline",
+            "skills",
+            "hardware_expertise",
+            "jobs_passed",
+            "best_certified_speedup",
+            "certified_results",
+        ]
         read_only_fields = ["jobs_passed", "best_certified_speedup", "certified_results"]
 
 
@@ -106,4 +111,13 @@ class EngineerPublicSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EngineerProfile
-        fields = ["id", "name", "headline", "skills", "hardware_expertise", "jobs_passed", "best_certified_speedup", "certified_results"]
+        fields = [
+            "id",
+            "name",
+            "headline",
+            "skills",
+            "hardware_expertise",
+            "jobs_passed",
+            "best_certified_speedup",
+            "certified_results",
+        ]

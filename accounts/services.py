@@ -22,14 +22,18 @@ def _user_create(*, email: str, password: str, name: str, account_type: str) -> 
     try:
         validate_password(password)
     except DjangoValidationError as exc:
-        raise ValidationFailed("Password is too weak.", code="weak_password", fields={"password": exc.messages})
+        raise ValidationFailed(
+            "Password is too weak.", code="weak_password", fields={"password": exc.messages}
+        ) from exc
     if User.objects.filter(email=email).exists():
         raise Conflict("An account with this email already exists.", code="email_taken", fields={"email": ["taken"]})
     try:
         with transaction.atomic():
             return User.objects.create_user(email=email, password=password, name=name, account_type=account_type)
     except IntegrityError:
-        raise Conflict("An account with this email already exists.", code="email_taken", fields={"email": ["taken"]})
+        raise Conflict(
+            "An account with this email already exists.", code="email_taken", fields={"email": ["taken"]}
+        ) from None
 
 
 def _unique_slug(name: str) -> str:
@@ -125,7 +129,9 @@ def membership_add(*, actor: User, organization: Organization, email: str, role:
         raise ValidationFailed(
             "Engineer accounts cannot join a company.", code="engineer_cannot_join", fields={"email": ["engineer"]}
         )
-    membership, created = Membership.objects.get_or_create(organization=organization, user=user, defaults={"role": role})
+    membership, created = Membership.objects.get_or_create(
+        organization=organization, user=user, defaults={"role": role}
+    )
     if not created:
         raise Conflict("This user is already a member.", code="already_member")
     audit_record(actor=actor, verb="member_added", obj=membership, to_state=role)

@@ -1,7 +1,15 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .apis import ApiTokenViewSet, CompanySignupApi, EngineerProfileApi, EngineerSignupApi, MeApi, MemberViewSet, OrganizationViewSet
+from .apis import (
+    ApiTokenViewSet,
+    CompanySignupApi,
+    EngineerProfileApi,
+    EngineerSignupApi,
+    MeApi,
+    MemberViewSet,
+    OrganizationViewSet,
+)
 
 router = SimpleRouter()
 router.register("tokens", ApiTokenViewSet, basename="token")

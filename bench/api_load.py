@@ -106,7 +106,12 @@ def seed(args: argparse.Namespace) -> dict:
         Membership(organization=org, user=user, role=Membership.Role.OWNER) for org, user in zip(organizations, admins)
     )
     engineers = User.objects.bulk_create(
-        User(email=f"engineer{i}@bench.test", name=f"Engineer {i}", account_type=User.AccountType.ENGINEER, password=unusable)
+        User(
+            email=f"engineer{i}@bench.test",
+            name=f"Engineer {i}",
+            account_type=User.AccountType.ENGINEER,
+            password=unusable,
+        )
         for i in range(args.engineers)
     )
     jobs = Job.objects.bulk_create(
@@ -143,7 +148,13 @@ def seed(args: argparse.Namespace) -> dict:
     # Existing bids: the first `seed_bidders` engineers bid on a few jobs each; they never bid during the load.
     seed_bidders, bid_pool = engineers[: args.seed_bidders], engineers[args.seed_bidders :]
     Bid.objects.bulk_create(
-        Bid(job=jobs[(i * 7 + k) % len(jobs)], engineer=engineer, amount=120_000 + k, estimated_days=10, proposal="Fuse kernels.")
+        Bid(
+            job=jobs[(i * 7 + k) % len(jobs)],
+            engineer=engineer,
+            amount=120_000 + k,
+            estimated_days=10,
+            proposal="Fuse kernels.",
+        )
         for i, engineer in enumerate(seed_bidders)
         for k in range(args.bids_per_seed_bidder)
     )
@@ -398,7 +409,9 @@ def profile_one_list_request(token: str) -> None:
     rest_wall = wall - sum(value[0] for value in phases.values())
     rest_cpu = cpu - sum(value[1] for value in phases.values())
     print(f"    {'rest: middleware, routing, view, response':<48} {ms(rest_wall)} {ms(rest_cpu)}")
-    print(f"  SQL: {sql[1] / rounds:.0f} queries per request, {ms(sql[0]).strip()} ms wall in total (within the phases above)")
+    print(
+        f"  SQL: {sql[1] / rounds:.0f} queries per request, {ms(sql[0]).strip()} ms wall in total (within the phases above)"
+    )
 
     profiler = cProfile.Profile(time.process_time)  # CPU time: other processes' slices are not charged to us
     profiler.enable()
@@ -415,7 +428,9 @@ def profile_one_list_request(token: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (default 4: 2 per core on 2 cores)")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="gunicorn sync workers (default 4: 2 per core on 2 cores)"
+    )
     parser.add_argument("--duration", type=int, default=20, help="seconds per measured run")
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--scenarios", nargs="+", default=["list", "bid"], choices=["list", "bid"])
@@ -441,7 +456,9 @@ def main() -> int:
     warnings.filterwarnings("ignore", message="No directory at")  # whitenoise: no collectstatic for an API bench
     sys.path.insert(0, str(ROOT))
     out_dir = Path(tempfile.mkdtemp(prefix="speedproof-bench-"))
-    print(f"settings {args.settings}, database {env['DATABASE_URL']}, gunicorn {args.workers} sync workers; logs in {out_dir}")
+    print(
+        f"settings {args.settings}, database {env['DATABASE_URL']}, gunicorn {args.workers} sync workers; logs in {out_dir}"
+    )
 
     started = time.monotonic()
     database_recreate(args)
@@ -469,7 +486,10 @@ def main() -> int:
             locust_run(env, port=port, scenario="list", clients=args.clients[0], duration=5, out_dir=out_dir)
             for scenario in args.scenarios:
                 for run, clients in enumerate(args.clients):
-                    print(f"  running {scenario} at {clients} clients for {args.duration} s (load {os.getloadavg()[0]:.1f}) ...", flush=True)
+                    print(
+                        f"  running {scenario} at {clients} clients for {args.duration} s (load {os.getloadavg()[0]:.1f}) ...",
+                        flush=True,
+                    )
                     before = cpu_snapshot(server.pid, args.database)
                     results[scenario, clients] = locust_run(
                         env,
@@ -484,7 +504,9 @@ def main() -> int:
                     cpu[scenario, clients] = {key: after[key] - before[key] for key in after}
 
         names = {"list": f"GET {LIST_PATH}", "bid": "POST /api/v1/jobs/{id}/bids/"}
-        print(f"\n{'endpoint':<36} {'clients':>7} {'requests':>9} {'fail':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+        print(
+            f"\n{'endpoint':<36} {'clients':>7} {'requests':>9} {'fail':>5} {'req/s':>8} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
+        )
         for (scenario, clients), row in results.items():
             if row is None:
                 print(f"{names[scenario]:<36} {clients:>7}   (no result)")
@@ -494,7 +516,9 @@ def main() -> int:
                 f" {row['p50']:>7} {row['p95']:>7} {row['p99']:>7}"
             )
         cores = os.cpu_count() or 1
-        print(f"\nCPU per request, ms (gunicorn / PostgreSQL `{args.database}` backends / locust); machine busy of {cores} cores:")
+        print(
+            f"\nCPU per request, ms (gunicorn / PostgreSQL `{args.database}` backends / locust); machine busy of {cores} cores:"
+        )
         for (scenario, clients), row in results.items():
             if not row or not row["requests"]:
                 continue

@@ -26,8 +26,12 @@ _run, _runs = (int(part) for part in os.environ.get("BENCH_BID_RUN", "0/1").spli
 _engineers = list(SEED["bid_engineer_tokens"])[_run::_runs]
 _jobs = list(SEED["open_job_ids"])
 _rng.shuffle(_jobs)
-_pairs = ((token, job_id) for offset in itertools.count() for index, token in enumerate(_engineers)
-          for job_id in [_jobs[(index + offset) % len(_jobs)]])
+_pairs = (
+    (token, job_id)
+    for offset in itertools.count()
+    for index, token in enumerate(_engineers)
+    for job_id in [_jobs[(index + offset) % len(_jobs)]]
+)
 _list_tokens = itertools.cycle(SEED["list_engineer_tokens"])
 
 
@@ -49,7 +53,12 @@ class ApiClient(FastHttpUser):
         token, job_id = next(_pairs)
         with self.client.post(
             f"/api/v1/jobs/{job_id}/bids/",
-            json={"amount": 150_000, "estimated_days": 7, "proposal": "Vectorize the hot loop.", "predicted_speedup": 1.8},
+            json={
+                "amount": 150_000,
+                "estimated_days": 7,
+                "proposal": "Vectorize the hot loop.",
+                "predicted_speedup": 1.8,
+            },
             headers={"Authorization": f"Bearer {token}"},
             name="POST /api/v1/jobs/{id}/bids/",
             catch_response=True,

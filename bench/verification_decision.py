@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verification.runner import stats  # noqa: E402
+from verification.runner import stats
 
 THRESHOLD = 1.5
 CVS = (0.02, 0.05, 0.15)
@@ -39,12 +39,13 @@ DRIFT_SD_FRACTION = 1.0
 BUDGET_PAIRS = 40
 
 
-def machine_log_factors(rng: np.random.Generator, trials: int, runs: int, cv: float,
-                        outlier_rate: float = OUTLIER_RATE) -> np.ndarray:
+def machine_log_factors(
+    rng: np.random.Generator, trials: int, runs: int, cv: float, outlier_rate: float = OUTLIER_RATE
+) -> np.ndarray:
     """Log multiplicative factor of every run (trials x runs): drift + noise + outliers."""
     sigma = math.sqrt(math.log1p(cv * cv))
     drift_sd = DRIFT_SD_FRACTION * cv
-    innovations = rng.normal(0.0, drift_sd * math.sqrt(1 - DRIFT_PHI ** 2), size=(trials, runs))
+    innovations = rng.normal(0.0, drift_sd * math.sqrt(1 - DRIFT_PHI**2), size=(trials, runs))
     drift = np.empty((trials, runs))
     drift[:, 0] = rng.normal(0.0, drift_sd, size=trials)
     for t in range(1, runs):
@@ -55,8 +56,9 @@ def machine_log_factors(rng: np.random.Generator, trials: int, runs: int, cv: fl
     return drift + noise + outlier_factor
 
 
-def simulate_runner(rng: np.random.Generator, trials: int, cv: float, speedup: float,
-                    looks: list[stats.Look]) -> tuple[np.ndarray, np.ndarray]:
+def simulate_runner(
+    rng: np.random.Generator, trials: int, cv: float, speedup: float, looks: list[stats.Look]
+) -> tuple[np.ndarray, np.ndarray]:
     pairs = looks[-1].pairs
     factors = machine_log_factors(rng, trials, 2 * pairs, cv).reshape(trials, pairs, 2)
     return stats.run_sequential(paired_margins(rng, factors, speedup), looks)
@@ -87,7 +89,7 @@ def outliers_known_runs(rng: np.random.Generator, trials: int, looks: list[stats
     outlier_pair = (rng.random((trials, spare, 2)) < OUTLIER_RATE).any(axis=2)
     margins = paired_margins(rng, drift_and_noise, speedup)
     clean_first = np.argsort(outlier_pair, axis=1, kind="stable")
-    clean_margins = np.take_along_axis(margins, clean_first, axis=1)[:, :looks[-1].pairs]
+    clean_margins = np.take_along_axis(margins, clean_first, axis=1)[:, : looks[-1].pairs]
     _, clean_pairs_used = stats.run_sequential(clean_margins, looks)
     clean_so_far = np.cumsum(~outlier_pair, axis=1)
     pairs_run = (clean_so_far < clean_pairs_used[:, None]).sum(axis=1) + 1
@@ -98,21 +100,27 @@ def reference_figures(rng: np.random.Generator, trials: int, looks: list[stats.L
     """Where the runs go at 5% CV and a true 1.6x: the same procedure on plain normal noise (no drift, no
     outliers), and a z-test that knows the noise's scale (not implementable: the scale is unknown),
     with the same looks and spending weights, calibrated the same way."""
-    sigma = math.sqrt(2 * math.log1p(0.05 ** 2))  # sd of a pair's log ratio, two log-normal runs
+    sigma = math.sqrt(2 * math.log1p(0.05**2))  # sd of a pair's log ratio, two log-normal runs
     effect = math.log(1.6 / THRESHOLD)
     margins = rng.normal(effect, sigma, size=(trials, BUDGET_PAIRS))
     decision, pairs = stats.run_sequential(margins, looks)
-    print(f"reference, true 1.6x at 5% CV: the runner on normal noise without drift or outliers: "
-          f"PASS {(decision == 1).mean():.2%}, mean runs {2 * pairs.mean():.1f}")
-    print(f"reference, true 1.6x at 5% CV: the runner told which pairs hold an outlier run and left only "
-          f"the others, drift kept: mean runs {outliers_known_runs(rng, trials, looks, 1.6):.1f} "
-          f"(outlier pairs still cost their runs)")
+    print(
+        f"reference, true 1.6x at 5% CV: the runner on normal noise without drift or outliers: "
+        f"PASS {(decision == 1).mean():.2%}, mean runs {2 * pairs.mean():.1f}"
+    )
+    print(
+        f"reference, true 1.6x at 5% CV: the runner told which pairs hold an outlier run and left only "
+        f"the others, drift kept: mean runs {outliers_known_runs(rng, trials, looks, 1.6):.1f} "
+        f"(outlier pairs still cost their runs)"
+    )
 
     counts = tuple(look.pairs for look in looks)
 
     def z_looks(scale: float) -> list[tuple[int, float]]:
         weights = [stats.look_weight(n) for n in counts]
-        return [(n, NormalDist().inv_cdf(1 - min(0.5, scale * alpha * w / sum(weights)))) for n, w in zip(counts, weights)]
+        return [
+            (n, NormalDist().inv_cdf(1 - min(0.5, scale * alpha * w / sum(weights)))) for n, w in zip(counts, weights)
+        ]
 
     def z_run(data: np.ndarray, plan: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
         decided = np.zeros(data.shape[0], dtype=np.int8)
@@ -136,8 +144,10 @@ def reference_figures(rng: np.random.Generator, trials: int, looks: list[stats.L
     plan = z_looks(low)
     decision, pairs = z_run(margins / sigma, plan)
     at_threshold, _ = z_run(rng.normal(size=(trials, BUDGET_PAIRS)), plan)
-    print(f"reference, true 1.6x at 5% CV: a z-test knowing the noise's scale, same looks and weights: "
-          f"PASS {(decision == 1).mean():.2%}, mean runs {2 * pairs.mean():.1f} (PASS at 1.5x {(at_threshold == 1).mean():.2%})")
+    print(
+        f"reference, true 1.6x at 5% CV: a z-test knowing the noise's scale, same looks and weights: "
+        f"PASS {(decision == 1).mean():.2%}, mean runs {2 * pairs.mean():.1f} (PASS at 1.5x {(at_threshold == 1).mean():.2%})"
+    )
 
 
 def main() -> None:
@@ -146,31 +156,42 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--alpha", type=float, default=stats.DEFAULT_ALPHA)
     parser.add_argument("--looks", type=str, default=",".join(map(str, stats.DEFAULT_LOOKS)))
-    parser.add_argument("--references", action="store_true",
-                        help="also print reference figures at 1.6x: normal noise only; the noise's scale known")
+    parser.add_argument(
+        "--references",
+        action="store_true",
+        help="also print reference figures at 1.6x: normal noise only; the noise's scale known",
+    )
     args = parser.parse_args()
 
     schedule = tuple(int(x) for x in args.looks.split(","))
     looks = stats.plan_looks(BUDGET_PAIRS, alpha=args.alpha, schedule=schedule)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    print(f"criterion: speedup >= {THRESHOLD}; trials per cell: {args.trials}; alpha per side {args.alpha}; "
-          f"looks at {[look.pairs for look in looks]} pairs")
-    print(f"{'procedure':<9} {'cv':>4} {'true':>5} {'PASS':>8} {'FAIL':>8} {'INCONCL':>8} "
-          f"{'mean runs':>9} {'mean pairs':>10}")
+    print(
+        f"criterion: speedup >= {THRESHOLD}; trials per cell: {args.trials}; alpha per side {args.alpha}; "
+        f"looks at {[look.pairs for look in looks]} pairs"
+    )
+    print(
+        f"{'procedure':<9} {'cv':>4} {'true':>5} {'PASS':>8} {'FAIL':>8} {'INCONCL':>8} "
+        f"{'mean runs':>9} {'mean pairs':>10}"
+    )
     targets_met: list[str] = []
     for cv in CVS:
         for speedup in SPEEDUPS:
             decision, pairs_used = simulate_runner(rng, args.trials, cv, speedup, looks)
             rates = [(decision == v).mean() for v in (1, -1, 0)]
             mean_runs = 2 * pairs_used.mean()
-            print(f"{'runner':<9} {cv:>4.0%} {speedup:>5.2f} {rates[0]:>8.2%} {rates[1]:>8.2%} {rates[2]:>8.2%} "
-                  f"{mean_runs:>9.1f} {pairs_used.mean():>10.1f}")
+            print(
+                f"{'runner':<9} {cv:>4.0%} {speedup:>5.2f} {rates[0]:>8.2%} {rates[1]:>8.2%} {rates[2]:>8.2%} "
+                f"{mean_runs:>9.1f} {pairs_used.mean():>10.1f}"
+            )
             if cv == 0.05:
                 targets_met += _check_targets(speedup, rates, mean_runs)
             naive = simulate_naive(rng, args.trials, cv, speedup)
-            print(f"{'naive':<9} {cv:>4.0%} {speedup:>5.2f} {(naive == 1).mean():>8.2%} {(naive == -1).mean():>8.2%} "
-                  f"{0.0:>8.2%} {20.0:>9.1f} {'-':>10}")
+            print(
+                f"{'naive':<9} {cv:>4.0%} {speedup:>5.2f} {(naive == 1).mean():>8.2%} {(naive == -1).mean():>8.2%} "
+                f"{0.0:>8.2%} {20.0:>9.1f} {'-':>10}"
+            )
     print("targets at 5% CV:")
     for line in targets_met:
         print("  " + line)

@@ -25,17 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from verification.runner.manifest import parse_manifest  # noqa: E402
-from verification.runner.measure import Executor, InputItem, RunRecord  # noqa: E402
-from verification.runner.sandbox import default_runtime_paths  # noqa: E402
+from verification.runner.manifest import parse_manifest
+from verification.runner.measure import Executor, InputItem, RunRecord
+from verification.runner.sandbox import default_runtime_paths
 
-ECHO_SERVER = ["/bin/sh", "-c", 'echo \'{"ready": true}\'; exec cat']
+ECHO_SERVER = ["/bin/sh", "-c", "echo '{\"ready\": true}'; exec cat"]
 REQUESTS = 8
 
 
 def _executor(mode: str, command: list[str], scratch: Path) -> Executor:
-    manifest = parse_manifest({"format": 1, "name": "noop", "mode": mode, "command": command,
-                               "stream": {"repeat_fraction": 0.0}})
+    manifest = parse_manifest(
+        {"format": 1, "name": "noop", "mode": mode, "command": command, "stream": {"repeat_fraction": 0.0}}
+    )
     return Executor(manifest, default_runtime_paths(), sys.executable, scratch)
 
 
@@ -103,8 +104,10 @@ def main() -> None:
         overhead = statistics.median(runner) - statistics.median(direct)
         p90 = sorted(runner)[int(0.9 * len(runner))] - statistics.median(direct)
         verdict = "met" if overhead <= 0.030 else "NOT MET"
-        print(f"{mode:<8} runner {statistics.median(runner) * 1000:7.1f} ms  direct {statistics.median(direct) * 1000:6.1f} ms"
-              f"  overhead {overhead * 1000:6.1f} ms [{p90 * 1000:.1f}]  target <= 30 ms: {verdict}")
+        print(
+            f"{mode:<8} runner {statistics.median(runner) * 1000:7.1f} ms  direct {statistics.median(direct) * 1000:6.1f} ms"
+            f"  overhead {overhead * 1000:6.1f} ms [{p90 * 1000:.1f}]  target <= 30 ms: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ Figures are noisy: the machine is shared (2 cores; other test suites may be runn
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -69,8 +68,14 @@ POSTGRES = "postgres://postgres@127.0.0.1:5432"
 BROKER_URL = "redis://127.0.0.1:6379/11"
 CACHE_URL = "redis://127.0.0.1:6379/12"
 HOST_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
-FORBIDDEN_ON_HOST = ("DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_SECRET_KEY", "STRIPE_SECRET_KEY",
-                     "STRIPE_WEBHOOK_SECRET", "REDIS_URL")
+FORBIDDEN_ON_HOST = (
+    "DATABASE_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "DJANGO_SECRET_KEY",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "REDIS_URL",
+)
 ACCESS_FORMAT = '%(t)s %(p)s "%(r)s" %(s)s %(B)s %(D)s'
 DEADLINE_SECONDS = 570  # the whole script stays under ~10 minutes
 
@@ -107,10 +112,11 @@ class Service:
         self.name, self.argv, self.env, self.log = name, argv, env, log
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         self.log_file = self.log.open("w")
-        self.process = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=self.log_file,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         return self
 
     def wait_ready(self, ready, timeout: float = 90) -> None:
@@ -199,8 +205,10 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()
-    return (f"nproc {os.cpu_count()}, CPU {model}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return (
+        f"nproc {os.cpu_count()}, CPU {model}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
 
 
 # ---------------------------------------------------------------------------- helpers (Django loaded)
@@ -313,15 +321,27 @@ def figure_a(args, base: str, signing_key, captured: CapturedDispatches, deadlin
             deadline.check("preparing figure A")
             engineer = EngineerFactory()
             onboard(engineer)
-            contract = wait_active(funded_contract(admin=CompanyAdminFactory(), engineer=engineer, amount=100_000,
-                                                   review_window_hours=0, max_submissions=3))
+            contract = wait_active(
+                funded_contract(
+                    admin=CompanyAdminFactory(),
+                    engineer=engineer,
+                    amount=100_000,
+                    review_window_hours=0,
+                    max_submissions=3,
+                )
+            )
             submission_create(actor=engineer, contract=contract, upload=upload_of(candidate, "fast.tar.gz"))
             dispatch = sent[-1]
-            run = VerificationRun.objects.select_related("package", "candidate", "hidden_inputs").get(pk=dispatch.run_id)
+            run = VerificationRun.objects.select_related("package", "candidate", "hidden_inputs").get(
+                pk=dispatch.run_id
+            )
             report = pass_report(run, CRITERIA)
             prepared.append((contract, run, dispatch.token, report, sign_report(report, signing_key)))
     queue_idle()
-    print(f"    prepared in {time.monotonic() - began:.1f} s; measuring one at a time (DB polled every 10 ms) ...", flush=True)
+    print(
+        f"    prepared in {time.monotonic() - began:.1f} s; measuring one at a time (DB polled every 10 ms) ...",
+        flush=True,
+    )
 
     results = []
     for index, (contract, run, token, report, certificate) in enumerate(prepared):
@@ -340,11 +360,13 @@ def figure_a(args, base: str, signing_key, captured: CapturedDispatches, deadlin
         seen = time.perf_counter()
         op = operations.get()
         run.refresh_from_db(fields=["finished_at"])
-        results.append({
-            "poll_ms": (seen - posted) * 1000,
-            "recorded_to_marked_ms": (op.created_at - run.finished_at).total_seconds() * 1000,
-            "recorded_to_succeeded_ms": (op.updated_at - run.finished_at).total_seconds() * 1000,
-        })
+        results.append(
+            {
+                "poll_ms": (seen - posted) * 1000,
+                "recorded_to_marked_ms": (op.created_at - run.finished_at).total_seconds() * 1000,
+                "recorded_to_succeeded_ms": (op.updated_at - run.finished_at).total_seconds() * 1000,
+            }
+        )
         if index == 0:
             queue_idle(timeout=5)  # after the warm-up pass: let the worker finish anything it started
     connection.close()
@@ -365,15 +387,24 @@ def figure_b(args, captured: CapturedDispatches, deadline: Deadline, access_log:
     from tests.factories.jobs import fund, onboard
     from verification.models import VerificationRun
 
-    print(f"\n[B] the example job (examples/mlp), fast candidate, {args.runs} verification(s), "
-          f"budget {args.budget_pairs} pairs ...", flush=True)
+    print(
+        f"\n[B] the example job (examples/mlp), fast candidate, {args.runs} verification(s), "
+        f"budget {args.budget_pairs} pairs ...",
+        flush=True,
+    )
     admin, engineer = CompanyAdminFactory(), EngineerFactory()
     onboard(engineer)
     with captured.capturing():  # the A/A calibration on publish is not part of this figure: not sent
-        job = JobFactory(organization=admin.memberships.first().organization, created_by=admin,
-                         criteria=example_criteria(), hardware_class="cpu-x86",
-                         max_submissions=args.warmup_runs + args.runs,
-                         review_window_hours=48, budget_min=50_000, budget_max=150_000)
+        job = JobFactory(
+            organization=admin.memberships.first().organization,
+            created_by=admin,
+            criteria=example_criteria(),
+            hardware_class="cpu-x86",
+            max_submissions=args.warmup_runs + args.runs,
+            review_window_hours=48,
+            budget_min=50_000,
+            budget_max=150_000,
+        )
         job_attach_package(actor=admin, job=job, upload=upload_of(example_package(), "package.tar.gz"))
         job_attach_hidden_inputs(actor=admin, job=job, upload=upload_of(example_hidden_inputs(), "hidden.tar.gz"))
         job = job_publish(actor=admin, job=job)
@@ -407,7 +438,10 @@ def figure_b(args, captured: CapturedDispatches, deadline: Deadline, access_log:
         measured = [m for m in report.get("measurements", []) if m.get("wall_seconds") is not None]
         sign_ms, plot_ms = replay_host_tail(report, signing_key)
         row = {
-            "run": run.pk, "status": run.status, "decision": run.decision, "pairs": report["runs"]["pairs"],
+            "run": run.pk,
+            "status": run.status,
+            "decision": run.decision,
+            "pairs": report["runs"]["pairs"],
             "runs": report["runs"]["total"] + report["runs"].get("warmup", 0),
             "speedup": run.speedup_estimate,
             "pipeline": (run.finished_at - run.created_at).total_seconds(),
@@ -417,8 +451,10 @@ def figure_b(args, captured: CapturedDispatches, deadline: Deadline, access_log:
             "dispatched_to_started": (run.started_at - run.dispatched_at).total_seconds(),
             "started_to_runner": (runner_start - run.started_at).total_seconds(),
             "runner_setup": timings.get("setup_seconds", 0.0),
-            "runner_tail": timings["total_seconds"] - timings.get("setup_seconds", 0.0)
-            - timings["warmup_seconds"] - timings["measure_seconds"],
+            "runner_tail": timings["total_seconds"]
+            - timings.get("setup_seconds", 0.0)
+            - timings["warmup_seconds"]
+            - timings["measure_seconds"],
             "runner_report": (runner_end - runner_start).total_seconds() - timings["total_seconds"],
             "runner_to_recorded": (run.finished_at - runner_end).total_seconds(),
             "downloads_server": sum(d for kind, d in requests if kind == "artifacts") / 1e6,
@@ -439,15 +475,20 @@ def figure_b(args, captured: CapturedDispatches, deadline: Deadline, access_log:
             if time.monotonic() > plot_deadline:
                 raise RuntimeError(f"run {run.pk}: no plot 20 s after its result")
             time.sleep(0.05)
-        print(f"    {'warm-up ' if row['warmup'] else ''}run {run.pk}: {run.status} ({run.decision}, {row['pairs']} pairs, {row['runs']} runs incl. warm-up, "
-              f"speedup {run.speedup_estimate or float('nan'):.2f}); pipeline {row['pipeline'] * 1000:.0f} ms, "
-              f"runs {row['runs_time'] * 1000:.0f} ms, overhead {row['overhead'] * 1000:.0f} ms "
-              f"({row['overhead'] / row['pipeline']:.1%})", flush=True)
+        print(
+            f"    {'warm-up ' if row['warmup'] else ''}run {run.pk}: {run.status} ({run.decision}, {row['pairs']} pairs, {row['runs']} runs incl. warm-up, "
+            f"speedup {run.speedup_estimate or float('nan'):.2f}); pipeline {row['pipeline'] * 1000:.0f} ms, "
+            f"runs {row['runs_time'] * 1000:.0f} ms, overhead {row['overhead'] * 1000:.0f} ms "
+            f"({row['overhead'] / row['pipeline']:.1%})",
+            flush=True,
+        )
     return rows
 
 
-ACCESS_LINE = re.compile(r'"POST /internal/verification/runs/(\d+)/(start|heartbeat|result|failure)/ |'
-                         r'"GET /internal/verification/runs/(\d+)/(artifacts)/\w+/ ')
+ACCESS_LINE = re.compile(
+    r'"POST /internal/verification/runs/(\d+)/(start|heartbeat|result|failure)/ |'
+    r'"GET /internal/verification/runs/(\d+)/(artifacts)/\w+/ '
+)
 
 
 def access_requests(log: Path, offset: int, run_id: int) -> list[tuple[str, int]]:
@@ -470,7 +511,7 @@ def replay_host_tail(report: dict, signing_key) -> tuple[float, float]:
     from verification.runner.certificate import sign_report
     from verification.runner.plot import write_plot
 
-    body = {key: value for key, value in report.items()}
+    body = dict(report.items())
     began = time.perf_counter()
     sign_report(body, signing_key)
     signed = time.perf_counter()
@@ -488,8 +529,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--passes", type=int, default=30, help="figure A: PASS results recorded (plus one warm-up)")
     parser.add_argument("--runs", type=int, default=3, help="figure B: verifications of the example's fast candidate")
-    parser.add_argument("--warmup-runs", type=int, default=1,
-                        help="figure B: verifications first run and not counted (the worker's first run is cold)")
+    parser.add_argument(
+        "--warmup-runs",
+        type=int,
+        default=1,
+        help="figure B: verifications first run and not counted (the worker's first run is cold)",
+    )
     parser.add_argument("--budget-pairs", type=int, default=12, help="VERIFICATION_BUDGET_PAIRS for figure B")
     parser.add_argument("--port", type=int, default=8765, help="web server port on 127.0.0.1 (another if busy)")
     parser.add_argument("--only", choices=("A", "B"), help="run one figure only")
@@ -509,8 +554,10 @@ def main() -> int:
         del os.environ[key]
     sys.path.insert(0, str(ROOT))
     out = Path(tempfile.mkdtemp(prefix="speedproof-bench-pipeline-"))
-    print(f"logs: {out}; web http://127.0.0.1:{port}; database {env['DATABASE_URL']}; broker {BROKER_URL}; "
-          f"cache {CACHE_URL}")
+    print(
+        f"logs: {out}; web http://127.0.0.1:{port}; database {env['DATABASE_URL']}; broker {BROKER_URL}; "
+        f"cache {CACHE_URL}"
+    )
 
     services: list[Service] = []
     figures: dict = {}
@@ -524,29 +571,81 @@ def main() -> int:
 
         call_command("migrate", "--noinput", verbosity=0)
         key_path = out / "signing-key.pem"
-        subprocess.run([sys.executable, "manage.py", "verification_key", str(key_path)], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "manage.py", "verification_key", str(key_path)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         from verification.runner.certificate import load_private_key
 
         signing_key = load_private_key(key_path)
 
         access_log = out / "gunicorn-access.log"
-        web = Service("web (gunicorn)", [
-            str(VENV_BIN / "gunicorn"), "marketplace.wsgi", f"--bind=127.0.0.1:{port}", "--workers=2",
-            "--worker-class=sync", "--timeout=120", "--graceful-timeout=5",
-            f"--access-logfile={access_log}", f"--access-logformat={ACCESS_FORMAT}",
-        ], env, out / "web.log")
-        default = Service("default worker", [
-            str(VENV_BIN / "celery"), "-A", "marketplace", "worker", "-Q", "default", "-n", "default@bench-pipeline",
-            "--concurrency", "1", "--loglevel", "INFO",
-        ], env, out / "default-worker.log")
+        web = Service(
+            "web (gunicorn)",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "marketplace.wsgi",
+                f"--bind=127.0.0.1:{port}",
+                "--workers=2",
+                "--worker-class=sync",
+                "--timeout=120",
+                "--graceful-timeout=5",
+                f"--access-logfile={access_log}",
+                f"--access-logformat={ACCESS_FORMAT}",
+            ],
+            env,
+            out / "web.log",
+        )
+        default = Service(
+            "default worker",
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "marketplace",
+                "worker",
+                "-Q",
+                "default",
+                "-n",
+                "default@bench-pipeline",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+            ],
+            env,
+            out / "default-worker.log",
+        )
         host_env = {name: os.environ[name] for name in HOST_ENVIRONMENT if name in os.environ}
-        host_env.update(CELERY_BROKER_URL=BROKER_URL, VERIFICATION_SIGNING_KEY_PATH=str(key_path),
-                        PYTHONPATH=str(ROOT), SPEEDPROOF_VAR_DIR=str(out / "host-var"))
-        verifier = Service("verification worker", [
-            str(VENV_BIN / "celery"), "-A", "verification.worker", "worker", "-Q", "verify.cpu-x86",
-            "-n", "verify@bench-pipeline", "--concurrency", "1", "--prefetch-multiplier", "1", "--loglevel", "INFO",
-        ], host_env, out / "verification-worker.log")
+        host_env.update(
+            CELERY_BROKER_URL=BROKER_URL,
+            VERIFICATION_SIGNING_KEY_PATH=str(key_path),
+            PYTHONPATH=str(ROOT),
+            SPEEDPROOF_VAR_DIR=str(out / "host-var"),
+        )
+        verifier = Service(
+            "verification worker",
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "verification.worker",
+                "worker",
+                "-Q",
+                "verify.cpu-x86",
+                "-n",
+                "verify@bench-pipeline",
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "--loglevel",
+                "INFO",
+            ],
+            host_env,
+            out / "verification-worker.log",
+        )
         for service in (web, default, verifier):
             services.append(service.start())
         web.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/health/"))
@@ -555,8 +654,10 @@ def main() -> int:
         leaked = sorted(set(FORBIDDEN_ON_HOST) & set(verifier.environment()))
         if leaked:
             raise RuntimeError(f"the verification worker's environment holds {leaked}")
-        print(f"started web, default worker and verification worker (host environment: "
-              f"{', '.join(sorted(verifier.environment()))}) after {DEADLINE_SECONDS - deadline.left():.0f} s")
+        print(
+            f"started web, default worker and verification worker (host environment: "
+            f"{', '.join(sorted(verifier.environment()))}) after {DEADLINE_SECONDS - deadline.left():.0f} s"
+        )
 
         captured = CapturedDispatches()
         base = f"http://127.0.0.1:{port}"
@@ -571,13 +672,13 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-        except Exception:  # noqa: BLE001 - Django may not have loaded
+        except Exception:
             pass
         try:
             redis_flush()
             if not args.keep_db:
                 database_recreate(drop_only=True)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             print(f"clean-up: {error}", file=sys.stderr)
     report(args, figures)
     print(f"\ntotal {DEADLINE_SECONDS - deadline.left():.0f} s; logs in {out}")
@@ -592,12 +693,16 @@ def report(args, figures: dict) -> None:
         marked = [r["recorded_to_marked_ms"] for r in measured]
         succeeded = [r["recorded_to_succeeded_ms"] for r in measured]
         p95 = percentile(poll, 0.95)
-        print(f"A  PASS recorded -> transfer succeeded (review window 0, real default worker), n={len(poll)}: "
-              f"p50 {percentile(poll, 0.5):.0f} ms, p95 {p95:.0f} ms, max {max(poll):.0f} ms "
-              f"(target p95 <= 1000 ms: {'met' if p95 <= 1000 else 'MISSED'})")
-        print(f"   same, from DB timestamps (run.finished_at -> transfer op updated_at): p50 {percentile(succeeded, 0.5):.0f} ms, "
-              f"p95 {percentile(succeeded, 0.95):.0f} ms, max {max(succeeded):.0f} ms; "
-              f"-> transfer op created (marked): p50 {percentile(marked, 0.5):.0f} ms, p95 {percentile(marked, 0.95):.0f} ms")
+        print(
+            f"A  PASS recorded -> transfer succeeded (review window 0, real default worker), n={len(poll)}: "
+            f"p50 {percentile(poll, 0.5):.0f} ms, p95 {p95:.0f} ms, max {max(poll):.0f} ms "
+            f"(target p95 <= 1000 ms: {'met' if p95 <= 1000 else 'MISSED'})"
+        )
+        print(
+            f"   same, from DB timestamps (run.finished_at -> transfer op updated_at): p50 {percentile(succeeded, 0.5):.0f} ms, "
+            f"p95 {percentile(succeeded, 0.95):.0f} ms, max {max(succeeded):.0f} ms; "
+            f"-> transfer op created (marked): p50 {percentile(marked, 0.5):.0f} ms, p95 {percentile(marked, 0.95):.0f} ms"
+        )
         print(f"   warm-up pass (not counted): {figures['A']['warmup']['poll_ms']:.0f} ms")
     if "B" in figures:
         cold = [r for r in figures["B"] if r["warmup"]]
@@ -606,49 +711,69 @@ def report(args, figures: dict) -> None:
         runs = sum(r["runs_time"] for r in rows)
         overhead = total - runs
         share = overhead / total
-        print(f"B  verification pipeline overhead beyond the runs (examples/mlp, fast candidate, {len(rows)} runs, "
-              f"budget {args.budget_pairs} pairs): mean {overhead / len(rows) * 1000:.0f} ms per verification = "
-              f"{share:.1%} of the pipeline wall time (mean {total / len(rows) * 1000:.0f} ms; runs "
-              f"{runs / len(rows) * 1000:.0f} ms) (target <= 3%: {'met' if share <= 0.03 else 'MISSED'})")
+        print(
+            f"B  verification pipeline overhead beyond the runs (examples/mlp, fast candidate, {len(rows)} runs, "
+            f"budget {args.budget_pairs} pairs): mean {overhead / len(rows) * 1000:.0f} ms per verification = "
+            f"{share:.1%} of the pipeline wall time (mean {total / len(rows) * 1000:.0f} ms; runs "
+            f"{runs / len(rows) * 1000:.0f} ms) (target <= 3%: {'met' if share <= 0.03 else 'MISSED'})"
+        )
         shares = sorted(r["overhead"] / r["pipeline"] for r in rows)
         print(f"   per verification: median {statistics.median(shares):.1%}, min {shares[0]:.1%}, max {shares[-1]:.1%}")
         for r in rows:
-            print(f"   run {r['run']}: pipeline {r['pipeline'] * 1000:7.0f} ms  runs {r['runs_time'] * 1000:7.0f} ms  "
-                  f"overhead {r['overhead'] * 1000:6.0f} ms ({r['overhead'] / r['pipeline']:.1%}); "
-                  f"{r['decision']}, {r['runs']} runs; sum of per-run wall_seconds {r['runs_wall_sum'] * 1000:.0f} ms "
-                  f"(-> overhead {(r['pipeline'] - r['runs_wall_sum']) / r['pipeline']:.1%} by that measure)")
-        print("   runs = report timings warmup_seconds + measure_seconds (executing warm-up and measured runs, "
-              "sandbox start-up included)")
+            print(
+                f"   run {r['run']}: pipeline {r['pipeline'] * 1000:7.0f} ms  runs {r['runs_time'] * 1000:7.0f} ms  "
+                f"overhead {r['overhead'] * 1000:6.0f} ms ({r['overhead'] / r['pipeline']:.1%}); "
+                f"{r['decision']}, {r['runs']} runs; sum of per-run wall_seconds {r['runs_wall_sum'] * 1000:.0f} ms "
+                f"(-> overhead {(r['pipeline'] - r['runs_wall_sum']) / r['pipeline']:.1%} by that measure)"
+            )
+        print(
+            "   runs = report timings warmup_seconds + measure_seconds (executing warm-up and measured runs, "
+            "sandbox start-up included)"
+        )
         if True:  # the breakdown is printed whether or not the target is met
             n = len(rows)
 
             def mean(key: str) -> float:
                 return sum(r[key] for r in rows) / n * 1000
 
-            print("   where the overhead goes (mean ms per verification; DB/report timestamps, gunicorn request durations, "
-                  "local replay):")
+            print(
+                "   where the overhead goes (mean ms per verification; DB/report timestamps, gunicorn request durations, "
+                "local replay):"
+            )
             lines = [
                 ("commit -> dispatched (on-commit token + send to Redis)", mean("commit_to_dispatched")),
                 ("dispatched -> started (queue wait, worker pick-up, start/)", mean("dispatched_to_started")),
                 ("started -> runner began (downloads, scratch, heartbeat thread)", mean("started_to_runner")),
-                ("runner setup (archives, tree sha256, manifest, sequential plan: cached per process)", mean("runner_setup")),
+                (
+                    "runner setup (archives, tree sha256, manifest, sequential plan: cached per process)",
+                    mean("runner_setup"),
+                ),
                 ("runner tail (last decision update after the runs)", mean("runner_tail")),
                 ("runner report assembly (environment fingerprint, report)", mean("runner_report")),
-                ("runner finished -> recorded (last progress, plot, sign, result/ POST, record)", mean("runner_to_recorded")),
+                (
+                    "runner finished -> recorded (last progress, plot, sign, result/ POST, record)",
+                    mean("runner_to_recorded"),
+                ),
             ]
             for label, value in lines:
                 print(f"     {label:<82} {value:7.0f}")
             print(f"     sum {sum(v for _, v in lines):.0f} ms (= overhead {overhead / n * 1000:.0f} ms)")
-            print(f"     of which, server side: start/ {mean('start_server'):.0f} ms, downloads {mean('downloads_server'):.0f} ms, "
-                  f"result/ {mean('result_server'):.0f} ms; replayed here: signing {mean('replay_sign'):.0f} ms, "
-                  f"plot (PNG+SVG) {mean('replay_plot'):.0f} ms")
-            print(f"     inside the runs' time: {sum(r['heartbeats'] for r in rows) / n:.1f} heartbeat/progress POSTs per "
-                  f"verification, {mean('heartbeats_server'):.0f} ms server side (progress sent synchronously between runs)")
+            print(
+                f"     of which, server side: start/ {mean('start_server'):.0f} ms, downloads {mean('downloads_server'):.0f} ms, "
+                f"result/ {mean('result_server'):.0f} ms; replayed here: signing {mean('replay_sign'):.0f} ms, "
+                f"plot (PNG+SVG) {mean('replay_plot'):.0f} ms"
+            )
+            print(
+                f"     inside the runs' time: {sum(r['heartbeats'] for r in rows) / n:.1f} heartbeat/progress POSTs per "
+                f"verification, {mean('heartbeats_server'):.0f} ms server side (progress sent synchronously between runs)"
+            )
             for r in cold:
-                print(f"   warm-up verification (not counted; the worker's first): pipeline {r['pipeline'] * 1000:.0f} ms, "
-                      f"runs {r['runs_time'] * 1000:.0f} ms, overhead {r['overhead'] * 1000:.0f} ms "
-                      f"({r['overhead'] / r['pipeline']:.1%}): runner setup {r['runner_setup'] * 1000:.0f} ms, "
-                      f"runner finished -> recorded {r['runner_to_recorded'] * 1000:.0f} ms")
+                print(
+                    f"   warm-up verification (not counted; the worker's first): pipeline {r['pipeline'] * 1000:.0f} ms, "
+                    f"runs {r['runs_time'] * 1000:.0f} ms, overhead {r['overhead'] * 1000:.0f} ms "
+                    f"({r['overhead'] / r['pipeline']:.1%}): runner setup {r['runner_setup'] * 1000:.0f} ms, "
+                    f"runner finished -> recorded {r['runner_to_recorded'] * 1000:.0f} ms"
+                )
 
 
 if __name__ == "__main__":

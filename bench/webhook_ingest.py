@@ -42,8 +42,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SECRET = "whsec_bench_" + uuid.uuid4().hex[:12]
 TYPES = [
-    "payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded", "refund.updated",
-    "charge.dispute.created", "transfer.created", "account.updated", "customer.created",
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "refund.updated",
+    "charge.dispute.created",
+    "transfer.created",
+    "account.updated",
+    "customer.created",
 ]
 
 
@@ -83,17 +89,38 @@ def pg_start() -> list[str] | None:
 
 
 def make_event(event_type: str) -> dict:
-    object_type = {"payment_intent": "payment_intent", "charge": "charge", "refund": "refund", "transfer": "transfer",
-                   "account": "account", "customer": "customer"}[event_type.split(".")[0]]
+    object_type = {
+        "payment_intent": "payment_intent",
+        "charge": "charge",
+        "refund": "refund",
+        "transfer": "transfer",
+        "account": "account",
+        "customer": "customer",
+    }[event_type.split(".")[0]]
     if event_type.startswith("charge.dispute"):
         object_type = "dispute"
-    prefix = {"payment_intent": "pi", "charge": "ch", "refund": "re", "transfer": "tr", "account": "acct",
-              "customer": "cus", "dispute": "dp"}[object_type]
+    prefix = {
+        "payment_intent": "pi",
+        "charge": "ch",
+        "refund": "re",
+        "transfer": "tr",
+        "account": "acct",
+        "customer": "cus",
+        "dispute": "dp",
+    }[object_type]
     # Objects the platform never created: processing stores and ignores them without calling Stripe.
     obj = {"id": f"{prefix}_bench{uuid.uuid4().hex[:16]}", "object": object_type, "livemode": False, "metadata": {}}
-    return {"id": f"evt_bench{uuid.uuid4().hex}", "object": "event", "api_version": "2025-09-30.clover",
-            "created": int(time.time()), "livemode": False, "pending_webhooks": 1, "type": event_type,
-            "request": {"id": None, "idempotency_key": None}, "data": {"object": obj}}
+    return {
+        "id": f"evt_bench{uuid.uuid4().hex}",
+        "object": "event",
+        "api_version": "2025-09-30.clover",
+        "created": int(time.time()),
+        "livemode": False,
+        "pending_webhooks": 1,
+        "type": event_type,
+        "request": {"id": None, "idempotency_key": None},
+        "data": {"object": obj},
+    }
 
 
 class Step:
@@ -127,8 +154,12 @@ def run_step(port: int, step: Step, threads: int) -> tuple[float, float]:
             if delay > 0:
                 time.sleep(delay)
             try:
-                conn.request("POST", "/api/v1/payments/stripe/webhook/", body=step.bodies[i],
-                             headers={"Content-Type": "application/json", "Stripe-Signature": signatures[i]})
+                conn.request(
+                    "POST",
+                    "/api/v1/payments/stripe/webhook/",
+                    body=step.bodies[i],
+                    headers={"Content-Type": "application/json", "Stripe-Signature": signatures[i]},
+                )
                 response = conn.getresponse()
                 response.read()
                 done = time.perf_counter()
@@ -172,8 +203,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="hard limit for the whole run, seconds")
     parser.add_argument("--settings", default="marketplace.settings.production", help="Django settings module")
     parser.add_argument("--worker-concurrency", type=int, default=1)
-    parser.add_argument("--process-during", action="store_true",
-                        help="run the Celery worker during the load (processing competes for the 2 cores)")
+    parser.add_argument(
+        "--process-during",
+        action="store_true",
+        help="run the Celery worker during the load (processing competes for the 2 cores)",
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     sys.setswitchinterval(0.0005)  # the load generator's threads hand the GIL over promptly
@@ -223,22 +257,69 @@ def main() -> int:
     ok = True
     try:
         subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-        subprocess.run([PYTHON, "-m", "celery", "-A", "marketplace", "purge", "-f", "-Q", "default"], cwd=ROOT, env=env,
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [PYTHON, "-m", "celery", "-A", "marketplace", "purge", "-f", "-Q", "default"],
+            cwd=ROOT,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port = free_port()
-        procs.append(subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "marketplace.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.gunicorn_workers), "--threads", str(args.gunicorn_threads), "--worker-class", args.worker_class,
-             "--keep-alive", "30", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=open(logs / "gunicorn.log", "w"), stderr=subprocess.STDOUT,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "marketplace.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    str(args.gunicorn_workers),
+                    "--threads",
+                    str(args.gunicorn_threads),
+                    "--worker-class",
+                    args.worker_class,
+                    "--keep-alive",
+                    "30",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=open(logs / "gunicorn.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_port(port, 30)
+
         def start_worker() -> None:
-            procs.append(subprocess.Popen(
-                [PYTHON, "-m", "celery", "-A", "marketplace", "worker", "-Q", "default", "-c", str(args.worker_concurrency),
-                 "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
-                cwd=ROOT, env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        PYTHON,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "marketplace",
+                        "worker",
+                        "-Q",
+                        "default",
+                        "-c",
+                        str(args.worker_concurrency),
+                        "--without-gossip",
+                        "--without-mingle",
+                        "--without-heartbeat",
+                        "--loglevel",
+                        "WARNING",
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=open(logs / "worker.log", "w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
 
         if args.process_during:
             start_worker()
@@ -271,8 +352,14 @@ def main() -> int:
                 break
             step = Step(rate, args.step_seconds, rng, sent_ids)
             elapsed, achieved = run_step(port, step, args.client_threads)
-            row = (rate, achieved, p(step.latencies, 0.5) * 1000, p(step.latencies, 0.99) * 1000,
-                   max(step.latencies or [0]) * 1000, len(step.errors))
+            row = (
+                rate,
+                achieved,
+                p(step.latencies, 0.5) * 1000,
+                p(step.latencies, 0.99) * 1000,
+                max(step.latencies or [0]) * 1000,
+                len(step.errors),
+            )
             results.append(row)
             print(f"{row[0]:>9} {row[1]:>10.1f} {row[2]:>7.1f} {row[3]:>7.1f} {row[4]:>7.1f} {row[5]:>6}", flush=True)
         sent_total = len(set(sent_ids))
@@ -290,22 +377,33 @@ def main() -> int:
                     break
                 time.sleep(1)
             drain = time.monotonic() - drain_start
-            counts = dict(conn.execute(
-                "SELECT processed_count, count(*) FROM payments_webhookevent GROUP BY processed_count").fetchall())
+            counts = dict(
+                conn.execute(
+                    "SELECT processed_count, count(*) FROM payments_webhookevent GROUP BY processed_count"
+                ).fetchall()
+            )
             duplicates = conn.execute(
                 "SELECT count(*) FROM (SELECT event_id FROM payments_webhookevent GROUP BY event_id HAVING count(*) > 1) d"
             ).fetchone()[0]
         lost = sent_total - stored
         twice = sum(n for c, n in counts.items() if c > 1)
         never = counts.get(0, 0)
-        print(f"distinct events sent {sent_total}, stored {stored}, lost {lost}, stored twice {duplicates}; "
-              f"processed once {counts.get(1, 0)}, processed twice or more {twice}, not processed {never} "
-              f"(queue drained in {drain:.1f}s)")
+        print(
+            f"distinct events sent {sent_total}, stored {stored}, lost {lost}, stored twice {duplicates}; "
+            f"processed once {counts.get(1, 0)}, processed twice or more {twice}, not processed {never} "
+            f"(queue drained in {drain:.1f}s)"
+        )
         ok = lost == 0 and duplicates == 0 and twice == 0 and never == 0
     finally:
         stop_all()
-        subprocess.run([PYTHON, "-m", "celery", "-A", "marketplace", "purge", "-f", "-Q", "default"], cwd=ROOT, env=env,
-                       check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [PYTHON, "-m", "celery", "-A", "marketplace", "purge", "-f", "-Q", "default"],
+            cwd=ROOT,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         if started_pg:
@@ -317,8 +415,10 @@ def main() -> int:
     else:
         print("sustained: no step met p99 <= 50 ms with >= 95% of the offered rate")
     target = any(r[0] >= 300 for r in good)
-    print(f"target >= 300 events/s at p99 <= 50 ms: {'met' if target else 'NOT met'}; "
-          f"exactly-once check: {'passed' if ok else 'FAILED'}")
+    print(
+        f"target >= 300 events/s at p99 <= 50 ms: {'met' if target else 'NOT met'}; "
+        f"exactly-once check: {'passed' if ok else 'FAILED'}"
+    )
     return 0 if ok else 1
 
 

@@ -150,5 +150,7 @@ class IdempotentCreateMixin:
 
     def create(self, request, *args, **kwargs):
         return idempotent_response(
-            request, lambda: self.create_response(request, *args, **kwargs), secret_fields=self.idempotency_secret_fields
+            request,
+            lambda: self.create_response(request, *args, **kwargs),
+            secret_fields=self.idempotency_secret_fields,
         )

@@ -61,7 +61,9 @@ class _Budget:
         self.field = field
         self.files = 0
         self.bytes = 0
-        self.max_bytes = min(settings.ARCHIVE_MAX_UNCOMPRESSED_BYTES, max(compressed_size, 1) * MAX_COMPRESSION_RATIO + 1024 * 1024)
+        self.max_bytes = min(
+            settings.ARCHIVE_MAX_UNCOMPRESSED_BYTES, max(compressed_size, 1) * MAX_COMPRESSION_RATIO + 1024 * 1024
+        )
 
     def add(self, size: int) -> None:
         self.files += 1
@@ -85,7 +87,9 @@ def _inspect_tar(fileobj: BinaryIO, field: str, budget: _Budget) -> set[str]:
                     if target not in names:
                         raise _reject(field, "archive_link_outside", f"Hard link {name!r} points outside the archive.")
                 elif not (member.isfile() or member.isdir()):
-                    raise _reject(field, "archive_special_file", f"Archive member {name!r} is a device or special file.")
+                    raise _reject(
+                        field, "archive_special_file", f"Archive member {name!r} is a device or special file."
+                    )
                 budget.add(member.size if member.isfile() else 0)
                 names.add(name)
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -106,7 +110,9 @@ def _inspect_zip(fileobj: BinaryIO, field: str, budget: _Budget) -> set[str]:
                         raise _reject(field, "archive_link_outside", f"Link {name!r} is malformed.")
                     _check_link_target(field, name, archive.read(info).decode(errors="replace"))
                 elif file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
-                    raise _reject(field, "archive_special_file", f"Archive member {name!r} is a device or special file.")
+                    raise _reject(
+                        field, "archive_special_file", f"Archive member {name!r} is a device or special file."
+                    )
                 budget.add(info.file_size)
                 names.add(name.rstrip("/"))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError) as exc:

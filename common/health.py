@@ -14,10 +14,12 @@ class CeleryBroker(HealthCheck):
     def run(self) -> None:
         try:
             with Connection(
-                settings.CELERY_BROKER_URL, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS, connect_timeout=2
+                settings.CELERY_BROKER_URL,
+                transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+                connect_timeout=2,
             ) as connection:
                 connection.ensure_connection(max_retries=1)
-        except Exception as exc:  # noqa: BLE001 - any failure means the broker is unusable
+        except Exception as exc:
             raise ServiceUnavailable("Celery broker unreachable") from exc
 
 

@@ -69,3 +69,6 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key", "endpoint"], name="uniq_idempotency_key")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.key}"

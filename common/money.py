@@ -6,12 +6,38 @@ from .errors import ValidationFailed
 
 # Minor-unit exponents that differ from 2 (Stripe's list of zero- and three-decimal currencies).
 ZERO_DECIMAL = frozenset(
-    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
+    ["BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"]
 )
-THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
-SUPPORTED_CURRENCIES = frozenset(
-    "USD EUR GBP CHF CAD AUD NZD SEK NOK DKK PLN CZK HUF SGD HKD INR BRL MXN ZAR ILS AED".split()
-) | ZERO_DECIMAL | THREE_DECIMAL
+THREE_DECIMAL = frozenset(["BHD", "JOD", "KWD", "OMR", "TND"])
+SUPPORTED_CURRENCIES = (
+    frozenset(
+        [
+            "USD",
+            "EUR",
+            "GBP",
+            "CHF",
+            "CAD",
+            "AUD",
+            "NZD",
+            "SEK",
+            "NOK",
+            "DKK",
+            "PLN",
+            "CZK",
+            "HUF",
+            "SGD",
+            "HKD",
+            "INR",
+            "BRL",
+            "MXN",
+            "ZAR",
+            "ILS",
+            "AED",
+        ]
+    )
+    | ZERO_DECIMAL
+    | THREE_DECIMAL
+)
 
 
 def currency_exponent(currency: str) -> int:

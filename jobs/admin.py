@@ -85,7 +85,16 @@ class JobAdmin(ReadOnlyModelAdmin):
 
 @admin.register(Bid)
 class BidAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "job", "engineer", "amount_display", "estimated_days", "predicted_speedup", "status", "created_at")
+    list_display = (
+        "id",
+        "job",
+        "engineer",
+        "amount_display",
+        "estimated_days",
+        "predicted_speedup",
+        "status",
+        "created_at",
+    )
     list_filter = ("status", "job__hardware_class", "job__currency", "created_at")
     search_fields = ("=id", "=job__id", "job__title", "engineer__email", "engineer__name")
     list_select_related = ("job", "engineer")
@@ -141,7 +150,10 @@ class ContractAdmin(ReadOnlyModelAdmin):
         resolved = 0
         for contract_id in queryset.filter(review_disputed=True).values_list("pk", flat=True):
             contract_services.contract_dispute_resolve(
-                actor=request.user, contract_id=contract_id, release=release, note=f"resolved in the admin by {request.user.email}"
+                actor=request.user,
+                contract_id=contract_id,
+                release=release,
+                note=f"resolved in the admin by {request.user.email}",
             )
             resolved += 1
         self.message_user(request, f"Resolved {resolved} dispute(s); the other contracts had none open.")

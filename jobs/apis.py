@@ -318,17 +318,23 @@ class SubmissionViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"])
     def verification(self, request, pk=None):
         submission = self._submission()
-        runs = verification_selectors.verification_runs_for(subject=submission_services.submission_subject(submission.pk))
-        owner = request.user.is_staff or selectors.job_hidden_inputs_visible(user=request.user, job=submission.contract.job)
+        runs = verification_selectors.verification_runs_for(
+            subject=submission_services.submission_subject(submission.pk)
+        )
+        owner = request.user.is_staff or selectors.job_hidden_inputs_visible(
+            user=request.user, job=submission.contract.job
+        )
         return Response(VerificationRunSerializer(runs, many=True, context={"hidden_inputs_owner": owner}).data)
 
     @extend_schema(responses={(200, "image/png"): bytes})
     @action(detail=True, methods=["get"], url_path=r"verification/(?P<run_id>\d+)/plot\.(?P<fmt>png|svg)")
     def verification_plot(self, request, pk=None, run_id=None, fmt="png"):
         submission = self._submission()
-        run = verification_selectors.verification_runs_for(
-            subject=submission_services.submission_subject(submission.pk)
-        ).filter(pk=run_id).first()
+        run = (
+            verification_selectors.verification_runs_for(subject=submission_services.submission_subject(submission.pk))
+            .filter(pk=run_id)
+            .first()
+        )
         artifact = getattr(run, f"plot_{fmt}", None) if run else None
         if artifact is None:
             raise NotFound("No plot for this run.", code="plot_missing")
@@ -337,11 +343,15 @@ class SubmissionViewSet(viewsets.GenericViewSet):
     @extend_schema(request=None, responses=SubmissionSerializer)
     @action(detail=True, methods=["post"])
     def accept(self, request, pk=None):
-        submission = submission_services.submission_accept_inconclusive(actor=request.user, submission=self._submission())
+        submission = submission_services.submission_accept_inconclusive(
+            actor=request.user, submission=self._submission()
+        )
         return Response(SubmissionSerializer(submission).data)
 
     @extend_schema(responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"])
     def candidate(self, request, pk=None):
         submission = self._submission()
-        return _artifact_download(submission.candidate, f"contract-{submission.contract_id}-candidate-{submission.number}")
+        return _artifact_download(
+            submission.candidate, f"contract-{submission.contract_id}-candidate-{submission.number}"
+        )

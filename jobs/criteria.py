@@ -29,7 +29,9 @@ def criteria_validate(raw: Any) -> dict:
         errors.setdefault(path, []).append(message)
 
     if not isinstance(raw, dict):
-        raise ValidationFailed("Criteria must be an object.", code="invalid_criteria", fields={"criteria": ["not an object"]})
+        raise ValidationFailed(
+            "Criteria must be an object.", code="invalid_criteria", fields={"criteria": ["not an object"]}
+        )
 
     criteria_out: list[dict] = []
     items = raw.get("criteria")

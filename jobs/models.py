@@ -44,7 +44,9 @@ class Job(TimeStampedModel):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(budget_min__gt=0) & Q(budget_max__gte=models.F("budget_min")), name="job_budget_range"),
+            models.CheckConstraint(
+                condition=Q(budget_min__gt=0) & Q(budget_max__gte=models.F("budget_min")), name="job_budget_range"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -102,9 +104,7 @@ class Contract(TimeStampedModel):
     submission_limit = models.PositiveIntegerField()
     submissions_used = models.PositiveIntegerField(default=0)
     deadline = models.DateTimeField()
-    status = models.CharField(
-        max_length=20, choices=Status.choices, default=Status.AWAITING_FUNDING, db_index=True
-    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.AWAITING_FUNDING, db_index=True)
     status_reason = models.CharField(max_length=255, blank=True)
     escrow = models.OneToOneField(
         "payments.Escrow", null=True, blank=True, on_delete=models.PROTECT, related_name="contract"

@@ -31,7 +31,9 @@ def on_escrow_funding_failed(sender, escrow_id: int, reference: str, reason: str
 def on_escrow_cancelled(sender, escrow_id: int, reference: str, reason: str = "", **kwargs) -> None:
     contract_id = contracts.contract_id_from_reference(reference)
     if contract_id is not None:
-        contracts.contract_cancel_unfunded(actor=None, contract=Contract.objects.get(pk=contract_id), reason=reason or "funding deadline passed")
+        contracts.contract_cancel_unfunded(
+            actor=None, contract=Contract.objects.get(pk=contract_id), reason=reason or "funding deadline passed"
+        )
 
 
 @receiver(verification_finished)
@@ -47,5 +49,8 @@ def on_verification_finished(sender, run_id: int, subject: str, status: str, **r
     elif subject.startswith(jobs.CALIBRATION_PREFIX):
         run = VerificationRun.objects.get(pk=run_id)
         jobs.job_record_calibration(
-            job_id=int(subject.removeprefix(jobs.CALIBRATION_PREFIX)), run_id=run_id, run_status=status, report=run.report
+            job_id=int(subject.removeprefix(jobs.CALIBRATION_PREFIX)),
+            run_id=run_id,
+            run_status=status,
+            report=run.report,
         )

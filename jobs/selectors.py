@@ -91,7 +91,9 @@ def job_audit_events(*, job: Job) -> QuerySet[AuditEvent]:
     contract_id = Contract.objects.filter(job=job).values_list("pk", flat=True).first()
     scopes = Q(object_type="jobs.job", object_id=str(job.pk))
     if contract_id:
-        submission_ids = [str(pk) for pk in Submission.objects.filter(contract_id=contract_id).values_list("pk", flat=True)]
+        submission_ids = [
+            str(pk) for pk in Submission.objects.filter(contract_id=contract_id).values_list("pk", flat=True)
+        ]
         scopes |= Q(object_type="jobs.contract", object_id=str(contract_id))
         scopes |= Q(object_type="jobs.submission", object_id__in=submission_ids)
     return AuditEvent.objects.filter(scopes).select_related("actor").order_by("id")

@@ -158,7 +158,17 @@ class SubmissionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Submission
-        fields = ["id", "contract", "number", "candidate", "notes", "status", "created_at", "attempts_left", "next_steps"]
+        fields = [
+            "id",
+            "contract",
+            "number",
+            "candidate",
+            "notes",
+            "status",
+            "created_at",
+            "attempts_left",
+            "next_steps",
+        ]
 
     def get_attempts_left(self, submission: Submission) -> int:
         return submission.contract.attempts_left

@@ -1,7 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
-from common.health import SpeedproofHealthView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from common.health import SpeedproofHealthView
 
 api_v1 = [
     path("", include("accounts.urls")),

@@ -2,12 +2,30 @@ from django.contrib import admin
 
 from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 
-from .models import ConnectedAccount, Escrow, LedgerEntry, LedgerTransaction, ProviderOperation, ReconciliationIssue, WebhookEvent
+from .models import (
+    ConnectedAccount,
+    Escrow,
+    LedgerEntry,
+    LedgerTransaction,
+    ProviderOperation,
+    ReconciliationIssue,
+    WebhookEvent,
+)
 
 
 @admin.register(Escrow)
 class EscrowAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "reference", "status", "frozen", "currency", "amount", "fee", "released_bps", "funding_deadline")
+    list_display = (
+        "id",
+        "reference",
+        "status",
+        "frozen",
+        "currency",
+        "amount",
+        "fee",
+        "released_bps",
+        "funding_deadline",
+    )
     list_filter = ("status", "frozen")
     search_fields = ("reference", "payment_intent_id", "charge_id", "dispute_id")
 

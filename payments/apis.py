@@ -85,7 +85,11 @@ class OfflinePaymentConfirmApi(APIView):
         request=OfflineConfirmSerializer,
         responses=inline_serializer(
             "OfflineConfirmed",
-            {"escrow_id": serializers.IntegerField(), "payment_intent_id": serializers.CharField(), "outcome": serializers.CharField()},
+            {
+                "escrow_id": serializers.IntegerField(),
+                "payment_intent_id": serializers.CharField(),
+                "outcome": serializers.CharField(),
+            },
         ),
     )
     def post(self, request, payment_intent_id: str):
@@ -94,4 +98,10 @@ class OfflinePaymentConfirmApi(APIView):
         escrow = services.offline_payment_confirm(
             payment_intent_id=payment_intent_id, outcome=serializer.validated_data["outcome"], actor=request.user
         )
-        return Response({"escrow_id": escrow.pk, "payment_intent_id": payment_intent_id, "outcome": serializer.validated_data["outcome"]})
+        return Response(
+            {
+                "escrow_id": escrow.pk,
+                "payment_intent_id": payment_intent_id,
+                "outcome": serializer.validated_data["outcome"],
+            }
+        )

@@ -48,7 +48,10 @@ def ledger_post(
                 memo=memo[:255],
             )
             LedgerEntry.objects.bulk_create(
-                [LedgerEntry(transaction=txn, escrow=escrow, account=account, amount=amount) for account, amount in lines]
+                [
+                    LedgerEntry(transaction=txn, escrow=escrow, account=account, amount=amount)
+                    for account, amount in lines
+                ]
             )
     except IntegrityError:
         return LedgerTransaction.objects.get(idempotency_key=idempotency_key), False
@@ -57,7 +60,7 @@ def ledger_post(
 
 def ledger_balances(*, escrow_id: int) -> dict[str, int]:
     rows = LedgerEntry.objects.filter(escrow_id=escrow_id).values("account").annotate(total=Sum("amount"))
-    balances = {account: 0 for account in A.values}
+    balances = dict.fromkeys(A.values, 0)
     balances.update({row["account"]: int(row["total"]) for row in rows})
     return balances
 
@@ -105,7 +108,15 @@ def ledger_invariant_violations(*, escrow_ids: Iterable[int] | None = None) -> l
         rows = rows.filter(escrow_id__in=escrow_ids)
     for row in rows:
         per_escrow.setdefault(row["escrow_id"], {})[row["account"]] = int(row["total"])
-    nonnegative = (A.HELD, A.ENGINEER_PAYABLE, A.ENGINEER_PAID, A.PLATFORM_FEE, A.REFUNDS, A.CHARGEBACKS, A.DISPUTE_LOSS)
+    nonnegative = (
+        A.HELD,
+        A.ENGINEER_PAYABLE,
+        A.ENGINEER_PAID,
+        A.PLATFORM_FEE,
+        A.REFUNDS,
+        A.CHARGEBACKS,
+        A.DISPUTE_LOSS,
+    )
     for escrow_id, balances in sorted(per_escrow.items()):
         totals = totals_from_balances(balances)
         if not totals.balanced:

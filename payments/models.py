@@ -252,9 +252,15 @@ class OfflineObject(models.Model):
     class Meta:
         ordering = ["id"]
 
+    def __str__(self) -> str:
+        return self.object_id
+
 
 class OfflineIdempotencyKey(models.Model):
     key = models.CharField(max_length=255, unique=True)
     fingerprint = models.CharField(max_length=64)
     object_id = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key

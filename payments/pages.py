@@ -50,6 +50,8 @@ def offline_onboarding(request: HttpRequest, account_id: str) -> HttpResponse:
         if account is not None:
             account.refresh_from_db()
     return render(
-        request, "payments/offline_onboarding.html", {"account": account, "account_id": account_id, "message": message},
+        request,
+        "payments/offline_onboarding.html",
+        {"account": account, "account_id": account_id, "message": message},
         status=status if account else 404,
     )

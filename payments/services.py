@@ -177,8 +177,13 @@ def escrow_open(
             except IntegrityError:
                 existing = Escrow.objects.select_for_update().get(reference=reference)
             else:
-                audit_record(actor=actor, verb="escrow_opened", obj=escrow, to_state=escrow.status,
-                             data={"amount": amount, "fee": fee, "currency": currency, "reference": reference})
+                audit_record(
+                    actor=actor,
+                    verb="escrow_opened",
+                    obj=escrow,
+                    to_state=escrow.status,
+                    data={"amount": amount, "fee": fee, "currency": currency, "reference": reference},
+                )
                 return escrow
         same = (
             existing.payer_organization_id == payer_organization.pk
@@ -273,8 +278,14 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
                 escrow.charge_id = funding.charge_id or ""
                 if funding.amount != escrow.total:
                     ReconciliationIssue.objects.get_or_create(
-                        escrow=escrow, kind="funding_amount", resolved_at=None,
-                        defaults={"expected": escrow.total, "actual": funding.amount, "detail": {"payment_intent": funding.id}},
+                        escrow=escrow,
+                        kind="funding_amount",
+                        resolved_at=None,
+                        defaults={
+                            "expected": escrow.total,
+                            "actual": funding.amount,
+                            "detail": {"payment_intent": funding.id},
+                        },
                     )
                 ledger_post(
                     escrow=escrow,
@@ -286,8 +297,13 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
                 )
             if escrow.status == S.PENDING_FUNDING:
                 escrow.funding_failure_reason = ""
-                _move(escrow, S.FUNDED, verb="escrow_funded", data={"payment_intent": funding.id},
-                      fields=["charge_id", "funding_failure_reason"])
+                _move(
+                    escrow,
+                    S.FUNDED,
+                    verb="escrow_funded",
+                    data={"payment_intent": funding.id},
+                    fields=["charge_id", "funding_failure_reason"],
+                )
                 signals.escrow_funded.send(sender=Escrow, **_signal_kwargs(escrow))
             elif escrow.status == S.CANCELLED:
                 # Paid after the deadline cancelled it: send everything back.
@@ -327,7 +343,9 @@ def escrow_cancel_unfunded(*, escrow_id: int, reason: str) -> Escrow:
         if escrow.status == S.CANCELLED:
             return escrow
         if escrow.status != S.PENDING_FUNDING:
-            raise IllegalTransition(f"Cannot cancel: the escrow is {escrow.status}.", fields={"status": [escrow.status]})
+            raise IllegalTransition(
+                f"Cannot cancel: the escrow is {escrow.status}.", fields={"status": [escrow.status]}
+            )
         _cancel_locked(escrow, reason=reason)
     return escrow
 
@@ -343,7 +361,9 @@ def escrow_expire_unfunded(*, escrow_id: int) -> bool:
 
 
 def escrows_expire_unfunded() -> int:
-    ids = Escrow.objects.filter(status=S.PENDING_FUNDING, funding_deadline__lte=timezone.now()).values_list("pk", flat=True)
+    ids = Escrow.objects.filter(status=S.PENDING_FUNDING, funding_deadline__lte=timezone.now()).values_list(
+        "pk", flat=True
+    )
     return sum(escrow_expire_unfunded(escrow_id=escrow_id) for escrow_id in list(ids))
 
 
@@ -378,11 +398,15 @@ def escrow_release(*, escrow_id: int, fraction_bps: int, reason: str, verificati
     with transaction.atomic():
         escrow = _lock(escrow_id)
         if fraction_bps <= escrow.released_bps:
-            return ReleaseResult(escrow.pk, fraction_bps, escrow.released_amount, escrow.released_fee, 0, None, escrow.status)
+            return ReleaseResult(
+                escrow.pk, fraction_bps, escrow.released_amount, escrow.released_fee, 0, None, escrow.status
+            )
         if escrow.frozen:
             raise EscrowFrozen("The escrow is frozen while a chargeback is open; nothing can be released.")
         if escrow.status not in (S.FUNDED, S.PARTIALLY_RELEASED):
-            raise IllegalTransition(f"Cannot release: the escrow is {escrow.status}.", fields={"status": [escrow.status]})
+            raise IllegalTransition(
+                f"Cannot release: the escrow is {escrow.status}.", fields={"status": [escrow.status]}
+            )
         target_amount = escrow.amount * fraction_bps // FULL_BPS
         target_fee = escrow.fee * fraction_bps // FULL_BPS
         delta_amount = target_amount - escrow.released_amount
@@ -393,16 +417,27 @@ def escrow_release(*, escrow_id: int, fraction_bps: int, reason: str, verificati
                 escrow=escrow,
                 idempotency_key=key,
                 kind="release",
-                lines=[(A.HELD, -(delta_amount + delta_fee)), (A.ENGINEER_PAYABLE, delta_amount), (A.PLATFORM_FEE, delta_fee)],
+                lines=[
+                    (A.HELD, -(delta_amount + delta_fee)),
+                    (A.ENGINEER_PAYABLE, delta_amount),
+                    (A.PLATFORM_FEE, delta_fee),
+                ],
                 memo=reason,
                 provider_ids={"verification_run": verification_run_id},
             )
         escrow.released_bps, escrow.released_amount, escrow.released_fee = fraction_bps, target_amount, target_fee
         to = S.RELEASED if fraction_bps == FULL_BPS else S.PARTIALLY_RELEASED
         _move(
-            escrow, to, verb="escrow_released",
-            data={"fraction_bps": fraction_bps, "amount": delta_amount, "fee": delta_fee, "reason": reason,
-                  "verification_run_id": verification_run_id},
+            escrow,
+            to,
+            verb="escrow_released",
+            data={
+                "fraction_bps": fraction_bps,
+                "amount": delta_amount,
+                "fee": delta_fee,
+                "reason": reason,
+                "verification_run_id": verification_run_id,
+            },
             fields=["released_bps", "released_amount", "released_fee"],
         )
         op_key = None
@@ -468,7 +503,11 @@ def escrow_refund_remainder(*, escrow_id: int, reason: str) -> RefundResult:
 
 
 def _operation_failure_record(op_id: int, exc: DomainError, *, blocked: bool) -> None:
-    updates = {"attempts": F("attempts") + 1, "last_error": f"{exc.code}: {exc.message}"[:2000], "updated_at": timezone.now()}
+    updates = {
+        "attempts": F("attempts") + 1,
+        "last_error": f"{exc.code}: {exc.message}"[:2000],
+        "updated_at": timezone.now(),
+    }
     if blocked:
         updates["status"] = ProviderOperation.Status.BLOCKED
     ProviderOperation.objects.filter(pk=op_id).exclude(status=ProviderOperation.Status.SUCCEEDED).update(**updates)
@@ -500,8 +539,14 @@ def payment_operation_execute(*, operation_id: int) -> ProviderOperation:
         def transfer() -> Transfer:
             found = None
             if op.attempts:  # a retry: look before creating, in case the provider's idempotency key expired
-                found = next((t for t in provider.transfers_list(transfer_group=_transfer_group(escrow))
-                              if t.metadata.get("operation_key") == op.idempotency_key), None)
+                found = next(
+                    (
+                        t
+                        for t in provider.transfers_list(transfer_group=_transfer_group(escrow))
+                        if t.metadata.get("operation_key") == op.idempotency_key
+                    ),
+                    None,
+                )
             return found or provider.transfer_create(
                 amount=op.amount,
                 currency=op.currency,
@@ -517,8 +562,14 @@ def payment_operation_execute(*, operation_id: int) -> ProviderOperation:
     def refund() -> Refund:
         found = None
         if op.attempts:
-            found = next((r for r in provider.refunds_list(payment_intent_id=escrow.payment_intent_id)
-                          if r.metadata.get("operation_key") == op.idempotency_key), None)
+            found = next(
+                (
+                    r
+                    for r in provider.refunds_list(payment_intent_id=escrow.payment_intent_id)
+                    if r.metadata.get("operation_key") == op.idempotency_key
+                ),
+                None,
+            )
         return found or provider.refund_create(
             payment_intent_id=escrow.payment_intent_id,
             amount=op.amount,
@@ -565,7 +616,9 @@ def operation_transfer_record(*, operation_id: int, transfer: Transfer) -> Provi
             provider_object_id=transfer.id,
             provider_ids={"transfer": transfer.id, "destination": transfer.destination},
         )
-        audit_record(actor=None, verb="escrow_transfer_made", obj=escrow, data={"transfer": transfer.id, "amount": op.amount})
+        audit_record(
+            actor=None, verb="escrow_transfer_made", obj=escrow, data={"transfer": transfer.id, "amount": op.amount}
+        )
     return op
 
 
@@ -584,7 +637,9 @@ def operation_refund_record(*, operation_id: int, refund: Refund) -> ProviderOpe
                 provider_object_id=refund.id,
                 provider_ids={"refund": refund.id, "payment_intent": escrow.payment_intent_id or ""},
             )
-            audit_record(actor=None, verb="escrow_refund_made", obj=escrow, data={"refund": refund.id, "amount": op.amount})
+            audit_record(
+                actor=None, verb="escrow_refund_made", obj=escrow, data={"refund": refund.id, "amount": op.amount}
+            )
         if refund.status in ("failed", "canceled"):
             _, created = ledger_post(
                 escrow=escrow,
@@ -606,9 +661,13 @@ def operation_refund_record(*, operation_id: int, refund: Refund) -> ProviderOpe
 
 def transfer_sync(*, transfer: Transfer) -> None:
     """A transfer's current state: record it if our operation did not yet, book reversals once."""
-    op = ProviderOperation.objects.filter(
-        Q(provider_object_id=transfer.id) | Q(idempotency_key=transfer.metadata.get("operation_key", "-"))
-    ).filter(kind=ProviderOperation.Kind.TRANSFER).first()
+    op = (
+        ProviderOperation.objects.filter(
+            Q(provider_object_id=transfer.id) | Q(idempotency_key=transfer.metadata.get("operation_key", "-"))
+        )
+        .filter(kind=ProviderOperation.Kind.TRANSFER)
+        .first()
+    )
     if op is None:
         return
     if op.status != ProviderOperation.Status.SUCCEEDED:
@@ -617,7 +676,9 @@ def transfer_sync(*, transfer: Transfer) -> None:
         escrow = _lock(op.escrow_id)
         booked = -(
             LedgerEntry.objects.filter(
-                transaction__kind="transfer_reversal", transaction__provider_object_id=transfer.id, account=A.ENGINEER_PAID
+                transaction__kind="transfer_reversal",
+                transaction__provider_object_id=transfer.id,
+                account=A.ENGINEER_PAID,
             ).aggregate(total=Sum("amount"))["total"]
             or 0
         )
@@ -630,13 +691,22 @@ def transfer_sync(*, transfer: Transfer) -> None:
                 lines=[(A.ENGINEER_PAID, -missing), (A.HELD, missing)],
                 provider_object_id=transfer.id,
             )
-            audit_record(actor=None, verb="escrow_transfer_reversed", obj=escrow, data={"transfer": transfer.id, "amount": missing})
+            audit_record(
+                actor=None,
+                verb="escrow_transfer_reversed",
+                obj=escrow,
+                data={"transfer": transfer.id, "amount": missing},
+            )
 
 
 def refund_sync(*, refund: Refund) -> None:
-    op = ProviderOperation.objects.filter(
-        Q(provider_object_id=refund.id) | Q(idempotency_key=refund.metadata.get("operation_key", "-"))
-    ).filter(kind=ProviderOperation.Kind.REFUND).first()
+    op = (
+        ProviderOperation.objects.filter(
+            Q(provider_object_id=refund.id) | Q(idempotency_key=refund.metadata.get("operation_key", "-"))
+        )
+        .filter(kind=ProviderOperation.Kind.REFUND)
+        .first()
+    )
     if op is not None:
         operation_refund_record(operation_id=op.pk, refund=refund)
 
@@ -653,7 +723,9 @@ def escrow_dispute_sync(*, escrow_id: int, dispute: Dispute) -> Escrow:
                 escrow.frozen, escrow.dispute_id = True, dispute.id
                 escrow.frozen_reason = f"chargeback {dispute.id} ({dispute.status})"[:255]
                 escrow.save(update_fields=["frozen", "dispute_id", "frozen_reason", "updated_at"])
-                audit_record(actor=None, verb="escrow_frozen", obj=escrow, data={"dispute": dispute.id, "amount": dispute.amount})
+                audit_record(
+                    actor=None, verb="escrow_frozen", obj=escrow, data={"dispute": dispute.id, "amount": dispute.amount}
+                )
             return escrow
         if dispute.status == "lost":
             held = ledger_balances(escrow_id=escrow.pk)[A.HELD]
@@ -663,23 +735,40 @@ def escrow_dispute_sync(*, escrow_id: int, dispute: Dispute) -> Escrow:
                 escrow=escrow,
                 idempotency_key=f"dispute_loss:{dispute.id}",
                 kind="dispute_loss",
-                lines=[(A.HELD, -from_held), (A.CHARGEBACKS, from_held), (A.DISPUTE_LOSS, loss), (A.PLATFORM_CASH, -loss)],
+                lines=[
+                    (A.HELD, -from_held),
+                    (A.CHARGEBACKS, from_held),
+                    (A.DISPUTE_LOSS, loss),
+                    (A.PLATFORM_CASH, -loss),
+                ],
                 provider_object_id=dispute.id,
             )
             if created:
-                audit_record(actor=None, verb="escrow_dispute_lost", obj=escrow,
-                             data={"dispute": dispute.id, "from_held": from_held, "platform_loss": loss})
+                audit_record(
+                    actor=None,
+                    verb="escrow_dispute_lost",
+                    obj=escrow,
+                    data={"dispute": dispute.id, "from_held": from_held, "platform_loss": loss},
+                )
                 if from_held == held and escrow.status in (S.FUNDED, S.PARTIALLY_RELEASED):
                     to = S.REFUNDED if escrow.released_amount == 0 else S.CLOSED
                     escrow.status_reason = f"chargeback {dispute.id} lost"
-                    _move(escrow, to, verb="escrow_closed_by_chargeback", data={"dispute": dispute.id}, fields=["status_reason"])
+                    _move(
+                        escrow,
+                        to,
+                        verb="escrow_closed_by_chargeback",
+                        data={"dispute": dispute.id},
+                        fields=["status_reason"],
+                    )
                     signals.escrow_closed.send(
                         sender=Escrow, **_signal_kwargs(escrow, reason="chargeback lost", status=escrow.status)
                     )
         if escrow.frozen and escrow.dispute_id == dispute.id:
             escrow.frozen, escrow.frozen_reason = False, ""
             escrow.save(update_fields=["frozen", "frozen_reason", "updated_at"])
-            audit_record(actor=None, verb="escrow_unfrozen", obj=escrow, data={"dispute": dispute.id, "status": dispute.status})
+            audit_record(
+                actor=None, verb="escrow_unfrozen", obj=escrow, data={"dispute": dispute.id, "status": dispute.status}
+            )
             for op_id in escrow.operations.filter(status=ProviderOperation.Status.PENDING).values_list("pk", flat=True):
                 _enqueue("payment_operation_execute", op_id)
     return escrow
@@ -730,7 +819,9 @@ def engineer_onboarding_start(*, user: User) -> OnboardingStatus:
     provider = payment_provider()
     account = ConnectedAccount.objects.filter(user=user).first()
     if account is None:
-        info = provider.account_create(email=user.email, metadata={"user_id": str(user.pk)}, idempotency_key=f"account:{user.pk}")
+        info = provider.account_create(
+            email=user.email, metadata={"user_id": str(user.pk)}, idempotency_key=f"account:{user.pk}"
+        )
         try:
             with transaction.atomic():
                 account = ConnectedAccount.objects.create(
@@ -747,9 +838,16 @@ def engineer_onboarding_start(*, user: User) -> OnboardingStatus:
     url = None
     if not account.transfers_active:
         refresh_url, return_url = _onboarding_urls()
-        url = provider.account_link_create(account_id=account.provider_account_id, refresh_url=refresh_url, return_url=return_url).url
-    return OnboardingStatus(account.provider_account_id, url, account.transfers_active, account.details_submitted,
-                            tuple(account.requirements_due))
+        url = provider.account_link_create(
+            account_id=account.provider_account_id, refresh_url=refresh_url, return_url=return_url
+        ).url
+    return OnboardingStatus(
+        account.provider_account_id,
+        url,
+        account.transfers_active,
+        account.details_submitted,
+        tuple(account.requirements_due),
+    )
 
 
 def engineer_onboarding_refresh(*, user: User) -> OnboardingStatus:
@@ -759,8 +857,13 @@ def engineer_onboarding_refresh(*, user: User) -> OnboardingStatus:
     if not account.transfers_active:
         info = payment_provider().account_get(account_id=account.provider_account_id)
         account = connected_account_sync(info=info) or account
-    return OnboardingStatus(account.provider_account_id, None, account.transfers_active, account.details_submitted,
-                            tuple(account.requirements_due))
+    return OnboardingStatus(
+        account.provider_account_id,
+        None,
+        account.transfers_active,
+        account.details_submitted,
+        tuple(account.requirements_due),
+    )
 
 
 # ---- offline provider's simulated checkout -------------------------------------------------------
@@ -834,7 +937,10 @@ def webhook_event_process(*, event_id: int) -> str | None:
     now = timezone.now()
     claimed = (
         WebhookEvent.objects.filter(pk=event_id)
-        .filter(Q(status=WebhookEvent.Status.PENDING) | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lt=now - STALE_CLAIM))
+        .filter(
+            Q(status=WebhookEvent.Status.PENDING)
+            | Q(status=WebhookEvent.Status.PROCESSING, claimed_at__lt=now - STALE_CLAIM)
+        )
         .update(status=WebhookEvent.Status.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
     )
     if not claimed:
@@ -852,13 +958,17 @@ def _webhook_event_handle(event: WebhookEvent, *, record: bool = True) -> str:
     try:
         outcome = webhook_event_dispatch(event)
     except RetryableError as exc:
-        WebhookEvent.objects.filter(pk=event.pk).update(status=WebhookEvent.Status.PENDING, last_error=exc.message[:2000])
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            status=WebhookEvent.Status.PENDING, last_error=exc.message[:2000]
+        )
         raise
     except DomainError as exc:
         # Retrying will not help (e.g. the provider no longer has the object): keep it for operators.
         WebhookEvent.objects.filter(pk=event.pk).update(
-            status=WebhookEvent.Status.IGNORED, last_error=f"{exc.code}: {exc.message}"[:2000],
-            processed_at=timezone.now(), processed_count=F("processed_count") + 1,
+            status=WebhookEvent.Status.IGNORED,
+            last_error=f"{exc.code}: {exc.message}"[:2000],
+            processed_at=timezone.now(),
+            processed_count=F("processed_count") + 1,
         )
         return WebhookEvent.Status.IGNORED
     except Exception as exc:
@@ -944,10 +1054,12 @@ def webhook_events_drain(*, max_batches: int = 1000) -> int:
                 try:
                     outcomes.setdefault(_webhook_event_handle(event, record=False), []).append(event.pk)
                     done += 1
-                except Exception:  # noqa: BLE001 - left pending; retried on its own with backoff
+                except Exception:
                     logger.warning("webhook event %s failed; retrying it on its own", event.event_id, exc_info=True)
                     failed.add(event.pk)
-                    _task_send("webhook_event_process", (event.pk,), countdown=min(600, 5 * 2 ** min(event.attempts, 7)))
+                    _task_send(
+                        "webhook_event_process", (event.pk,), countdown=min(600, 5 * 2 ** min(event.attempts, 7))
+                    )
         finally:
             # One write per outcome for the whole batch. A crash before it leaves the batch claimed; the
             # redrive hands it out again after STALE_CLAIM, and handlers act on current state, so that is safe.
@@ -975,8 +1087,12 @@ def webhook_events_redrive(*, older_than: timedelta = timedelta(minutes=2)) -> i
 
 def payouts_retry_payable(*, older_than: timedelta = timedelta(minutes=1)) -> int:
     """Pay what is owed: transfers waiting for a now-payable engineer, and operations left pending."""
-    waiting = ProviderOperation.objects.filter(status=ProviderOperation.Status.AWAITING_PAYEE).values("escrow__payee_id")
-    for user_id in ConnectedAccount.objects.filter(user_id__in=waiting, transfers_active=True).values_list("user_id", flat=True):
+    waiting = ProviderOperation.objects.filter(status=ProviderOperation.Status.AWAITING_PAYEE).values(
+        "escrow__payee_id"
+    )
+    for user_id in ConnectedAccount.objects.filter(user_id__in=waiting, transfers_active=True).values_list(
+        "user_id", flat=True
+    ):
         payouts_release_awaiting(user_id=user_id)
     stale = ProviderOperation.objects.filter(
         status=ProviderOperation.Status.PENDING, updated_at__lt=timezone.now() - older_than, escrow__frozen=False
@@ -1001,7 +1117,9 @@ def _issue_record(escrow: Escrow, kind: str, expected: int, actual: int, detail:
     if open_issue is None:
         try:
             with transaction.atomic():
-                ReconciliationIssue.objects.create(escrow=escrow, kind=kind, expected=expected, actual=actual, detail=detail)
+                ReconciliationIssue.objects.create(
+                    escrow=escrow, kind=kind, expected=expected, actual=actual, detail=detail
+                )
         except IntegrityError:
             pass
         logger.error("reconciliation: %s on escrow %s: ledger %s, provider %s", kind, escrow.pk, expected, actual)
@@ -1016,11 +1134,17 @@ def payments_reconcile(*, limit: int = 500) -> int:
     checked = 0
     for escrow in Escrow.objects.filter(status=S.PENDING_FUNDING, payment_intent_id__isnull=False)[:limit]:
         try:
-            escrow_funding_sync(escrow_id=escrow.pk, funding=provider.funding_get(payment_intent_id=escrow.payment_intent_id))
+            escrow_funding_sync(
+                escrow_id=escrow.pk, funding=provider.funding_get(payment_intent_id=escrow.payment_intent_id)
+            )
         except DomainError as exc:
             logger.warning("reconcile: funding of escrow %s: %s", escrow.pk, exc.message)
     recent = timezone.now() - timedelta(days=90)
-    funded = Escrow.objects.exclude(status__in=[S.PENDING_FUNDING]).exclude(payment_intent_id=None).filter(updated_at__gte=recent)
+    funded = (
+        Escrow.objects.exclude(status__in=[S.PENDING_FUNDING])
+        .exclude(payment_intent_id=None)
+        .filter(updated_at__gte=recent)
+    )
     for escrow in funded.order_by("-updated_at")[:limit]:
         try:
             transfers = provider.transfers_list(transfer_group=_transfer_group(escrow))

@@ -6,7 +6,13 @@ from common.errors import RetryableError
 
 from . import services
 
-RETRY = {"autoretry_for": (RetryableError,), "retry_backoff": 2, "retry_backoff_max": 600, "max_retries": 10, "retry_jitter": True}
+RETRY = {
+    "autoretry_for": (RetryableError,),
+    "retry_backoff": 2,
+    "retry_backoff_max": 600,
+    "max_retries": 10,
+    "retry_jitter": True,
+}
 
 
 @shared_task(**RETRY)

@@ -105,9 +105,10 @@ def _dispute(event: WebhookEvent) -> str:
 
 def _transfer(event: WebhookEvent) -> str:
     key = (_payload_object(event).get("metadata") or {}).get("operation_key") or "-"
-    known = ProviderOperation.objects.filter(provider_object_id=event.object_id).exists() or ProviderOperation.objects.filter(
-        idempotency_key=key, kind=ProviderOperation.Kind.TRANSFER
-    ).exists()
+    known = (
+        ProviderOperation.objects.filter(provider_object_id=event.object_id).exists()
+        or ProviderOperation.objects.filter(idempotency_key=key, kind=ProviderOperation.Kind.TRANSFER).exists()
+    )
     if not known:
         return IGNORED
     services.transfer_sync(transfer=payment_provider().transfer_get(transfer_id=event.object_id))
@@ -115,7 +116,9 @@ def _transfer(event: WebhookEvent) -> str:
 
 
 def _account(event: WebhookEvent) -> str:
-    account_id = event.object_id if event.object_type == "account" else (_payload_object(event).get("account") or event.account)
+    account_id = (
+        event.object_id if event.object_type == "account" else (_payload_object(event).get("account") or event.account)
+    )
     if not account_id or not ConnectedAccount.objects.filter(provider_account_id=account_id).exists():
         return IGNORED
     services.connected_account_sync(info=payment_provider().account_get(account_id=account_id))

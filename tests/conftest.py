@@ -17,7 +17,10 @@ def _require_service(name: str, url: str, how_to_start: str) -> None:
     try:
         socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port), timeout=3).close()
     except OSError as exc:
-        pytest.exit(f"{name} is not reachable at {parsed.hostname}:{parsed.port} ({exc}). Start it with: {how_to_start}", returncode=3)
+        pytest.exit(
+            f"{name} is not reachable at {parsed.hostname}:{parsed.port} ({exc}). Start it with: {how_to_start}",
+            returncode=3,
+        )
 
 
 def pytest_configure(config) -> None:

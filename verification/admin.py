@@ -14,8 +14,18 @@ from .models import SigningKey, VerificationRun
 @admin.register(VerificationRun)
 class VerificationRunAdmin(ReadOnlyModelAdmin):
     list_display = (
-        "id", "kind", "subject", "hardware_class", "status", "decision", "payout_fraction_bps",
-        "speedup_estimate", "infrastructure_failures", "dispatch_count", "heartbeat_at", "created_at",
+        "id",
+        "kind",
+        "subject",
+        "hardware_class",
+        "status",
+        "decision",
+        "payout_fraction_bps",
+        "speedup_estimate",
+        "infrastructure_failures",
+        "dispatch_count",
+        "heartbeat_at",
+        "created_at",
     )
     list_filter = ("status", "kind", "hardware_class", "decision", "created_at")
     search_fields = ("=id", "subject", "reason")

@@ -15,8 +15,12 @@ BROKER_ERRORS = (OperationalError, BrokerConnectionError, OSError)
 def send_run(dispatch) -> None:
     current_app.send_task(
         "verification.execute_run",
-        kwargs={"run_id": dispatch.run_id, "token": dispatch.token, "base_url": settings.INTERNAL_API_BASE_URL,
-                "artifacts": dispatch.artifacts},
+        kwargs={
+            "run_id": dispatch.run_id,
+            "token": dispatch.token,
+            "base_url": settings.INTERNAL_API_BASE_URL,
+            "artifacts": dispatch.artifacts,
+        },
         queue=dispatch.queue,
         soft_time_limit=dispatch.time_limit_seconds,
         time_limit=dispatch.time_limit_seconds + 60,

@@ -31,7 +31,7 @@ HEARTBEAT_SECONDS = 10.0
 # The job's own files are the same for every verification of the job (and its calibration): the
 # host keeps them by sha256. A candidate is new each time and is always downloaded.
 CACHED_ARTIFACTS = ("package", "hidden_inputs")
-DEFAULT_CACHE_MAX_BYTES = 4 * 1024 ** 3
+DEFAULT_CACHE_MAX_BYTES = 4 * 1024**3
 RECENT_USE_SECONDS = 600
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 ARCHIVE_FORMATS = ("tar.gz", "tgz", "tar", "zip")  # the runner knows an archive by its name
@@ -58,7 +58,7 @@ class HostConfig:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # 0: keep nothing between verifications
 
     @classmethod
-    def from_environment(cls) -> "HostConfig":
+    def from_environment(cls) -> HostConfig:
         key = os.environ.get("VERIFICATION_SIGNING_KEY_PATH")
         if not key:
             raise HostFailure("VERIFICATION_SIGNING_KEY_PATH is not set on this verification host")
@@ -74,7 +74,7 @@ class HostConfig:
             cache_max_bytes=int(os.environ.get("VERIFICATION_CACHE_MAX_BYTES", DEFAULT_CACHE_MAX_BYTES)),
         )
 
-    def artifact_cache(self) -> "ArtifactCache | None":
+    def artifact_cache(self) -> ArtifactCache | None:
         if self.cache_max_bytes <= 0:
             return None
         root = self.cache_dir or Path(self.work_dir or tempfile.gettempdir()) / "speedproof-artifact-cache"
@@ -156,7 +156,9 @@ class PlatformClient:
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         try:
-            with urllib.request.urlopen(self._request(method, f"{self.base}/{path}", body), timeout=HTTP_TIMEOUT_SECONDS) as response:
+            with urllib.request.urlopen(
+                self._request(method, f"{self.base}/{path}", body), timeout=HTTP_TIMEOUT_SECONDS
+            ) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
             if error.code in (403, 409):
@@ -166,7 +168,10 @@ class PlatformClient:
 
     def download(self, url: str, destination: Path, sha256: str) -> None:
         digest = hashlib.sha256()
-        with urllib.request.urlopen(self._request("GET", url), timeout=HTTP_TIMEOUT_SECONDS) as response, destination.open("wb") as out:
+        with (
+            urllib.request.urlopen(self._request("GET", url), timeout=HTTP_TIMEOUT_SECONDS) as response,
+            destination.open("wb") as out,
+        ):
             for chunk in iter(lambda: response.read(1024 * 1024), b""):
                 digest.update(chunk)
                 out.write(chunk)
@@ -188,7 +193,7 @@ class _Heartbeat:
         self.progressed = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self.thread.start()
         return self
 
@@ -226,8 +231,14 @@ class _Heartbeat:
             self.progressed.set()
 
 
-def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | None = None,
-                announced: dict[str, dict] | None = None) -> str:
+def execute_run(
+    *,
+    run_id: int,
+    token: str,
+    base_url: str,
+    config: HostConfig | None = None,
+    announced: dict[str, dict] | None = None,
+) -> str:
     """Carry out one run end to end; returns the status the platform recorded. ``announced``: the
     run's files as its message named them (digests and formats), fetched while start/ is answered."""
     config = config or HostConfig.from_environment()
@@ -238,22 +249,33 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
         spec, files = _start_and_fetch(client, announced, scratch, config.artifact_cache())
         with _Heartbeat(client) as heartbeat:
             common = dict(
-                progress=heartbeat.update, python_executable=config.python_executable, work_dir=scratch,
+                progress=heartbeat.update,
+                python_executable=config.python_executable,
+                work_dir=scratch,
                 devices=config.devices,
             )
             if spec["kind"] == "calibration":
                 # A platform older than this host names no verification budget: the runner's default.
                 budget = spec.get("verification_budget_pairs") or runner.DEFAULT_BUDGET_PAIRS
                 calibration = runner.calibrate(
-                    files["package"], files["hidden_inputs"], spec["criteria"], pairs=spec["budget_pairs"],
-                    budget=budget, **common,
+                    files["package"],
+                    files["hidden_inputs"],
+                    spec["criteria"],
+                    pairs=spec["budget_pairs"],
+                    budget=budget,
+                    **common,
                 )
                 report = calibration.report.to_dict()
                 report["calibration"] = calibration.to_dict()
             else:
                 report = runner.run_verification(
-                    files["package"], files["candidate"], files["hidden_inputs"], spec["criteria"],
-                    budget=spec["budget_pairs"], secrets=[token], **common,
+                    files["package"],
+                    files["candidate"],
+                    files["hidden_inputs"],
+                    spec["criteria"],
+                    budget=spec["budget_pairs"],
+                    secrets=[token],
+                    **common,
                 ).to_dict()
         report.pop("certificate", None)
         # The certificate names the archives exactly as the platform stores them; the runner's
@@ -267,7 +289,7 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
         body = {"report": report, "certificate": certificate}
     except RunRejected:
         raise
-    except Exception as error:  # noqa: BLE001 - anything else is the host's failure, not the candidate's
+    except Exception as error:
         # Other exceptions' texts may quote the files they choked on (hidden inputs among them), and
         # the run's parties read the reason: only the type goes out; the whole story stays in this
         # host's log, which is the operators'.
@@ -283,8 +305,9 @@ def execute_run(*, run_id: int, token: str, base_url: str, config: HostConfig | 
     return client.call("POST", "result/", _json_safe(body))["status"]
 
 
-def _start_and_fetch(client: PlatformClient, announced: dict[str, dict] | None, scratch: Path,
-                     cache: ArtifactCache | None) -> tuple[dict, dict[str, Path]]:
+def _start_and_fetch(
+    client: PlatformClient, announced: dict[str, dict] | None, scratch: Path, cache: ArtifactCache | None
+) -> tuple[dict, dict[str, Path]]:
     """start/, then the files it names; or, with the files announced in the message, both at once
     (start/ stays the authority: its digests must be the announced ones)."""
     if not announced:
@@ -301,15 +324,18 @@ def _start_and_fetch(client: PlatformClient, announced: dict[str, dict] | None, 
             started.result()  # a refused start explains a refused download: RunRejected first
             raise
         spec = started.result()
-    if {name: a["sha256"] for name, a in spec["artifacts"].items()} != {name: a["sha256"] for name, a in announced.items()}:
+    if {name: a["sha256"] for name, a in spec["artifacts"].items()} != {
+        name: a["sha256"] for name, a in announced.items()
+    }:
         raise HostFailure("the run's files differ from those its message announced")
     late = {name: spec["artifacts"][name] for name in wanted if name not in early}
     files.update(_fetch_artifacts(client, late, scratch, cache) if late else {})
     return spec, files
 
 
-def _fetch_artifacts(client: PlatformClient, artifacts: dict[str, dict], scratch: Path,
-                     cache: ArtifactCache | None) -> dict[str, Path]:
+def _fetch_artifacts(
+    client: PlatformClient, artifacts: dict[str, dict], scratch: Path, cache: ArtifactCache | None
+) -> dict[str, Path]:
     """Local paths of the run's archives: from the cache where it holds them, else downloaded (in
     parallel) and checked against their sha256; the job's own files are then kept for next time."""
     files: dict[str, Path] = {}
@@ -325,8 +351,10 @@ def _fetch_artifacts(client: PlatformClient, artifacts: dict[str, dict], scratch
     if missing:
         try:
             with ThreadPoolExecutor(max_workers=len(missing)) as downloads:
-                for finished in [downloads.submit(client.download, url, destination, sha256)
-                                 for _, url, sha256, _, destination, _ in missing]:
+                for finished in [
+                    downloads.submit(client.download, url, destination, sha256)
+                    for _, url, sha256, _, destination, _ in missing
+                ]:
                     finished.result()
         except BaseException:
             for *_, destination, _ in missing:

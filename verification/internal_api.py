@@ -45,7 +45,10 @@ class RunTokenView(APIView):
 
 def _spec(request, run: VerificationRun) -> dict:
     artifacts = {
-        name: {**described, "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/")}
+        name: {
+            **described,
+            "url": request.build_absolute_uri(f"/internal/verification/runs/{run.pk}/artifacts/{name}/"),
+        }
         for name, described in services.run_artifacts(run).items()
     }
     spec = {
@@ -77,15 +80,23 @@ class RunArtifactApi(RunTokenView):
         # is answered (with the run's current token only: a requeued run's old one no longer
         # matches). Hidden inputs only once the run is started, which is audited.
         servable = {VerificationRun.Status.RUNNING} | (
-            {VerificationRun.Status.QUEUED} if name in EARLY_ARTIFACT_FIELDS else set())
+            {VerificationRun.Status.QUEUED} if name in EARLY_ARTIFACT_FIELDS else set()
+        )
         if run.status not in servable or name not in ARTIFACT_FIELDS:
             raise NotFound("No such artifact for this run.")
         artifact = getattr(run, name)
         if artifact is None:
             raise NotFound("No such artifact for this run.")
-        log.info("verification_artifact_served", run_id=run.pk, artifact=name, run_status=run.status,
-                 dispatch=run.dispatch_count)
-        return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=f"{name}.{artifact.archive_format or 'bin'}")
+        log.info(
+            "verification_artifact_served",
+            run_id=run.pk,
+            artifact=name,
+            run_status=run.status,
+            dispatch=run.dispatch_count,
+        )
+        return FileResponse(
+            artifact.file.open("rb"), as_attachment=True, filename=f"{name}.{artifact.archive_format or 'bin'}"
+        )
 
 
 class HeartbeatSerializer(serializers.Serializer):
@@ -127,5 +138,7 @@ class RunFailureApi(RunTokenView):
         token = _token_for_run(request, run_id)
         serializer = FailureSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        run = services.verification_run_report_failure(run_id=run_id, token=token, reason=serializer.validated_data["reason"])
+        run = services.verification_run_report_failure(
+            run_id=run_id, token=token, reason=serializer.validated_data["reason"]
+        )
         return Response({"status": run.status})

@@ -154,8 +154,11 @@ def run_artifacts(run: VerificationRun) -> dict[str, dict[str, Any]]:
     for name in ARTIFACT_FIELDS:
         artifact = getattr(run, name)
         if artifact is not None:
-            described[name] = {"sha256": artifact.sha256, "size": artifact.size,
-                               "archive_format": artifact.archive_format or "tar.gz"}
+            described[name] = {
+                "sha256": artifact.sha256,
+                "size": artifact.size,
+                "archive_format": artifact.archive_format or "tar.gz",
+            }
     return described
 
 
@@ -214,8 +217,13 @@ def verification_run_start(*, run_id: int, token: str) -> VerificationRun:
     run.started_at = run.heartbeat_at = now
     run.token_expires_at = now + timedelta(seconds=run.time_limit_seconds + settings.VERIFICATION_TOKEN_GRACE_SECONDS)
     return transition_apply(
-        run, to=Status.RUNNING, allowed=RUN_TRANSITIONS, actor=None, verb="verification_started",
-        data={"dispatch": run.dispatch_count}, update_fields=["started_at", "heartbeat_at", "token_expires_at"],
+        run,
+        to=Status.RUNNING,
+        allowed=RUN_TRANSITIONS,
+        actor=None,
+        verb="verification_started",
+        data={"dispatch": run.dispatch_count},
+        update_fields=["started_at", "heartbeat_at", "token_expires_at"],
     )
 
 
@@ -225,7 +233,10 @@ def verification_run_heartbeat(*, run_id: int, token: str, progress: dict[str, A
     if run.status != Status.RUNNING:
         raise RunTokenRejected()
     run.heartbeat_at = timezone.now()
-    run.progress = {key: progress.get(key) for key in ("phase", "runs_done", "runs_budget", "pairs_done", "pairs_budget", "estimate", "interval")}
+    run.progress = {
+        key: progress.get(key)
+        for key in ("phase", "runs_done", "runs_budget", "pairs_done", "pairs_budget", "estimate", "interval")
+    }
     run.save(update_fields=["heartbeat_at", "progress", "updated_at"])
     return run
 
@@ -283,11 +294,23 @@ def verification_record_result(
         run.finished_at = timezone.now()
         run.token_hash = ""
         transition_apply(
-            run, to=status, allowed=RUN_TRANSITIONS, actor=None, verb="verification_finished",
+            run,
+            to=status,
+            allowed=RUN_TRANSITIONS,
+            actor=None,
+            verb="verification_finished",
             data={"decision": decision, "payout_fraction_bps": run.payout_fraction_bps, "key_id": key.key_id},
             update_fields=[
-                "report", "certificate", "signing_key", "decision", "reason", "payout_fraction_bps", "tier",
-                "speedup_estimate", "finished_at", "token_hash",
+                "report",
+                "certificate",
+                "signing_key",
+                "decision",
+                "reason",
+                "payout_fraction_bps",
+                "tier",
+                "speedup_estimate",
+                "finished_at",
+                "token_hash",
             ],
         )
         _announce(run)
@@ -318,7 +341,9 @@ def verification_plot_render(*, run_id: int) -> VerificationRun:
         with png.open("rb") as png_file, svg.open("rb") as svg_file:
             png_artifact = artifact_store(fileobj=png_file)
             svg_artifact = artifact_store(fileobj=svg_file)
-    VerificationRun.objects.filter(pk=run_id, plot_png__isnull=True).update(plot_png=png_artifact, plot_svg=svg_artifact)
+    VerificationRun.objects.filter(pk=run_id, plot_png__isnull=True).update(
+        plot_png=png_artifact, plot_svg=svg_artifact
+    )
     run.refresh_from_db()
     return run
 
@@ -352,18 +377,34 @@ def _infrastructure_failure_locked(run: VerificationRun, *, reason: str) -> Veri
         run.finished_at = timezone.now()
         run.reason = f"Infrastructure failed {run.infrastructure_failures} times; last: {reason}"
         transition_apply(
-            run, to=Status.ERROR, allowed=RUN_TRANSITIONS, actor=None, verb="verification_errored",
-            data={"reason": reason}, update_fields=["infrastructure_failures", "token_hash", "error_log", "finished_at", "reason"],
+            run,
+            to=Status.ERROR,
+            allowed=RUN_TRANSITIONS,
+            actor=None,
+            verb="verification_errored",
+            data={"reason": reason},
+            update_fields=["infrastructure_failures", "token_hash", "error_log", "finished_at", "reason"],
         )
         _announce(run)
         return run
     run.started_at = run.heartbeat_at = run.dispatched_at = None
     run.progress = {}
     transition_apply(
-        run, to=Status.QUEUED, allowed=RUN_TRANSITIONS, actor=None, verb="verification_requeued",
+        run,
+        to=Status.QUEUED,
+        allowed=RUN_TRANSITIONS,
+        actor=None,
+        verb="verification_requeued",
         data={"reason": reason, "failures": run.infrastructure_failures},
-        update_fields=["infrastructure_failures", "token_hash", "error_log", "started_at", "heartbeat_at", "progress",
-                       "dispatched_at"],
+        update_fields=[
+            "infrastructure_failures",
+            "token_hash",
+            "error_log",
+            "started_at",
+            "heartbeat_at",
+            "progress",
+            "dispatched_at",
+        ],
     )
     transaction.on_commit(lambda: verification_run_dispatch(run_id=run.pk))
     return run
@@ -393,12 +434,18 @@ def verification_watchdog() -> list[int]:
                 return "no heartbeat from the verification host"
             if run.started_at + timedelta(seconds=run.time_limit_seconds) + grace < now:
                 return "the run overran its time limit"
-        elif (run.status == Status.QUEUED and run.dispatched_at is not None and run.token_expires_at is not None
-              and run.token_expires_at < now):
+        elif (
+            run.status == Status.QUEUED
+            and run.dispatched_at is not None
+            and run.token_expires_at is not None
+            and run.token_expires_at < now
+        ):
             # Sent, yet no host started it in all that time: none serves its queue, or the message was
             # lost. Counted, so that a submission cannot stay 'verifying' (blocking its contract) forever.
-            return (f"no verification host started the run within {settings.VERIFICATION_QUEUED_TOKEN_HOURS} hours"
-                    f" on queue {run.queue}")
+            return (
+                f"no verification host started the run within {settings.VERIFICATION_QUEUED_TOKEN_HOURS} hours"
+                f" on queue {run.queue}"
+            )
         return None
 
     failing = Q(status=Status.RUNNING) | Q(status=Status.QUEUED, dispatched_at__isnull=False, token_expires_at__lt=now)
@@ -410,7 +457,7 @@ def verification_watchdog() -> list[int]:
                 if reason is None:
                     continue
                 _infrastructure_failure_locked(run, reason=reason)
-        except Exception as error:  # noqa: BLE001 - one run's failure must not leave the others unwatched
+        except Exception as error:
             log.warning("verification_watchdog_run_failed", run_id=run_id, error=type(error).__name__)
             continue
         handled.append(run_id)
@@ -422,7 +469,7 @@ def verification_watchdog() -> list[int]:
     for run_id in list(unsent):
         try:
             sent = verification_run_dispatch(run_id=run_id)
-        except Exception as error:  # noqa: BLE001 - one run's failure must not leave the others unsent
+        except Exception as error:
             log.warning("verification_resend_failed", run_id=run_id, error=type(error).__name__)
             continue
         if sent is not None:

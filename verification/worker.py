@@ -22,7 +22,7 @@ app.conf.update(
             "data_folder_in": str(VAR_DIR / "broker"),
             "data_folder_out": str(VAR_DIR / "broker"),
             "processed_folder": str(VAR_DIR / "broker-processed"),
-        "control_folder": str(VAR_DIR / "broker-control"),
+            "control_folder": str(VAR_DIR / "broker-control"),
             "store_processed": False,
             "polling_interval": 0.1,
         }

@@ -10,7 +10,6 @@ from common.errors import Conflict, IllegalTransition, NotPermitted, ValidationF
 from common.money import fee_for
 from common.services import audit_record
 from common.transitions import transition_apply
-
 from payments.services import escrow_open
 
 from ..models import Bid, Contract, Job
@@ -64,7 +63,12 @@ def bid_place(
     job = Job.objects.select_for_update().get(pk=job.pk)
     _require_biddable(job, actor)
     _validate_bid_fields(
-        {"amount": amount, "estimated_days": estimated_days, "proposal": proposal, "predicted_speedup": predicted_speedup}
+        {
+            "amount": amount,
+            "estimated_days": estimated_days,
+            "proposal": proposal,
+            "predicted_speedup": predicted_speedup,
+        }
     )
     if Bid.objects.filter(job=job, engineer=actor, status__in=Bid.ACTIVE_STATUSES).exists():
         raise Conflict("You already have an active bid on this job; update it instead.", code="bid_exists")
@@ -79,7 +83,7 @@ def bid_place(
                 predicted_speedup=predicted_speedup,
             )
     except IntegrityError:
-        raise Conflict("You already have an active bid on this job; update it instead.", code="bid_exists")
+        raise Conflict("You already have an active bid on this job; update it instead.", code="bid_exists") from None
     audit_record(actor=actor, verb="bid_placed", obj=bid, to_state=bid.status, data={"job": job.pk})
     return bid
 
@@ -87,7 +91,14 @@ def bid_place(
 def bids_decline_pending(*, job: Job, actor: User | None, reason: str, exclude_id: int | None = None) -> None:
     """Decline the job's pending bids (all but `exclude_id`), each locked and audited; runs in the caller's transaction."""
     for bid in Bid.objects.select_for_update().filter(job=job, status=Bid.Status.PENDING).exclude(pk=exclude_id):
-        transition_apply(bid, to=Bid.Status.DECLINED, allowed=BID_TRANSITIONS, actor=actor, verb="bid_declined", data={"reason": reason})
+        transition_apply(
+            bid,
+            to=Bid.Status.DECLINED,
+            allowed=BID_TRANSITIONS,
+            actor=actor,
+            verb="bid_declined",
+            data={"reason": reason},
+        )
 
 
 def _lock_own_pending_bid(actor: User, bid: Bid) -> tuple[Job, Bid]:
@@ -96,7 +107,9 @@ def _lock_own_pending_bid(actor: User, bid: Bid) -> tuple[Job, Bid]:
     if bid.engineer_id != actor.pk:
         raise NotPermitted("Only the engineer who placed a bid can change it.")
     if bid.status != Bid.Status.PENDING:
-        raise IllegalTransition(f"The bid is {bid.status}, not pending.", code="illegal_transition", fields={"status": [bid.status]})
+        raise IllegalTransition(
+            f"The bid is {bid.status}, not pending.", code="illegal_transition", fields={"status": [bid.status]}
+        )
     return job, bid
 
 
@@ -112,7 +125,14 @@ def bid_update(*, actor: User, bid: Bid, **fields) -> Bid:
     for name, value in fields.items():
         setattr(bid, name, value)
     bid.save()
-    audit_record(actor=actor, verb="bid_updated", obj=bid, from_state=bid.status, to_state=bid.status, data={"fields": sorted(fields)})
+    audit_record(
+        actor=actor,
+        verb="bid_updated",
+        obj=bid,
+        from_state=bid.status,
+        to_state=bid.status,
+        data={"fields": sorted(fields)},
+    )
     return bid
 
 
@@ -130,10 +150,16 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
         raise NotPermitted("Only the organization's owners and admins can award a job.")
     bid = Bid.objects.select_for_update().get(pk=bid.pk)
     if job.status != Job.Status.OPEN:
-        raise IllegalTransition(f"The job is {job.status}; it can no longer be awarded.", code="job_not_open", fields={"status": [job.status]})
+        raise IllegalTransition(
+            f"The job is {job.status}; it can no longer be awarded.",
+            code="job_not_open",
+            fields={"status": [job.status]},
+        )
     transition_apply(bid, to=Bid.Status.ACCEPTED, allowed=BID_TRANSITIONS, actor=actor, verb="bid_accepted")
     bids_decline_pending(job=job, actor=actor, reason="another_bid_accepted", exclude_id=bid.pk)
-    transition_apply(job, to=Job.Status.AWARDED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_awarded", data={"bid": bid.pk})
+    transition_apply(
+        job, to=Job.Status.AWARDED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_awarded", data={"bid": bid.pk}
+    )
     contract = Contract.objects.create(
         job=job,
         bid=bid,
@@ -155,5 +181,11 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
         actor=actor,
     )
     contract.save(update_fields=["escrow", "updated_at"])
-    audit_record(actor=actor, verb="contract_created", obj=contract, to_state=contract.status, data={"bid": bid.pk, "job": job.pk})
+    audit_record(
+        actor=actor,
+        verb="contract_created",
+        obj=contract,
+        to_state=contract.status,
+        data={"bid": bid.pk, "job": job.pk},
+    )
     return contract

@@ -75,14 +75,23 @@ def contract_cancel_unfunded(*, actor: User | None, contract: Contract, reason: 
         return contract
     contract_cancel_locked(contract=contract, actor=actor, reason=reason)
     if job.status != Job.Status.CANCELLED:
-        transition_apply(job, to=Job.Status.CANCELLED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_cancelled", data={"reason": reason})
+        transition_apply(
+            job,
+            to=Job.Status.CANCELLED,
+            allowed=JOB_TRANSITIONS,
+            actor=actor,
+            verb="job_cancelled",
+            data={"reason": reason},
+        )
     return contract
 
 
 def contract_fund_start(*, actor: User, contract: Contract) -> payments.FundingInstructions:
     _require_admin(actor, contract)
     if contract.status != Contract.Status.AWAITING_FUNDING:
-        raise IllegalTransition(f"The contract is {contract.status}; it needs no funding.", code="contract_not_awaiting_funding")
+        raise IllegalTransition(
+            f"The contract is {contract.status}; it needs no funding.", code="contract_not_awaiting_funding"
+        )
     return payments.escrow_funding_start(escrow_id=contract.escrow_id, actor=actor)
 
 
@@ -94,8 +103,13 @@ def contract_activate(*, contract_id: int, actor: User | None = None, reason: st
         return contract
     contract.status_reason = ""
     transition_apply(
-        contract, to=Contract.Status.ACTIVE, allowed=CONTRACT_TRANSITIONS, actor=actor,
-        verb="contract_activated", data={"reason": reason}, update_fields=["status_reason"],
+        contract,
+        to=Contract.Status.ACTIVE,
+        allowed=CONTRACT_TRANSITIONS,
+        actor=actor,
+        verb="contract_activated",
+        data={"reason": reason},
+        update_fields=["status_reason"],
     )
     transition_apply(job, to=Job.Status.IN_PROGRESS, allowed=JOB_TRANSITIONS, actor=actor, verb="job_started")
     return contract
@@ -106,7 +120,14 @@ def contract_record_funding_failure(*, contract_id: int, reason: str) -> Contrac
     contract = contract_lock(contract_id)
     contract.status_reason = f"Funding failed: {reason}"[:255]
     contract.save(update_fields=["status_reason", "updated_at"])
-    audit_record(actor=None, verb="contract_funding_failed", obj=contract, from_state=contract.status, to_state=contract.status, data={"reason": reason})
+    audit_record(
+        actor=None,
+        verb="contract_funding_failed",
+        obj=contract,
+        from_state=contract.status,
+        to_state=contract.status,
+        data={"reason": reason},
+    )
     return contract
 
 
@@ -121,8 +142,17 @@ def contract_record_earning(*, contract: Contract, fraction_bps: int, run_id: in
     contract.review_disputed = False
     contract.save(update_fields=["earned_bps", "earned_run_id", "release_due_at", "review_disputed", "updated_at"])
     audit_record(
-        actor=None, verb="contract_earned", obj=contract, from_state=contract.status, to_state=contract.status,
-        data={"from_bps": previous, "to_bps": fraction_bps, "run": run_id, "release_due_at": contract.release_due_at.isoformat()},
+        actor=None,
+        verb="contract_earned",
+        obj=contract,
+        from_state=contract.status,
+        to_state=contract.status,
+        data={
+            "from_bps": previous,
+            "to_bps": fraction_bps,
+            "run": run_id,
+            "release_due_at": contract.release_due_at.isoformat(),
+        },
     )
     if review_window_hours == 0:
         _release_on_commit(contract.pk)
@@ -161,7 +191,14 @@ def contract_release_earned(*, contract_id: int, force: bool = False) -> Contrac
             return contract  # still due: the beat task tries again once the chargeback is settled
         contract.release_due_at = None
         contract.save(update_fields=["release_due_at", "updated_at"])
-        audit_record(actor=None, verb="contract_released", obj=contract, from_state=contract.status, to_state=contract.status, data={"bps": contract.earned_bps})
+        audit_record(
+            actor=None,
+            verb="contract_released",
+            obj=contract,
+            from_state=contract.status,
+            to_state=contract.status,
+            data={"bps": contract.earned_bps},
+        )
         if contract.earned_bps == FULL_BPS:
             _close(contract, job, to=Contract.Status.COMPLETED, reason="top tier reached")
     return contract
@@ -169,7 +206,15 @@ def contract_release_earned(*, contract_id: int, force: bool = False) -> Contrac
 
 def _close(contract: Contract, job: Job, *, to: str, reason: str) -> None:
     contract.status_reason = reason
-    transition_apply(contract, to=to, allowed=CONTRACT_TRANSITIONS, actor=None, verb=f"contract_{to}", data={"reason": reason}, update_fields=["status_reason"])
+    transition_apply(
+        contract,
+        to=to,
+        allowed=CONTRACT_TRANSITIONS,
+        actor=None,
+        verb=f"contract_{to}",
+        data={"reason": reason},
+        update_fields=["status_reason"],
+    )
     job_to = Job.Status.COMPLETED if to == Contract.Status.COMPLETED else Job.Status.CANCELLED
     transition_apply(job, to=job_to, allowed=JOB_TRANSITIONS, actor=None, verb=f"job_{job_to}", data={"reason": reason})
 
@@ -191,6 +236,7 @@ def contract_settlement_schedule(*, contract: Contract, job: Job) -> None:
     contract.settle_due_at = due
     contract.save(update_fields=["settle_due_at", "updated_at"])
     if due <= now:
+
         def send() -> None:
             from ..tasks import contract_settle_due
 
@@ -207,7 +253,9 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
         if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
             # A pending verification settles the contract when its result arrives.
             return contract
-        waits_until = max((due for due in (contract.release_due_at, contract.settle_due_at) if due is not None), default=None)
+        waits_until = max(
+            (due for due in (contract.release_due_at, contract.settle_due_at) if due is not None), default=None
+        )
         if waits_until is not None and waits_until > timezone.now():
             # A review window is still open (the earned tier's, or the company's to accept an
             # inconclusive last attempt), even if the deadline has passed: settling now would pay out
@@ -215,8 +263,14 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
             if contract.settle_due_at != waits_until:
                 contract.settle_due_at = waits_until
                 contract.save(update_fields=["settle_due_at", "updated_at"])
-                audit_record(actor=None, verb="contract_settlement_postponed", obj=contract, from_state=contract.status,
-                             to_state=contract.status, data={"reason": reason, "until": waits_until.isoformat()})
+                audit_record(
+                    actor=None,
+                    verb="contract_settlement_postponed",
+                    obj=contract,
+                    from_state=contract.status,
+                    to_state=contract.status,
+                    data={"reason": reason, "until": waits_until.isoformat()},
+                )
             return contract
         try:
             with transaction.atomic():
@@ -234,7 +288,12 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
             return contract  # the settle beat task tries again once the chargeback is settled
         contract.release_due_at = contract.settle_due_at = None
         contract.save(update_fields=["release_due_at", "settle_due_at", "updated_at"])
-        _close(contract, job, to=Contract.Status.COMPLETED if contract.earned_bps else Contract.Status.FAILED, reason=reason)
+        _close(
+            contract,
+            job,
+            to=Contract.Status.COMPLETED if contract.earned_bps else Contract.Status.FAILED,
+            reason=reason,
+        )
     return contract
 
 
@@ -247,7 +306,9 @@ def contract_approve_early(*, actor: User, contract: Contract) -> Contract:
     contract.release_due_at = timezone.now()
     contract.review_disputed = False
     contract.save(update_fields=["release_due_at", "review_disputed", "updated_at"])
-    audit_record(actor=actor, verb="contract_approved_early", obj=contract, from_state=contract.status, to_state=contract.status)
+    audit_record(
+        actor=actor, verb="contract_approved_early", obj=contract, from_state=contract.status, to_state=contract.status
+    )
     _release_on_commit(contract.pk)
     return contract
 
@@ -258,18 +319,31 @@ def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> 
     (``contract_dispute_resolve``)."""
     contract = contract_lock(contract.pk)
     _require_admin(actor, contract)
-    if contract.status != Contract.Status.ACTIVE or not contract.release_due_at or contract.release_due_at <= timezone.now():
+    if (
+        contract.status != Contract.Status.ACTIVE
+        or not contract.release_due_at
+        or contract.release_due_at <= timezone.now()
+    ):
         raise IllegalTransition("Only a result inside its review window can be disputed.", code="review_window_closed")
     contract.review_disputed = True
     contract.save(update_fields=["review_disputed", "updated_at"])
-    audit_record(actor=actor, verb="contract_review_disputed", obj=contract, from_state=contract.status, to_state=contract.status, data={"reason": reason})
+    audit_record(
+        actor=actor,
+        verb="contract_review_disputed",
+        obj=contract,
+        from_state=contract.status,
+        to_state=contract.status,
+        data={"reason": reason},
+    )
     return contract
 
 
 def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, note: str) -> Contract:
     """An operator's ruling on a disputed result: release it, or withhold it (the earning falls back to
     what was already paid out) and let the contract go on or settle."""
-    if not (actor.is_staff and actor.account_type == User.AccountType.OPERATOR and actor.has_perm("jobs.change_contract")):
+    if not (
+        actor.is_staff and actor.account_type == User.AccountType.OPERATOR and actor.has_perm("jobs.change_contract")
+    ):
         raise NotPermitted("Only operators can resolve a dispute.")
     with transaction.atomic():
         job, contract = _lock_job_and_contract(contract_id)
@@ -284,7 +358,11 @@ def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, no
             contract.release_due_at = None
         contract.save(update_fields=["review_disputed", "release_due_at", "earned_bps", "updated_at"])
         audit_record(
-            actor=actor, verb="contract_dispute_resolved", obj=contract, from_state=contract.status, to_state=contract.status,
+            actor=actor,
+            verb="contract_dispute_resolved",
+            obj=contract,
+            from_state=contract.status,
+            to_state=contract.status,
             data={"outcome": "released" if release else "withheld", "earned_bps": withheld_bps, "note": note},
         )
         if release:
@@ -304,7 +382,11 @@ def contracts_release_due() -> list[int]:
 def contracts_settle_due() -> list[int]:
     now = timezone.now()
     overdue = Contract.objects.filter(status=Contract.Status.ACTIVE, deadline__lte=now).values_list("pk", flat=True)
-    exhausted = Contract.objects.filter(status=Contract.Status.ACTIVE, settle_due_at__lte=now).values_list("pk", flat=True)
+    exhausted = Contract.objects.filter(status=Contract.Status.ACTIVE, settle_due_at__lte=now).values_list(
+        "pk", flat=True
+    )
     settled = [contract_settle(contract_id=pk, reason="deadline passed").pk for pk in list(overdue)]
-    settled += [contract_settle(contract_id=pk, reason="attempts exhausted").pk for pk in list(exhausted) if pk not in settled]
+    settled += [
+        contract_settle(contract_id=pk, reason="attempts exhausted").pk for pk in list(exhausted) if pk not in settled
+    ]
     return settled

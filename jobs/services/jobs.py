@@ -13,7 +13,6 @@ from common.errors import IllegalTransition, NotPermitted, ValidationFailed
 from common.money import currency_validate
 from common.services import artifact_store, audit_record
 from common.transitions import transition_apply
-
 from verification.models import VerificationRun
 from verification.services import verification_run_create
 
@@ -132,7 +131,9 @@ def job_create(
 def _engineers_only(users: list[User]) -> list[User]:
     if any(user.account_type != User.AccountType.ENGINEER for user in users):
         raise ValidationFailed(
-            "Only engineers can be invited.", code="invalid_invitation", fields={"invited_engineers": ["engineers only"]}
+            "Only engineers can be invited.",
+            code="invalid_invitation",
+            fields={"invited_engineers": ["engineers only"]},
         )
     return users
 
@@ -150,9 +151,7 @@ def job_update(*, actor: User, job: Job, invited_engineers: list[User] | None = 
     if has_bids and "criteria" in fields and fields["criteria"] != job.criteria:
         raise IllegalTransition("Criteria are frozen once the job has bids.", code="criteria_frozen")
     if job.status == Job.Status.OPEN and {"currency", "hardware_class"} & set(fields):
-        raise IllegalTransition(
-            "Currency and hardware class cannot change after publishing.", code="job_field_frozen"
-        )
+        raise IllegalTransition("Currency and hardware class cannot change after publishing.", code="job_field_frozen")
     cleaned = _validate_fields(fields, current=job)
     changed = {}
     for name, value in cleaned.items():
@@ -163,7 +162,14 @@ def job_update(*, actor: User, job: Job, invited_engineers: list[User] | None = 
     if invited_engineers is not None:
         job.invited_engineers.set(_engineers_only(invited_engineers))
         changed["invited_engineers"] = True
-    audit_record(actor=actor, verb="job_updated", obj=job, from_state=job.status, to_state=job.status, data={"fields": sorted(changed)})
+    audit_record(
+        actor=actor,
+        verb="job_updated",
+        obj=job,
+        from_state=job.status,
+        to_state=job.status,
+        data={"fields": sorted(changed)},
+    )
     return job
 
 
@@ -216,7 +222,11 @@ def job_publish(*, actor: User, job: Job) -> Job:
     job.published_at = timezone.now()
     job.calibration = {"status": "queued"}
     transition_apply(
-        job, to=Job.Status.OPEN, allowed=JOB_TRANSITIONS, actor=actor, verb="job_published",
+        job,
+        to=Job.Status.OPEN,
+        allowed=JOB_TRANSITIONS,
+        actor=actor,
+        verb="job_published",
         update_fields=["published_at", "calibration"],
     )
     # Bidders see how noisy the job's hardware is before they commit to a speedup.
@@ -261,7 +271,14 @@ def job_record_calibration(*, job_id: int, run_id: int, run_status: str, report:
         "flags": flags,
     }
     job.save(update_fields=["calibration", "updated_at"])
-    audit_record(actor=None, verb="job_calibrated", obj=job, from_state=job.status, to_state=job.status, data={"flags": len(flags)})
+    audit_record(
+        actor=None,
+        verb="job_calibrated",
+        obj=job,
+        from_state=job.status,
+        to_state=job.status,
+        data={"flags": len(flags)},
+    )
     return job
 
 
@@ -273,7 +290,14 @@ def job_cancel(*, actor: User, job: Job, reason: str = "") -> Job:
         raise IllegalTransition(
             "A funded job is closed through its contract, which refunds the company.", code="job_funded"
         )
-    transition_apply(job, to=Job.Status.CANCELLED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_cancelled", data={"reason": reason})
+    transition_apply(
+        job,
+        to=Job.Status.CANCELLED,
+        allowed=JOB_TRANSITIONS,
+        actor=actor,
+        verb="job_cancelled",
+        data={"reason": reason},
+    )
     bids_decline_pending(job=job, actor=actor, reason="job_cancelled")
     contract = Contract.objects.select_for_update().filter(job=job).first()
     if contract is not None:

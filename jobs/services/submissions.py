@@ -76,7 +76,11 @@ def submission_create(*, actor: User, contract: Contract, upload, notes: str = "
             criteria=job.criteria,
         )
         transition_apply(
-            submission, to=Submission.Status.VERIFYING, allowed=SUBMISSION_TRANSITIONS, actor=actor, verb="submission_verifying"
+            submission,
+            to=Submission.Status.VERIFYING,
+            allowed=SUBMISSION_TRANSITIONS,
+            actor=actor,
+            verb="submission_verifying",
         )
     return submission
 
@@ -92,15 +96,24 @@ def submission_record_verification(
     to = RUN_STATUS_TO_SUBMISSION[run_status]
     if submission.status != Submission.Status.VERIFYING:
         return None
-    transition_apply(submission, to=to, allowed=SUBMISSION_TRANSITIONS, actor=None, verb=f"submission_{to}", data={"run": run_id})
+    transition_apply(
+        submission, to=to, allowed=SUBMISSION_TRANSITIONS, actor=None, verb=f"submission_{to}", data={"run": run_id}
+    )
     if to == Submission.Status.PASSED:
         contract_record_earning(
-            contract=contract, fraction_bps=payout_fraction_bps or 0, run_id=run_id, review_window_hours=job.review_window_hours
+            contract=contract,
+            fraction_bps=payout_fraction_bps or 0,
+            run_id=run_id,
+            review_window_hours=job.review_window_hours,
         )
-        engineer_track_record_add(user_id=contract.engineer_id, contract_id=contract.pk, run_id=run_id, speedup=speedup_estimate)
+        engineer_track_record_add(
+            user_id=contract.engineer_id, contract_id=contract.pk, run_id=run_id, speedup=speedup_estimate
+        )
     elif to == Submission.Status.ERROR:
         # The platform failed, not the engineer: the attempt is given back.
-        Contract.objects.filter(pk=contract.pk, submissions_used__gt=0).update(submissions_used=F("submissions_used") - 1)
+        Contract.objects.filter(pk=contract.pk, submissions_used__gt=0).update(
+            submissions_used=F("submissions_used") - 1
+        )
         contract.refresh_from_db(fields=["submissions_used"])
     contract_settlement_schedule(contract=contract, job=job)
     return submission
@@ -114,7 +127,9 @@ def submission_accept_inconclusive(*, actor: User, submission: Submission) -> Su
             raise NotPermitted("Only the organization's owners and admins can accept a result.")
         submission = Submission.objects.select_for_update().get(pk=submission.pk)
         if submission.status != Submission.Status.INCONCLUSIVE or contract.status != Contract.Status.ACTIVE:
-            raise IllegalTransition("Only an inconclusive result of an active contract can be accepted.", code="not_inconclusive")
+            raise IllegalTransition(
+                "Only an inconclusive result of an active contract can be accepted.", code="not_inconclusive"
+            )
         run = verification_run_latest(subject=submission_subject(submission.pk))
         job = Job.objects.get(pk=contract.job_id)
         tiers = job.criteria.get("tiers", [])
@@ -122,12 +137,21 @@ def submission_accept_inconclusive(*, actor: User, submission: Submission) -> Su
         reached = [tier for tier in tiers if estimate is not None and estimate >= tier["speedup"]]
         tier = reached[-1] if reached else tiers[0]
         transition_apply(
-            submission, to=Submission.Status.PASSED, allowed=SUBMISSION_TRANSITIONS, actor=actor,
-            verb="submission_inconclusive_accepted", data={"tier": tier},
+            submission,
+            to=Submission.Status.PASSED,
+            allowed=SUBMISSION_TRANSITIONS,
+            actor=actor,
+            verb="submission_inconclusive_accepted",
+            data={"tier": tier},
         )
         contract.settle_due_at = None
         contract.save(update_fields=["settle_due_at", "updated_at"])
-        contract_record_earning(contract=contract, fraction_bps=tier_fraction_bps(tier["fraction"]), run_id=run.pk if run else 0, review_window_hours=0)
+        contract_record_earning(
+            contract=contract,
+            fraction_bps=tier_fraction_bps(tier["fraction"]),
+            run_id=run.pk if run else 0,
+            review_window_hours=0,
+        )
         # Accepting the last attempt ends the contract's work: the remainder goes back now, not at the deadline.
         contract_settlement_schedule(contract=contract, job=job)
     return submission

@@ -170,7 +170,9 @@ class PaymentProvider(abc.ABC):
 
     # Engineers' connected accounts.
     @abc.abstractmethod
-    def account_create(self, *, email: str, metadata: Mapping[str, str], idempotency_key: str) -> ConnectedAccountInfo: ...
+    def account_create(
+        self, *, email: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> ConnectedAccountInfo: ...
 
     @abc.abstractmethod
     def account_get(self, *, account_id: str) -> ConnectedAccountInfo: ...

@@ -106,7 +106,9 @@ class OfflineProvider(PaymentProvider):
                 payload["account"] = account
             try:
                 with transaction.atomic():
-                    OfflineObject.objects.create(object_id=payload["id"], object_type="event", data=payload, group=obj["id"])
+                    OfflineObject.objects.create(
+                        object_id=payload["id"], object_type="event", data=payload, group=obj["id"]
+                    )
             except IntegrityError:
                 continue
             return event_from_payload(payload)
@@ -114,7 +116,12 @@ class OfflineProvider(PaymentProvider):
 
     # ---- funding -------------------------------------------------------------------------------
     def funding_create(self, *, amount, currency, transfer_group, metadata, idempotency_key) -> Funding:
-        params = {"amount": amount, "currency": currency.lower(), "transfer_group": transfer_group, "metadata": dict(metadata)}
+        params = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+        }
 
         def create() -> dict:
             pi_id = f"pi_off_{_digest(idempotency_key)}"
@@ -198,7 +205,9 @@ class OfflineProvider(PaymentProvider):
                         "livemode": False,
                     }
                 )
-                pi.update(status="succeeded", latest_charge=charge_id, amount_received=pi["amount"], last_payment_error=None)
+                pi.update(
+                    status="succeeded", latest_charge=charge_id, amount_received=pi["amount"], last_payment_error=None
+                )
                 self._save(pi, group=pi.get("transfer_group") or "")
                 events.append(("payment_intent.succeeded", pi))
             elif outcome == "decline":
@@ -312,7 +321,9 @@ class OfflineProvider(PaymentProvider):
         def create() -> dict:
             tr = self._load(transfer_id, "transfer", lock=True)
             if tr["amount_reversed"] + amount > tr["amount"]:
-                raise ProviderRejected("The reversal exceeds the transfer's unreversed amount.", code="amount_too_large")
+                raise ProviderRejected(
+                    "The reversal exceeds the transfer's unreversed amount.", code="amount_too_large"
+                )
             tr["amount_reversed"] += amount
             tr["reversed"] = tr["amount_reversed"] == tr["amount"]
             self._save(tr, group=tr.get("transfer_group") or "")
@@ -325,8 +336,12 @@ class OfflineProvider(PaymentProvider):
             }
             return self._save(rev)
 
-        rev, _ = self._idempotent(idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create)
-        return TransferReversal(id=rev["id"], transfer_id=rev["transfer"], amount=rev["amount"], currency=rev["currency"].upper())
+        rev, _ = self._idempotent(
+            idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create
+        )
+        return TransferReversal(
+            id=rev["id"], transfer_id=rev["transfer"], amount=rev["amount"], currency=rev["currency"].upper()
+        )
 
     def transfers_list(self, *, transfer_group) -> list[Transfer]:
         rows = OfflineObject.objects.filter(object_type="transfer", group=transfer_group).order_by("id")
@@ -351,7 +366,9 @@ class OfflineProvider(PaymentProvider):
         def create() -> dict:
             pi = self._load(payment_intent_id, "payment_intent")
             if not pi.get("latest_charge"):
-                raise ProviderRejected("This PaymentIntent has no successful charge to refund.", code="charge_not_found")
+                raise ProviderRejected(
+                    "This PaymentIntent has no successful charge to refund.", code="charge_not_found"
+                )
             charge = self._load(pi["latest_charge"], "charge", lock=True)
             if amount <= 0 or charge["amount_refunded"] + amount > charge["amount"]:
                 raise ProviderRejected(

@@ -61,7 +61,9 @@ def _call(fn: Callable[[], T]) -> T:
     except stripe.CardError as exc:
         raise FundingFailed(exc.user_message or str(exc), code="card_declined") from exc
     except stripe.RateLimitError as exc:
-        raise RetryableError("Stripe is rate limiting requests; try again shortly.", code="provider_rate_limited") from exc
+        raise RetryableError(
+            "Stripe is rate limiting requests; try again shortly.", code="provider_rate_limited"
+        ) from exc
     except stripe.APIConnectionError as exc:
         raise RetryableError("Could not reach Stripe (network error or timeout).", code="provider_unreachable") from exc
     except stripe.IdempotencyError as exc:
@@ -77,7 +79,9 @@ def _call(fn: Callable[[], T]) -> T:
     except stripe.StripeError as exc:
         if (exc.http_status or 0) >= 500 or exc.http_status in (409, 429):
             raise RetryableError("Stripe failed temporarily.", code="provider_unavailable") from exc
-        raise ProviderRejected(exc.user_message or str(exc), code=getattr(exc, "code", None) or "provider_rejected") from exc
+        raise ProviderRejected(
+            exc.user_message or str(exc), code=getattr(exc, "code", None) or "provider_rejected"
+        ) from exc
 
 
 def _funding(pi: Any) -> Funding:
@@ -219,7 +223,9 @@ class StripeProvider(PaymentProvider):
             )
         )
         return TransferReversal(
-            id=rev["id"], transfer_id=_id(rev["transfer"]) or transfer_id, amount=int(rev["amount"]),
+            id=rev["id"],
+            transfer_id=_id(rev["transfer"]) or transfer_id,
+            amount=int(rev["amount"]),
             currency=str(rev["currency"]).upper(),
         )
 
@@ -258,7 +264,12 @@ class StripeProvider(PaymentProvider):
         return _account(_call(lambda: self._client.v1.accounts.retrieve(account_id)))
 
     def account_link_create(self, *, account_id, refresh_url, return_url) -> OnboardingLink:
-        params = {"account": account_id, "refresh_url": refresh_url, "return_url": return_url, "type": "account_onboarding"}
+        params = {
+            "account": account_id,
+            "refresh_url": refresh_url,
+            "return_url": return_url,
+            "type": "account_onboarding",
+        }
         link = _call(lambda: self._client.v1.account_links.create(params))
         return OnboardingLink(url=link["url"], expires_at=_get(link, "expires_at"))
 
@@ -285,4 +296,3 @@ def stripe_provider_from_settings(settings: Any, http_client: Any = None) -> Str
         webhook_tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
         http_client=http_client,
     )
-

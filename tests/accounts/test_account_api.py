@@ -109,7 +109,11 @@ def test_secrets_stored_before_are_scrubbed_by_the_migration():
 
     user = UserFactory()
     stored = IdempotencyRecord.objects.create(
-        user=user, key="old", endpoint="/api/v1/tokens/", request_fingerprint="f", response_status=201,
+        user=user,
+        key="old",
+        endpoint="/api/v1/tokens/",
+        request_fingerprint="f",
+        response_status=201,
         response_body={"id": 7, "name": "ci", "token": "spk_old_secret"},
     )
     migration = importlib.import_module("common.migrations.0002_scrub_stored_token_secrets")
@@ -126,7 +130,9 @@ def test_member_management_api(api_client_for):
     added = client.post(f"/api/v1/organizations/{organization.pk}/members/", {"email": newcomer.email}, format="json")
     assert added.status_code == 201
     member_id = added.json()["id"]
-    changed = client.patch(f"/api/v1/organizations/{organization.pk}/members/{member_id}/", {"role": "admin"}, format="json")
+    changed = client.patch(
+        f"/api/v1/organizations/{organization.pk}/members/{member_id}/", {"role": "admin"}, format="json"
+    )
     assert changed.json()["role"] == "admin"
     assert client.delete(f"/api/v1/organizations/{organization.pk}/members/{member_id}/").status_code == 204
     unknown = client.post(f"/api/v1/organizations/{organization.pk}/members/", {"email": "ghost@x.test"}, format="json")

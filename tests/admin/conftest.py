@@ -12,10 +12,10 @@ from accounts.services import api_token_create
 from common.models import IdempotencyRecord
 from jobs.services.bids import bid_place
 from jobs.services.submissions import submission_create
-from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, StaffFactory, funded_contract, open_job
-from tests.factories.archives import make_tar_gz, upload
 from payments.models import ReconciliationIssue
 from payments.services import escrow_release
+from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, StaffFactory, funded_contract, open_job
+from tests.factories.archives import make_tar_gz, upload
 from tests.factories.jobs import onboard
 from verification.runner.certificate import generate_signing_key, public_key_pem
 from verification.services import signing_key_register

@@ -111,4 +111,3 @@ def test_operator_filters_searches_and_reads_money_in_the_admin(live_server, pag
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     assert Job.objects.get(pk=data.open_job.pk).status == Job.Status.OPEN
-

@@ -83,7 +83,9 @@ def test_environment_comes_from_variables(resolved):
         for key in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY", "PAYMENT_PROVIDER"):
             assert environment.get(key), f"{name}: {key}"
         assert environment["DJANGO_SETTINGS_MODULE"] == "marketplace.settings.production"
-    overridden = _compose("config", extra_env={**ENV, "PAYMENT_PROVIDER": "offline", "REDIS_URL": "redis://cache:6379/3"})
+    overridden = _compose(
+        "config", extra_env={**ENV, "PAYMENT_PROVIDER": "offline", "REDIS_URL": "redis://cache:6379/3"}
+    )
     web = yaml.safe_load(overridden.stdout)["services"]["web"]["environment"]
     assert (web["PAYMENT_PROVIDER"], web["REDIS_URL"]) == ("offline", "redis://cache:6379/3")
 
@@ -119,4 +121,3 @@ def test_dockerfile_builds_the_runtime_the_services_need():
     requirements = (ROOT / "requirements.txt").read_text().lower()
     for package in ("gunicorn==", "celery", "django=="):
         assert package in requirements
-

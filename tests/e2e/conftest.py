@@ -96,7 +96,21 @@ def stack(live_server, settings, tmp_path, broker_url, transactional_db):
     class Stack:
         default = WorkerProcess(
             "default worker",
-            ["-A", "marketplace", "worker", "-Q", "default", "-n", "default@e2e", "--concurrency", "1", "--pool", "solo", "--loglevel", "INFO"],
+            [
+                "-A",
+                "marketplace",
+                "worker",
+                "-Q",
+                "default",
+                "-n",
+                "default@e2e",
+                "--concurrency",
+                "1",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+            ],
             default_env,
             tmp_path / "default-worker.log",
         )
@@ -104,8 +118,21 @@ def stack(live_server, settings, tmp_path, broker_url, transactional_db):
         def verification_worker(self) -> WorkerProcess:
             worker = WorkerProcess(
                 "verification worker",
-                ["-A", "verification.worker", "worker", "-Q", "verify.cpu-x86", "-n", f"verify-{time.monotonic_ns()}@e2e",
-                 "--concurrency", "1", "--prefetch-multiplier", "1", "--loglevel", "INFO"],
+                [
+                    "-A",
+                    "verification.worker",
+                    "worker",
+                    "-Q",
+                    "verify.cpu-x86",
+                    "-n",
+                    f"verify-{time.monotonic_ns()}@e2e",
+                    "--concurrency",
+                    "1",
+                    "--prefetch-multiplier",
+                    "1",
+                    "--loglevel",
+                    "INFO",
+                ],
                 host_env,
                 tmp_path / f"verification-worker-{time.monotonic_ns()}.log",
             )

@@ -38,38 +38,58 @@ class Api:
 
 
 def _post_job(company: Api, *, max_submissions: int = 2, review_window_hours: int = 1) -> dict:
-    job = company("post", "jobs/", 201, json={
-        "title": "MLP inference 2x", "hardware_class": "cpu-x86", "currency": "USD",
-        "budget_min": 50_000, "budget_max": 150_000,
-        "bidding_deadline": (timezone.now() + timedelta(days=3)).isoformat(),
-        "criteria": example_criteria(), "max_submissions": max_submissions,
-        "review_window_hours": review_window_hours,
-    })
+    job = company(
+        "post",
+        "jobs/",
+        201,
+        json={
+            "title": "MLP inference 2x",
+            "hardware_class": "cpu-x86",
+            "currency": "USD",
+            "budget_min": 50_000,
+            "budget_max": 150_000,
+            "bidding_deadline": (timezone.now() + timedelta(days=3)).isoformat(),
+            "criteria": example_criteria(),
+            "max_submissions": max_submissions,
+            "review_window_hours": review_window_hours,
+        },
+    )
     company("put", f"jobs/{job['id']}/package/", files={"file": ("package.tar.gz", example_package())})
     company("put", f"jobs/{job['id']}/hidden-inputs/", files={"file": ("hidden.tar.gz", example_hidden_inputs())})
     return company("post", f"jobs/{job['id']}/publish/")
 
 
 def _award_and_fund(company: Api, engineer: Api, job: dict) -> dict:
-    bid = engineer("post", f"jobs/{job['id']}/bids/", 201, json={"amount": 100_000, "estimated_days": 5, "proposal": "Vectorize."})
+    bid = engineer(
+        "post", f"jobs/{job['id']}/bids/", 201, json={"amount": 100_000, "estimated_days": 5, "proposal": "Vectorize."}
+    )
     contract = company("post", f"bids/{bid['id']}/accept/", 201)
     funding = company("post", f"contracts/{contract['id']}/fund/")
-    company("post", f"payments/offline/payment-intents/{funding['payment_intent_id']}/confirm/", json={"outcome": "succeed"})
+    company(
+        "post", f"payments/offline/payment-intents/{funding['payment_intent_id']}/confirm/", json={"outcome": "succeed"}
+    )
     wait_for(lambda: company("get", f"contracts/{contract['id']}/")["status"] == "active", what="funding")
     return contract
 
 
 def _submit(engineer: Api, contract: dict, candidate: str) -> dict:
     return engineer(
-        "post", f"contracts/{contract['id']}/submissions/", 201,
-        files={"file": (f"{candidate}.tar.gz", example_candidate(candidate))}, data={"notes": candidate},
+        "post",
+        f"contracts/{contract['id']}/submissions/",
+        201,
+        files={"file": (f"{candidate}.tar.gz", example_candidate(candidate))},
+        data={"notes": candidate},
     )
 
 
 def _verified(engineer: Api, submission: dict, timeout: float = 180) -> dict:
     return wait_for(
-        lambda: (body := engineer("get", f"submissions/{submission['id']}/"))["status"] not in ("received", "verifying") and body,
-        timeout=timeout, what=f"verification of submission {submission['id']}",
+        lambda: (
+            (body := engineer("get", f"submissions/{submission['id']}/"))["status"] not in ("received", "verifying")
+            and body
+        ),
+        timeout=timeout,
+        what=f"verification of submission {submission['id']}",
     )
 
 
@@ -79,10 +99,15 @@ def test_fast_candidate_passes_and_is_paid_after_the_review_window(stack):
     onboard(engineer_user)
 
     host_environment = stack.verifier.environment()
-    assert not {"DATABASE_URL", "STRIPE_SECRET_KEY", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE"} & set(host_environment)
+    assert not {"DATABASE_URL", "STRIPE_SECRET_KEY", "DJANGO_SECRET_KEY", "DJANGO_SETTINGS_MODULE"} & set(
+        host_environment
+    )
 
     job = _post_job(company)
-    calibrated = wait_for(lambda: (body := company("get", f"jobs/{job['id']}/"))["calibration"].get("status") == "done" and body, what="calibration")
+    calibrated = wait_for(
+        lambda: (body := company("get", f"jobs/{job['id']}/"))["calibration"].get("status") == "done" and body,
+        what="calibration",
+    )
     assert calibrated["calibration"]["criteria"][0]["smallest_verifiable_speedup"] > 1
 
     contract = _award_and_fund(company, engineer, job)
@@ -93,7 +118,9 @@ def test_fast_candidate_passes_and_is_paid_after_the_review_window(stack):
         what="the plot, drawn by the default worker",
     )
     assert runs[0]["decision"] == "PASS" and runs[0]["certificate"]["key_id"]
-    plot = engineer.session.get(f"{stack.url}/api/v1/submissions/{submission['id']}/verification/{runs[0]['id']}/plot.png")
+    plot = engineer.session.get(
+        f"{stack.url}/api/v1/submissions/{submission['id']}/verification/{runs[0]['id']}/plot.png"
+    )
     assert plot.content.startswith(b"\x89PNG")
 
     contract_row = Contract.objects.get(pk=contract["id"])
@@ -102,7 +129,12 @@ def test_fast_candidate_passes_and_is_paid_after_the_review_window(stack):
     Contract.objects.filter(pk=contract["id"]).update(release_due_at=timezone.now() - timedelta(seconds=1))
     current_app.send_task("jobs.tasks.contracts_release_due", queue="default")
     escrow = wait_for(
-        lambda: (e := Escrow.objects.get(pk=contract_row.escrow_id)).operations.filter(kind="transfer", status="succeeded").exists() and e,
+        lambda: (
+            (e := Escrow.objects.get(pk=contract_row.escrow_id))
+            .operations.filter(kind="transfer", status="succeeded")
+            .exists()
+            and e
+        ),
         what="the transfer",
     )
     assert escrow.released_bps == 10_000 and escrow.operations.get(kind="transfer").amount == 100_000
@@ -124,7 +156,12 @@ def test_wrong_candidate_fails_until_attempts_run_out_and_the_company_is_refunde
     assert second["status"] == "failed" and second["attempts_left"] == 0
 
     escrow = wait_for(
-        lambda: (e := Escrow.objects.get(pk=Contract.objects.get(pk=contract["id"]).escrow_id)).operations.filter(kind="refund", status="succeeded").exists() and e,
+        lambda: (
+            (e := Escrow.objects.get(pk=Contract.objects.get(pk=contract["id"]).escrow_id))
+            .operations.filter(kind="refund", status="succeeded")
+            .exists()
+            and e
+        ),
         what="the refund",
     )
     assert escrow.status == Escrow.Status.REFUNDED and escrow.operations.get(kind="refund").amount == 110_000
@@ -140,8 +177,11 @@ def test_killed_verification_worker_is_requeued_and_the_attempt_is_not_consumed(
     contract = _award_and_fund(company, engineer, job)
     submission = _submit(engineer, contract, "unchanged")
     run = wait_for(
-        lambda: (r := VerificationRun.objects.get(subject=f"submission:{submission['id']}")).status == "running"
-        and (r.progress or {}).get("runs_done", 0) >= 1 and r,
+        lambda: (
+            (r := VerificationRun.objects.get(subject=f"submission:{submission['id']}")).status == "running"
+            and (r.progress or {}).get("runs_done", 0) >= 1
+            and r
+        ),
         what="the run to be measuring",
     )
     stack.verifier.kill(signal.SIGKILL)

@@ -55,11 +55,11 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     role = Membership.Role.MEMBER
 
 
-def CompanyAdminFactory(organization=None, role=Membership.Role.ADMIN, **kwargs) -> User:  # noqa: N802
+def CompanyAdminFactory(organization=None, role=Membership.Role.ADMIN, **kwargs) -> User:
     user = UserFactory(**kwargs)
     MembershipFactory(organization=organization or OrganizationFactory(), user=user, role=role)
     return user
 
 
-def CompanyMemberFactory(organization=None, **kwargs) -> User:  # noqa: N802
+def CompanyMemberFactory(organization=None, **kwargs) -> User:
     return CompanyAdminFactory(organization=organization, role=Membership.Role.MEMBER, **kwargs)

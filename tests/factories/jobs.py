@@ -67,7 +67,9 @@ def payment_events_process() -> None:
     from payments.models import WebhookEvent
     from payments.services import webhook_event_process
 
-    for event_id in WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("id").values_list("pk", flat=True):
+    for event_id in (
+        WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).order_by("id").values_list("pk", flat=True)
+    ):
         webhook_event_process(event_id=event_id)
 
 

@@ -106,8 +106,22 @@ def test_pagination_is_stable_and_complete(api_client_for):
 def test_filters(api_client_for):
     admin = CompanyAdminFactory()
     organization = admin.memberships.get().organization
-    cheap = JobFactory(organization=organization, created_by=admin, status=Job.Status.OPEN, budget_min=100, budget_max=200, title="Quantize the encoder")
-    gpu = JobFactory(organization=organization, created_by=admin, status=Job.Status.OPEN, hardware_class="gpu-h100", budget_min=50_000, budget_max=90_000)
+    cheap = JobFactory(
+        organization=organization,
+        created_by=admin,
+        status=Job.Status.OPEN,
+        budget_min=100,
+        budget_max=200,
+        title="Quantize the encoder",
+    )
+    gpu = JobFactory(
+        organization=organization,
+        created_by=admin,
+        status=Job.Status.OPEN,
+        hardware_class="gpu-h100",
+        budget_min=50_000,
+        budget_max=90_000,
+    )
     draft = JobFactory(organization=organization, created_by=admin)
     client = api_client_for(admin)
     assert _ids(client.get("/api/v1/jobs/?status=draft")) == [draft.pk]

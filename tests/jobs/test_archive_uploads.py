@@ -41,7 +41,7 @@ def _zip_symlink(name: str, target: str) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("speedproof.toml", MANIFEST)
         info = zipfile.ZipInfo(name)
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         archive.writestr(info, target)
     return buffer.getvalue()
 
@@ -61,8 +61,16 @@ BAD_ARCHIVES = [
     ("corrupt zip", lambda: b"PK\x03\x04" + b"\0" * 64, "archive_corrupt"),
     ("no manifest", lambda: make_tar_gz({"baseline/run.py": b"x"}), "archive_manifest_missing"),
     ("absolute path", lambda: make_tar_gz({"speedproof.toml": MANIFEST, "/etc/passwd": b"x"}), "archive_absolute_path"),
-    ("parent traversal", lambda: make_tar_gz({"speedproof.toml": MANIFEST, "../evil.py": b"x"}), "archive_path_traversal"),
-    ("nested traversal", lambda: make_zip({"speedproof.toml": MANIFEST, "a/../../evil.py": b"x"}), "archive_path_traversal"),
+    (
+        "parent traversal",
+        lambda: make_tar_gz({"speedproof.toml": MANIFEST, "../evil.py": b"x"}),
+        "archive_path_traversal",
+    ),
+    (
+        "nested traversal",
+        lambda: make_zip({"speedproof.toml": MANIFEST, "a/../../evil.py": b"x"}),
+        "archive_path_traversal",
+    ),
     ("backslash path", lambda: make_zip({"speedproof.toml": MANIFEST, "..\\evil.py": b"x"}), "archive_absolute_path"),
     ("symlink absolute", lambda: _tar_with(_symlink("data", "/etc/shadow")), "archive_link_outside"),
     ("symlink escaping", lambda: _tar_with(_symlink("data", "../../secret")), "archive_link_outside"),

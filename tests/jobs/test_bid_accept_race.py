@@ -19,7 +19,8 @@ def test_racing_accepts_end_with_exactly_one_contract(attempt):
     second_admin = CompanyAdminFactory(organization=organization)
     job = open_job(admin=first_admin)
     bids = [
-        bid_place(actor=EngineerFactory(), job=job, amount=100_000 + i, estimated_days=3, proposal="p") for i in range(2)
+        bid_place(actor=EngineerFactory(), job=job, amount=100_000 + i, estimated_days=3, proposal="p")
+        for i in range(2)
     ]
     barrier = threading.Barrier(2)
     outcomes: list[str] = []

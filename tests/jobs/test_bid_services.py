@@ -67,7 +67,9 @@ def test_invited_only_jobs_take_invited_engineers():
     assert _place(job, invited).status == Bid.Status.PENDING
 
 
-@pytest.mark.parametrize("field,value", [("amount", 0), ("estimated_days", 0), ("proposal", "  "), ("predicted_speedup", -1)])
+@pytest.mark.parametrize(
+    "field,value", [("amount", 0), ("estimated_days", 0), ("proposal", "  "), ("predicted_speedup", -1)]
+)
 def test_bad_bid_fields(field, value):
     with pytest.raises(ValidationFailed) as error:
         _place(open_job(), **{field: value})

@@ -16,7 +16,12 @@ def _with(path_update):
 def test_valid_document_is_normalized():
     normalized = criteria_validate(CRITERIA)
     assert normalized["tiers"][-1]["fraction"] == 1.0
-    assert normalized["criteria"][0] == {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 1.5}
+    assert normalized["criteria"][0] == {
+        "metric": "wall_time",
+        "statistic": "median",
+        "kind": "speedup",
+        "threshold": 1.5,
+    }
 
 
 @pytest.mark.parametrize(
@@ -28,11 +33,22 @@ def test_valid_document_is_normalized():
         (lambda d: d["criteria"][0].update(kind="faster"), "criteria.criteria[0].kind"),
         (lambda d: d["criteria"][0].update(threshold=0.9), "criteria.criteria[0].threshold"),
         (lambda d: d["criteria"][0].update(threshold=float("nan")), "criteria.criteria[0].threshold"),
-        (lambda d: d["criteria"].append({"metric": "peak_memory", "kind": "no_worse", "tolerance": 2}), "criteria.criteria[1].tolerance"),
-        (lambda d: d["criteria"].append({"metric": "latency", "statistic": "p95", "kind": "absolute", "threshold": -1}), "criteria.criteria[1].threshold"),
+        (
+            lambda d: d["criteria"].append({"metric": "peak_memory", "kind": "no_worse", "tolerance": 2}),
+            "criteria.criteria[1].tolerance",
+        ),
+        (
+            lambda d: d["criteria"].append(
+                {"metric": "latency", "statistic": "p95", "kind": "absolute", "threshold": -1}
+            ),
+            "criteria.criteria[1].threshold",
+        ),
         (lambda d: d.update(correctness={"mode": "close enough"}), "criteria.correctness.mode"),
         (lambda d: d.update(correctness={"mode": "numeric", "rtol": -1}), "criteria.correctness.rtol"),
-        (lambda d: d.update(correctness={"mode": "scorer", "min_score_ratio": 1.5}), "criteria.correctness.min_score_ratio"),
+        (
+            lambda d: d.update(correctness={"mode": "scorer", "min_score_ratio": 1.5}),
+            "criteria.correctness.min_score_ratio",
+        ),
         (lambda d: d.update(tiers=[]), "criteria.tiers"),
         (lambda d: d["tiers"][1].update(speedup=1.2), "criteria.tiers[1].speedup"),
         (lambda d: d["tiers"][1].update(fraction=0.4), "criteria.tiers[1].fraction"),
@@ -49,7 +65,9 @@ def test_each_invalid_field_is_named(mutate, field):
 
 
 def test_reported_metrics_are_accepted_by_name():
-    document = _with(lambda d: d["criteria"].append({"metric": "reported:tokens_per_s", "kind": "absolute", "threshold": 10}))
+    document = _with(
+        lambda d: d["criteria"].append({"metric": "reported:tokens_per_s", "kind": "absolute", "threshold": 10})
+    )
     assert criteria_validate(document)["criteria"][1]["metric"] == "reported:tokens_per_s"
 
 

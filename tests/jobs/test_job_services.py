@@ -106,7 +106,9 @@ def test_criteria_freeze_once_a_bid_exists():
     job_update(actor=admin, job=job, title="Still editable")
 
 
-@pytest.mark.parametrize("status", [Job.Status.AWARDED, Job.Status.IN_PROGRESS, Job.Status.COMPLETED, Job.Status.CANCELLED])
+@pytest.mark.parametrize(
+    "status", [Job.Status.AWARDED, Job.Status.IN_PROGRESS, Job.Status.COMPLETED, Job.Status.CANCELLED]
+)
 def test_update_is_illegal_after_award_or_close(status):
     admin = CompanyAdminFactory()
     job = JobFactory(organization=admin.memberships.get().organization, created_by=admin, status=status)

@@ -39,7 +39,9 @@ class Verifier:
         token = next(d.token for d in reversed(self.dispatched) if d.run_id == run.pk)
         verification_run_start(run_id=run.pk, token=token)
         report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
-        return verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, self.key))
+        return verification_record_result(
+            run_id=run.pk, token=token, report=report, certificate=sign_report(report, self.key)
+        )
 
 
 @pytest.fixture
@@ -79,7 +81,11 @@ def test_submission_queues_a_verification_of_the_right_files(contract, verifier,
     run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
     assert submission.status == Submission.Status.VERIFYING
     assert (run.hardware_class, run.criteria) == (contract.job.hardware_class, contract.job.criteria)
-    assert (run.package, run.hidden_inputs, run.candidate) == (contract.job.package, contract.job.hidden_inputs, submission.candidate)
+    assert (run.package, run.hidden_inputs, run.candidate) == (
+        contract.job.package,
+        contract.job.hidden_inputs,
+        submission.candidate,
+    )
     assert dispatched[-1].queue == "verify.cpu-x86"
 
 
@@ -257,24 +263,43 @@ def test_dispute_holds_the_release(contract, verifier, settle):
 
 def _disputed(contract, verifier, settle, fraction=0.5):
     settle(verifier.finish, verifier.submit(contract, settle), fraction=fraction)
-    contract_services.contract_dispute_review(actor=contract.job.created_by, contract=contract, reason="outputs look cached")
+    contract_services.contract_dispute_review(
+        actor=contract.job.created_by, contract=contract, reason="outputs look cached"
+    )
 
 
 def test_an_operator_may_release_a_disputed_result(contract, verifier, settle):
     _disputed(contract, verifier, settle)
-    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=True, note="checked")
+    settle(
+        contract_services.contract_dispute_resolve,
+        actor=StaffFactory(),
+        contract_id=contract.pk,
+        release=True,
+        note="checked",
+    )
     contract.refresh_from_db()
     assert not contract.review_disputed and contract.release_due_at is None
     assert _escrow(contract).released_bps == 5_000
-    assert AuditEvent.objects.filter(verb="contract_dispute_resolved", object_id=str(contract.pk)).get().data["outcome"] == "released"
+    assert (
+        AuditEvent.objects.filter(verb="contract_dispute_resolved", object_id=str(contract.pk)).get().data["outcome"]
+        == "released"
+    )
     with pytest.raises(IllegalTransition):
-        contract_services.contract_dispute_resolve(actor=StaffFactory(), contract_id=contract.pk, release=True, note="again")
+        contract_services.contract_dispute_resolve(
+            actor=StaffFactory(), contract_id=contract.pk, release=True, note="again"
+        )
 
 
 def test_a_withheld_result_earns_nothing_and_a_contract_out_of_attempts_is_refunded(verifier, settle):
     contract = _one_attempt_contract()
     _disputed(contract, verifier, settle)
-    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=False, note="cached")
+    settle(
+        contract_services.contract_dispute_resolve,
+        actor=StaffFactory(),
+        contract_id=contract.pk,
+        release=False,
+        note="cached",
+    )
     contract.refresh_from_db()
     escrow = _escrow(contract)
     assert (contract.earned_bps, contract.status) == (0, Contract.Status.FAILED)
@@ -287,7 +312,13 @@ def test_a_released_ruling_on_the_last_attempt_settles_the_contract(verifier, se
     _disputed(contract, verifier, settle)
     settle(contracts_settle_due)
     assert not _escrow(contract).operations.filter(kind__in=["transfer", "refund"]).exists()  # held by the dispute
-    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=True, note="fine")
+    settle(
+        contract_services.contract_dispute_resolve,
+        actor=StaffFactory(),
+        contract_id=contract.pk,
+        release=True,
+        note="fine",
+    )
     _assert_half_paid_half_refunded(contract)
 
 
@@ -296,7 +327,13 @@ def test_a_withheld_higher_tier_falls_back_to_what_was_paid(contract, verifier, 
     contract_services.contract_approve_early(actor=contract.job.created_by, contract=contract)
     settle(contracts_release_due)
     _disputed(contract, verifier, settle, fraction=1.0)
-    settle(contract_services.contract_dispute_resolve, actor=StaffFactory(), contract_id=contract.pk, release=False, note="cached")
+    settle(
+        contract_services.contract_dispute_resolve,
+        actor=StaffFactory(),
+        contract_id=contract.pk,
+        release=False,
+        note="cached",
+    )
     contract.refresh_from_db()
     assert (contract.earned_bps, contract.status, contract.release_due_at) == (5_000, Contract.Status.ACTIVE, None)
     assert _escrow(contract).released_bps == 5_000
@@ -336,17 +373,27 @@ def test_engineer_never_sees_hidden_outputs_or_logs_the_company_does(contract, v
     verification_run_start(run_id=run.pk, token=token)
     report = fake_report(run, decision="FAIL", fraction=0.0)
     report["correctness"] = {
-        "passed": False, "outputs_compared": 8, "mismatched_outputs": 1,
+        "passed": False,
+        "outputs_compared": 8,
+        "mismatched_outputs": 1,
         "first_differences": [{"input_id": "h-1", "where": "$[0]", "expected": "0.123456789", "actual": "9.9"}],
     }
     report["measurements"] = [{"role": "candidate", "error": "output for input 'h-1': 0.123456789 leaked"}]
-    settle(verification_record_result, run_id=run.pk, token=token, report=report, certificate=sign_report(report, verifier.key))
+    settle(
+        verification_record_result,
+        run_id=run.pk,
+        token=token,
+        report=report,
+        certificate=sign_report(report, verifier.key),
+    )
 
     engineer_view = api_client_for(contract.engineer).get(f"/api/v1/submissions/{submission.pk}/verification/")
     assert engineer_view.status_code == 200
     assert "0.123456789" not in engineer_view.content.decode()
     assert "secret stderr" not in engineer_view.content.decode()
-    assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [{"inputs": "hidden", "where": "$[0]"}]
+    assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [
+        {"inputs": "hidden", "where": "$[0]"}
+    ]
     assert "h-1" not in engineer_view.content.decode()  # the company named its hidden inputs
     company_view = api_client_for(contract.job.created_by).get(f"/api/v1/submissions/{submission.pk}/verification/")
     assert "0.123456789" in company_view.content.decode()

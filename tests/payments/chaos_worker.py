@@ -12,7 +12,7 @@ import time
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings.test")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 

@@ -80,8 +80,12 @@ class World:
         self.kind = kind
         self.client = client
         self.fake = FakeStripe() if kind == "stripe" else None
-        self.provider = stripe_provider(self.fake) if self.fake else OfflineProvider(
-            base_url="http://testserver", webhook_secret=WEBHOOK_SECRET, connect_webhook_secret=CONNECT_SECRET
+        self.provider = (
+            stripe_provider(self.fake)
+            if self.fake
+            else OfflineProvider(
+                base_url="http://testserver", webhook_secret=WEBHOOK_SECRET, connect_webhook_secret=CONNECT_SECRET
+            )
         )
         self._delivered = 0
 
@@ -91,7 +95,9 @@ class World:
             for event in self.provider.funding_simulate(payment_intent_id=payment_intent_id, outcome=outcome):
                 services.webhook_event_store(event=event, source="offline")
             return
-        card = {"succeed": "pm_card_visa", "decline": "pm_card_chargeDeclined", "dispute": "pm_card_createDispute"}[outcome]
+        card = {"succeed": "pm_card_visa", "decline": "pm_card_chargeDeclined", "dispute": "pm_card_createDispute"}[
+            outcome
+        ]
         try:
             self.fake_client.v1.payment_intents.confirm(payment_intent_id, {"payment_method": card})
         except stripe.CardError:
@@ -130,7 +136,7 @@ class World:
         responses = []
         if self.fake is None:
             return responses
-        events = self.fake.events[self._delivered:]
+        events = self.fake.events[self._delivered :]
         self._delivered = len(self.fake.events)
         for event in events:
             responses.append(self.post_event(event))
@@ -141,8 +147,9 @@ class World:
         payload = json.dumps(event)
         secret = secret or (CONNECT_SECRET if connect else WEBHOOK_SECRET)
         url = "/api/v1/payments/stripe/connect-webhook/" if connect else "/api/v1/payments/stripe/webhook/"
-        return self.client.post(url, data=payload, content_type="application/json",
-                                HTTP_STRIPE_SIGNATURE=sign(payload, secret, timestamp))
+        return self.client.post(
+            url, data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(payload, secret, timestamp)
+        )
 
 
 @pytest.fixture(params=["offline", "stripe"])
@@ -188,7 +195,11 @@ def settle(django_capture_on_commit_callbacks):
 def open_escrow(organization, engineer, *, amount=200_000, fee=20_000, reference=None, currency="USD") -> Escrow:
     with transaction.atomic():
         return services.escrow_open(
-            payer_organization=organization, payee=engineer, amount=amount, fee=fee, currency=currency,
+            payer_organization=organization,
+            payee=engineer,
+            amount=amount,
+            fee=fee,
+            currency=currency,
             reference=reference or f"test:{Escrow.objects.count() + 1}-{engineer.pk}",
         )
 

@@ -36,14 +36,34 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("POST", r"/v1/customers", "customer_create", "_customer_create_params.CustomerCreateParams"),
     ("GET", r"/v1/customers/(?P<id>[^/]+)", "customer_retrieve", "_customer_retrieve_params.CustomerRetrieveParams"),
     ("POST", r"/v1/payment_intents", "pi_create", "_payment_intent_create_params.PaymentIntentCreateParams"),
-    ("GET", r"/v1/payment_intents/(?P<id>[^/]+)", "pi_retrieve", "_payment_intent_retrieve_params.PaymentIntentRetrieveParams"),
-    ("POST", r"/v1/payment_intents/(?P<id>[^/]+)/confirm", "pi_confirm", "_payment_intent_confirm_params.PaymentIntentConfirmParams"),
-    ("POST", r"/v1/payment_intents/(?P<id>[^/]+)/cancel", "pi_cancel", "_payment_intent_cancel_params.PaymentIntentCancelParams"),
+    (
+        "GET",
+        r"/v1/payment_intents/(?P<id>[^/]+)",
+        "pi_retrieve",
+        "_payment_intent_retrieve_params.PaymentIntentRetrieveParams",
+    ),
+    (
+        "POST",
+        r"/v1/payment_intents/(?P<id>[^/]+)/confirm",
+        "pi_confirm",
+        "_payment_intent_confirm_params.PaymentIntentConfirmParams",
+    ),
+    (
+        "POST",
+        r"/v1/payment_intents/(?P<id>[^/]+)/cancel",
+        "pi_cancel",
+        "_payment_intent_cancel_params.PaymentIntentCancelParams",
+    ),
     ("GET", r"/v1/charges/(?P<id>[^/]+)", "charge_retrieve", "_charge_retrieve_params.ChargeRetrieveParams"),
     ("POST", r"/v1/transfers", "transfer_create", "_transfer_create_params.TransferCreateParams"),
     ("GET", r"/v1/transfers", "transfer_list", "_transfer_list_params.TransferListParams"),
     ("GET", r"/v1/transfers/(?P<id>[^/]+)", "transfer_retrieve", "_transfer_retrieve_params.TransferRetrieveParams"),
-    ("POST", r"/v1/transfers/(?P<id>[^/]+)/reversals", "reversal_create", "_transfer_reversal_create_params.TransferReversalCreateParams"),
+    (
+        "POST",
+        r"/v1/transfers/(?P<id>[^/]+)/reversals",
+        "reversal_create",
+        "_transfer_reversal_create_params.TransferReversalCreateParams",
+    ),
     ("POST", r"/v1/refunds", "refund_create", "_refund_create_params.RefundCreateParams"),
     ("GET", r"/v1/refunds", "refund_list", "_refund_list_params.RefundListParams"),
     ("GET", r"/v1/refunds/(?P<id>[^/]+)", "refund_retrieve", "_refund_retrieve_params.RefundRetrieveParams"),
@@ -53,8 +73,16 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", r"/v1/disputes/(?P<id>[^/]+)", "dispute_retrieve", "_dispute_retrieve_params.DisputeRetrieveParams"),
     ("GET", r"/v1/events/(?P<id>[^/]+)", "event_retrieve", "_event_retrieve_params.EventRetrieveParams"),
 ]
-REQUEST_OPTION_KEYS = {"api_key", "stripe_version", "stripe_account", "stripe_context", "max_network_retries",
-                       "idempotency_key", "content_type", "headers"}
+REQUEST_OPTION_KEYS = {
+    "api_key",
+    "stripe_version",
+    "stripe_account",
+    "stripe_context",
+    "max_network_retries",
+    "idempotency_key",
+    "content_type",
+    "headers",
+}
 
 
 class FakeError(Exception):
@@ -104,7 +132,7 @@ def _unwrap(annotation: Any) -> str:
     text = text.strip().strip("\"'")
     for wrapper in ("NotRequired[", "Required["):
         if text.startswith(wrapper):
-            text = text[len(wrapper):-1].strip().strip("\"'")
+            text = text[len(wrapper) : -1].strip().strip("\"'")
     return text
 
 
@@ -116,14 +144,24 @@ def _validate(params: Any, cls: type, path: str = "") -> None:
     known = set(annotations) - (REQUEST_OPTION_KEYS if not path else set())
     for key in params:
         if key not in known:
-            raise FakeError(400, "invalid_request_error", f"Received unknown parameter: {path}{key}",
-                            code="parameter_unknown", param=f"{path}{key}")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {path}{key}",
+                code="parameter_unknown",
+                param=f"{path}{key}",
+            )
     for key in getattr(cls, "__required_keys__", ()):
         if key in REQUEST_OPTION_KEYS and not path:
             continue
         if key not in params:
-            raise FakeError(400, "invalid_request_error", f"Missing required param: {path}{key}.",
-                            code="parameter_missing", param=f"{path}{key}")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"Missing required param: {path}{key}.",
+                code="parameter_missing",
+                param=f"{path}{key}",
+            )
     module = importlib.import_module(cls.__module__)
     for key, value in params.items():
         if not isinstance(value, dict) or key == "metadata":
@@ -195,24 +233,49 @@ class FakeStripe(stripe.HTTPClient):
             if injection == "timeout":
                 raise stripe.APIConnectionError("Request timed out (injected).", should_retry=True)
             if injection == "429":
-                return self._respond(429, {"error": {"type": "invalid_request_error", "code": "rate_limit",
-                                                      "message": "Too many requests hit the API too quickly."}})
+                return self._respond(
+                    429,
+                    {
+                        "error": {
+                            "type": "invalid_request_error",
+                            "code": "rate_limit",
+                            "message": "Too many requests hit the API too quickly.",
+                        }
+                    },
+                )
             if injection == "500":
-                return self._respond(500, {"error": {"type": "api_error", "message": "An unknown error occurred (injected)."}})
+                return self._respond(
+                    500, {"error": {"type": "api_error", "message": "An unknown error occurred (injected)."}}
+                )
             fingerprint = json.dumps([method.upper(), path, params], sort_keys=True)
             if key and method.upper() == "POST" and key in self.idempotency:
                 stored_fp, status, body = self.idempotency[key]
                 if stored_fp != fingerprint:
-                    return self._respond(400, {"error": {
-                        "type": "idempotency_error",
-                        "message": "Keys for idempotent requests can only be used with the same parameters they were "
-                                   f"first used with. Try using a key other than '{key}' if you meant to execute a "
-                                   "different request.",
-                    }})
-                return body, status, {"Request-Id": self._id("req"), "Idempotent-Replayed": "true", "Idempotency-Key": key}
+                    return self._respond(
+                        400,
+                        {
+                            "error": {
+                                "type": "idempotency_error",
+                                "message": "Keys for idempotent requests can only be used with the same parameters they were "
+                                f"first used with. Try using a key other than '{key}' if you meant to execute a "
+                                "different request.",
+                            }
+                        },
+                    )
+                return (
+                    body,
+                    status,
+                    {"Request-Id": self._id("req"), "Idempotent-Replayed": "true", "Idempotency-Key": key},
+                )
             try:
                 if injection == "decline":
-                    raise FakeError(402, "card_error", "Your card was declined.", code="card_declined", decline_code="generic_decline")
+                    raise FakeError(
+                        402,
+                        "card_error",
+                        "Your card was declined.",
+                        code="card_declined",
+                        decline_code="generic_decline",
+                    )
                 status, result = 200, self._dispatch(method.upper(), path, params, headers)
             except FakeError as exc:
                 status, result = exc.status, exc.body
@@ -220,7 +283,9 @@ class FakeStripe(stripe.HTTPClient):
             if key and method.upper() == "POST":
                 self.idempotency[key] = (fingerprint, status, body)
             if injection == "timeout_after":
-                raise stripe.APIConnectionError("Connection lost after the request was sent (injected).", should_retry=True)
+                raise stripe.APIConnectionError(
+                    "Connection lost after the request was sent (injected).", should_retry=True
+                )
             return body, status, {"Request-Id": self._id("req"), **({"Idempotency-Key": key} if key else {})}
 
     def request_stream(self, method, url, headers, post_data=None, *, _usage=None):
@@ -256,15 +321,20 @@ class FakeStripe(stripe.HTTPClient):
     def _get(self, object_id: str, kind: str) -> dict:
         obj = self.objects.get(object_id)
         if obj is None or obj.get("object") != kind:
-            raise FakeError(404, "invalid_request_error", f"No such {kind}: '{object_id}'", code="resource_missing",
-                            param="id")
+            raise FakeError(
+                404, "invalid_request_error", f"No such {kind}: '{object_id}'", code="resource_missing", param="id"
+            )
         return obj
 
     def _event(self, event_type: str, obj: dict, *, account: str | None = None) -> dict:
         event = copy.deepcopy(FIXTURES["event"])
         event.update(
-            id=self._id("evt"), type=event_type, created=int(time.time()), livemode=self.livemode,
-            data={"object": copy.deepcopy(obj)}, api_version="2025-09-30.clover",
+            id=self._id("evt"),
+            type=event_type,
+            created=int(time.time()),
+            livemode=self.livemode,
+            data={"object": copy.deepcopy(obj)},
+            api_version="2025-09-30.clover",
         )
         if account:
             event["account"] = account
@@ -285,8 +355,15 @@ class FakeStripe(stripe.HTTPClient):
 
     # -- customers
     def customer_create(self, params):
-        return self._new("customer", "cus", email=params.get("email"), metadata=params.get("metadata") or {},
-                         description=params.get("description"), name=params.get("name"), discount=None)
+        return self._new(
+            "customer",
+            "cus",
+            email=params.get("email"),
+            metadata=params.get("metadata") or {},
+            description=params.get("description"),
+            name=params.get("name"),
+            discount=None,
+        )
 
     def customer_retrieve(self, params, id):
         return self._get(id, "customer")
@@ -295,13 +372,30 @@ class FakeStripe(stripe.HTTPClient):
     def pi_create(self, params):
         amount = self._int(params, "amount")
         if amount < 50:
-            raise FakeError(400, "invalid_request_error", "Amount must be at least $0.50 usd", code="amount_too_small", param="amount")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "Amount must be at least $0.50 usd",
+                code="amount_too_small",
+                param="amount",
+            )
         pi = self._new(
-            "payment_intent", "pi",
-            amount=amount, currency=params["currency"], status="requires_payment_method", amount_received=0,
-            transfer_group=params.get("transfer_group"), metadata=params.get("metadata") or {},
-            customer=params.get("customer"), latest_charge=None, last_payment_error=None, canceled_at=None,
-            next_action=None, processing=None, transfer_data=None, description=params.get("description"),
+            "payment_intent",
+            "pi",
+            amount=amount,
+            currency=params["currency"],
+            status="requires_payment_method",
+            amount_received=0,
+            transfer_group=params.get("transfer_group"),
+            metadata=params.get("metadata") or {},
+            customer=params.get("customer"),
+            latest_charge=None,
+            last_payment_error=None,
+            canceled_at=None,
+            next_action=None,
+            processing=None,
+            transfer_data=None,
+            description=params.get("description"),
         )
         pi["client_secret"] = f"{pi['id']}_secret_fake"
         return pi
@@ -312,24 +406,53 @@ class FakeStripe(stripe.HTTPClient):
     def pi_confirm(self, params, id):
         pi = self._get(id, "payment_intent")
         if pi["status"] not in ("requires_payment_method", "requires_confirmation"):
-            raise FakeError(400, "invalid_request_error",
-                            f"This PaymentIntent's status is {pi['status']}; it cannot be confirmed.",
-                            code="payment_intent_unexpected_state")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"This PaymentIntent's status is {pi['status']}; it cannot be confirmed.",
+                code="payment_intent_unexpected_state",
+            )
         method = params.get("payment_method", "pm_card_visa")
         if method == "pm_card_chargeDeclined":
-            pi["last_payment_error"] = {"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-                                        "message": "Your card was declined."}
+            pi["last_payment_error"] = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": "generic_decline",
+                "message": "Your card was declined.",
+            }
             pi["status"] = "requires_payment_method"
             self._event("payment_intent.payment_failed", pi)
-            raise FakeError(402, "card_error", "Your card was declined.", code="card_declined",
-                            decline_code="generic_decline", payment_intent=copy.deepcopy(pi))
+            raise FakeError(
+                402,
+                "card_error",
+                "Your card was declined.",
+                code="card_declined",
+                decline_code="generic_decline",
+                payment_intent=copy.deepcopy(pi),
+            )
         charge = self._new(
-            "charge", "ch", amount=pi["amount"], amount_captured=pi["amount"], amount_refunded=0, captured=True,
-            currency=pi["currency"], payment_intent=pi["id"], paid=True, refunded=False, disputed=False,
-            status="succeeded", transfer_group=pi["transfer_group"], metadata=dict(pi["metadata"]),
+            "charge",
+            "ch",
+            amount=pi["amount"],
+            amount_captured=pi["amount"],
+            amount_refunded=0,
+            captured=True,
+            currency=pi["currency"],
+            payment_intent=pi["id"],
+            paid=True,
+            refunded=False,
+            disputed=False,
+            status="succeeded",
+            transfer_group=pi["transfer_group"],
+            metadata=dict(pi["metadata"]),
         )
-        pi.update(status="succeeded", latest_charge=charge["id"], amount_received=pi["amount"], last_payment_error=None,
-                  payment_method=method)
+        pi.update(
+            status="succeeded",
+            latest_charge=charge["id"],
+            amount_received=pi["amount"],
+            last_payment_error=None,
+            payment_method=method,
+        )
         self._event("charge.succeeded", charge)
         self._event("payment_intent.succeeded", pi)
         if method == "pm_card_createDispute":
@@ -339,10 +462,15 @@ class FakeStripe(stripe.HTTPClient):
     def pi_cancel(self, params, id):
         pi = self._get(id, "payment_intent")
         if pi["status"] in ("succeeded", "canceled"):
-            raise FakeError(400, "invalid_request_error",
-                            f"You cannot cancel this PaymentIntent because it has a status of {pi['status']}.",
-                            code="payment_intent_unexpected_state")
-        pi.update(status="canceled", canceled_at=int(time.time()), cancellation_reason=params.get("cancellation_reason"))
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"You cannot cancel this PaymentIntent because it has a status of {pi['status']}.",
+                code="payment_intent_unexpected_state",
+            )
+        pi.update(
+            status="canceled", canceled_at=int(time.time()), cancellation_reason=params.get("cancellation_reason")
+        )
         self._event("payment_intent.canceled", pi)
         return pi
 
@@ -354,26 +482,55 @@ class FakeStripe(stripe.HTTPClient):
         amount = self._int(params, "amount")
         account = self.objects.get(params["destination"])
         if account is None or account.get("object") != "account":
-            raise FakeError(400, "invalid_request_error", f"No such destination: '{params['destination']}'",
-                            code="resource_missing", param="destination")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"No such destination: '{params['destination']}'",
+                code="resource_missing",
+                param="destination",
+            )
         if account["capabilities"].get("transfers") != "active":
-            raise FakeError(400, "invalid_request_error",
-                            "Your destination account needs to have at least one of the following capabilities enabled: "
-                            "transfers, crypto_transfers, legacy_payments", code="insufficient_capabilities_for_transfer")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "Your destination account needs to have at least one of the following capabilities enabled: "
+                "transfers, crypto_transfers, legacy_payments",
+                code="insufficient_capabilities_for_transfer",
+            )
         source = params.get("source_transaction")
         if source:
             charge = self._get(source, "charge")
-            used = sum(o["amount"] for o in self.objects.values()
-                       if o.get("object") == "transfer" and o.get("source_transaction") == source)
+            used = sum(
+                o["amount"]
+                for o in self.objects.values()
+                if o.get("object") == "transfer" and o.get("source_transaction") == source
+            )
             if used + amount > charge["amount"] - charge["amount_refunded"]:
-                raise FakeError(400, "invalid_request_error",
-                                "Insufficient funds in the source transaction for this transfer.", code="balance_insufficient")
+                raise FakeError(
+                    400,
+                    "invalid_request_error",
+                    "Insufficient funds in the source transaction for this transfer.",
+                    code="balance_insufficient",
+                )
         tr = self._new(
-            "transfer", "tr", amount=amount, amount_reversed=0, currency=params["currency"],
-            destination=params["destination"], source_transaction=source, transfer_group=params.get("transfer_group"),
-            metadata=params.get("metadata") or {}, reversed=False, description=params.get("description"),
+            "transfer",
+            "tr",
+            amount=amount,
+            amount_reversed=0,
+            currency=params["currency"],
+            destination=params["destination"],
+            source_transaction=source,
+            transfer_group=params.get("transfer_group"),
+            metadata=params.get("metadata") or {},
+            reversed=False,
+            description=params.get("description"),
         )
-        tr["reversals"] = {"object": "list", "data": [], "has_more": False, "url": f"/v1/transfers/{tr['id']}/reversals"}
+        tr["reversals"] = {
+            "object": "list",
+            "data": [],
+            "has_more": False,
+            "url": f"/v1/transfers/{tr['id']}/reversals",
+        }
         self._event("transfer.created", tr)
         return tr
 
@@ -382,18 +539,32 @@ class FakeStripe(stripe.HTTPClient):
 
     def transfer_list(self, params):
         group = params.get("transfer_group")
-        items = [o for o in self.objects.values() if o.get("object") == "transfer"
-                 and (group is None or o.get("transfer_group") == group)]
+        items = [
+            o
+            for o in self.objects.values()
+            if o.get("object") == "transfer" and (group is None or o.get("transfer_group") == group)
+        ]
         return self._list(list(reversed(items)), "/v1/transfers")
 
     def reversal_create(self, params, id):
         tr = self._get(id, "transfer")
         amount = self._int(params, "amount") if "amount" in params else tr["amount"] - tr["amount_reversed"]
         if amount <= 0 or tr["amount_reversed"] + amount > tr["amount"]:
-            raise FakeError(400, "invalid_request_error", "Amount to reverse exceeds the transfer's unreversed amount.",
-                            code="amount_too_large", param="amount")
-        rev = self._new("transfer_reversal", "trr", amount=amount, currency=tr["currency"], transfer=tr["id"],
-                        metadata=params.get("metadata") or {})
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "Amount to reverse exceeds the transfer's unreversed amount.",
+                code="amount_too_large",
+                param="amount",
+            )
+        rev = self._new(
+            "transfer_reversal",
+            "trr",
+            amount=amount,
+            currency=tr["currency"],
+            transfer=tr["id"],
+            metadata=params.get("metadata") or {},
+        )
         tr["amount_reversed"] += amount
         tr["reversed"] = tr["amount_reversed"] == tr["amount"]
         tr["reversals"]["data"].append(rev)
@@ -405,27 +576,50 @@ class FakeStripe(stripe.HTTPClient):
         if "payment_intent" in params:
             pi = self._get(params["payment_intent"], "payment_intent")
             if not pi.get("latest_charge"):
-                raise FakeError(400, "invalid_request_error", "This PaymentIntent does not have a successful charge to refund.",
-                                code="charge_not_refundable")
+                raise FakeError(
+                    400,
+                    "invalid_request_error",
+                    "This PaymentIntent does not have a successful charge to refund.",
+                    code="charge_not_refundable",
+                )
             charge = self._get(pi["latest_charge"], "charge")
         elif "charge" in params:
             charge = self._get(params["charge"], "charge")
         else:
-            raise FakeError(400, "invalid_request_error", "One of charge or payment_intent is required.", code="parameter_missing")
+            raise FakeError(
+                400, "invalid_request_error", "One of charge or payment_intent is required.", code="parameter_missing"
+            )
         remaining = charge["amount"] - charge["amount_refunded"]
         amount = self._int(params, "amount") if "amount" in params else remaining
         if charge["amount_refunded"] >= charge["amount"]:
-            raise FakeError(400, "invalid_request_error", f"Charge {charge['id']} has already been refunded.",
-                            code="charge_already_refunded")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"Charge {charge['id']} has already been refunded.",
+                code="charge_already_refunded",
+            )
         if amount <= 0 or amount > remaining:
-            raise FakeError(400, "invalid_request_error",
-                            f"Refund amount (${amount / 100:.2f}) is greater than unrefunded amount on charge "
-                            f"(${remaining / 100:.2f})", code="amount_too_large", param="amount")
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"Refund amount (${amount / 100:.2f}) is greater than unrefunded amount on charge "
+                f"(${remaining / 100:.2f})",
+                code="amount_too_large",
+                param="amount",
+            )
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
-        re_ = self._new("refund", "re", amount=amount, currency=charge["currency"], charge=charge["id"],
-                        payment_intent=charge["payment_intent"], status="succeeded",
-                        metadata=params.get("metadata") or {}, reason=params.get("reason"))
+        re_ = self._new(
+            "refund",
+            "re",
+            amount=amount,
+            currency=charge["currency"],
+            charge=charge["id"],
+            payment_intent=charge["payment_intent"],
+            status="succeeded",
+            metadata=params.get("metadata") or {},
+            reason=params.get("reason"),
+        )
         self._event("charge.refunded", charge)
         self._event("refund.created", re_)
         return re_
@@ -435,22 +629,39 @@ class FakeStripe(stripe.HTTPClient):
 
     def refund_list(self, params):
         pi = params.get("payment_intent")
-        items = [o for o in self.objects.values() if o.get("object") == "refund" and (pi is None or o.get("payment_intent") == pi)]
+        items = [
+            o
+            for o in self.objects.values()
+            if o.get("object") == "refund" and (pi is None or o.get("payment_intent") == pi)
+        ]
         return self._list(list(reversed(items)), "/v1/refunds")
 
     # -- accounts
     def account_create(self, params):
         acct = copy.deepcopy(FIXTURES["account"])
         acct.update(
-            id=self._id("acct"), email=params.get("email"), metadata=params.get("metadata") or {},
-            details_submitted=False, payouts_enabled=False, charges_enabled=False,
-            capabilities={name: "inactive" for name in (params.get("capabilities") or {})},
-            controller={"type": "application", "is_controller": True, "fees": {"payer": "application"},
-                        "losses": {"payments": "application"}, "requirement_collection": "stripe",
-                        "stripe_dashboard": {"type": "express"}},
-            created=int(time.time()), type="none",
+            id=self._id("acct"),
+            email=params.get("email"),
+            metadata=params.get("metadata") or {},
+            details_submitted=False,
+            payouts_enabled=False,
+            charges_enabled=False,
+            capabilities=dict.fromkeys(params.get("capabilities") or {}, "inactive"),
+            controller={
+                "type": "application",
+                "is_controller": True,
+                "fees": {"payer": "application"},
+                "losses": {"payments": "application"},
+                "requirement_collection": "stripe",
+                "stripe_dashboard": {"type": "express"},
+            },
+            created=int(time.time()),
+            type="none",
         )
-        acct["requirements"] = {**(acct.get("requirements") or {}), "currently_due": ["external_account", "tos_acceptance.date"]}
+        acct["requirements"] = {
+            **(acct.get("requirements") or {}),
+            "currently_due": ["external_account", "tos_acceptance.date"],
+        }
         self.objects[acct["id"]] = acct
         return acct
 
@@ -460,8 +671,11 @@ class FakeStripe(stripe.HTTPClient):
     def account_link_create(self, params):
         self._get(params["account"], "account")
         link = copy.deepcopy(FIXTURES["account_link"])
-        link.update(created=int(time.time()), expires_at=int(time.time()) + 300,
-                    url=f"https://connect.stripe.com/setup/e/{params['account']}/fake{self._id('link')}")
+        link.update(
+            created=int(time.time()),
+            expires_at=int(time.time()) + 300,
+            url=f"https://connect.stripe.com/setup/e/{params['account']}/fake{self._id('link')}",
+        )
         return link
 
     # -- disputes and events
@@ -486,9 +700,17 @@ class FakeStripe(stripe.HTTPClient):
     def dispute_open(self, charge_id: str) -> dict:
         with self.lock:
             charge = self._get(charge_id, "charge")
-            dispute = self._new("dispute", "dp", amount=charge["amount"] - charge["amount_refunded"],
-                                currency=charge["currency"], charge=charge_id, payment_intent=charge["payment_intent"],
-                                status="needs_response", reason="fraudulent", balance_transactions=[])
+            dispute = self._new(
+                "dispute",
+                "dp",
+                amount=charge["amount"] - charge["amount_refunded"],
+                currency=charge["currency"],
+                charge=charge_id,
+                payment_intent=charge["payment_intent"],
+                status="needs_response",
+                reason="fraudulent",
+                balance_transactions=[],
+            )
             charge["disputed"] = True
             self._event("charge.dispute.created", dispute)
             self._event("charge.dispute.funds_withdrawn", dispute)

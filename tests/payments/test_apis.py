@@ -20,9 +20,18 @@ def test_escrow_summary_is_visible_to_payer_members_payee_and_staff(api_client_f
         assert response.status_code == 200, user
         body = response.json()
         assert (body["state"], body["funded"], body["held"], body["released"], body["refunded"], body["fee_kept"]) == (
-            "funded", 220_000, 220_000, 0, 0, 0)
+            "funded",
+            220_000,
+            220_000,
+            0,
+            0,
+            0,
+        )
         assert body["frozen"] is False
-        assert [(line["account"], line["amount"]) for line in body["ledger_lines"]] == [("held", 220_000), ("company_funding", -220_000)]
+        assert [(line["account"], line["amount"]) for line in body["ledger_lines"]] == [
+            ("held", 220_000),
+            ("company_funding", -220_000),
+        ]
     for outsider in (CompanyAdminFactory(), EngineerFactory()):
         response = api_client_for(outsider).get(url)
         assert response.status_code == 404 and response.json()["error"]["code"] == "escrow_not_found"
@@ -34,9 +43,16 @@ def test_engineer_onboarding_start_and_status(api_client_for, offline_world, set
     engineer = EngineerFactory()
     api = api_client_for(engineer)
     assert api.get("/api/v1/payments/onboarding/").json() == {
-        "account_id": None, "onboarding_url": None, "transfers_active": False, "details_submitted": False, "requirements_due": []}
+        "account_id": None,
+        "onboarding_url": None,
+        "transfers_active": False,
+        "details_submitted": False,
+        "requirements_due": [],
+    }
     started = api.post("/api/v1/payments/onboarding/").json()
-    assert started["account_id"].startswith("acct_") and started["onboarding_url"].endswith(f"/payments/offline/onboarding/{started['account_id']}/")
+    assert started["account_id"].startswith("acct_") and started["onboarding_url"].endswith(
+        f"/payments/offline/onboarding/{started['account_id']}/"
+    )
     assert api.post("/api/v1/payments/onboarding/").json()["account_id"] == started["account_id"]
     client.force_login(engineer)
     page = client.get(f"/payments/offline/onboarding/{started['account_id']}/")
@@ -73,8 +89,12 @@ def test_offline_confirm_action_for_payer_admins_and_staff_only(api_client_for, 
     assert Escrow.objects.get(pk=escrow.pk).status == Escrow.Status.FUNDED
     again = api_client_for(admin).post(url, {"outcome": "succeed"}, format="json")
     assert again.status_code == 502  # already paid: the provider refuses
-    assert api_client_for(admin).post("/api/v1/payments/offline/payment-intents/pi_nope/confirm/", {"outcome": "succeed"},
-                                      format="json").status_code == 404
+    assert (
+        api_client_for(admin)
+        .post("/api/v1/payments/offline/payment-intents/pi_nope/confirm/", {"outcome": "succeed"}, format="json")
+        .status_code
+        == 404
+    )
 
 
 def test_confirm_action_is_not_supported_by_the_stripe_provider(api_client_for, parties, settle, stripe_world):
@@ -83,7 +103,9 @@ def test_confirm_action_is_not_supported_by_the_stripe_provider(api_client_for, 
     admin, org, engineer = parties
     escrow = open_escrow(org, engineer)
     pi = settle(services.escrow_funding_start, escrow_id=escrow.pk, actor=admin).payment_intent_id
-    response = api_client_for(admin).post(f"/api/v1/payments/offline/payment-intents/{pi}/confirm/", {"outcome": "succeed"}, format="json")
+    response = api_client_for(admin).post(
+        f"/api/v1/payments/offline/payment-intents/{pi}/confirm/", {"outcome": "succeed"}, format="json"
+    )
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_supported_by_provider"
 
 

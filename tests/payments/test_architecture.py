@@ -54,13 +54,14 @@ def test_the_factory_chooses_from_settings(settings):
 
 def test_offline_provider_is_refused_in_production_unless_allowed():
     production = {"SETTINGS_MODULE": "marketplace.settings.production", "PAYMENT_PROVIDER": "offline"}
-    with override_settings(**production, OFFLINE_PAYMENTS_ALLOWED_IN_PRODUCTION=False):
-        with pytest.raises(ImproperlyConfigured, match="refused in production"):
-            factory.provider_settings_check()
+    with (
+        override_settings(**production, OFFLINE_PAYMENTS_ALLOWED_IN_PRODUCTION=False),
+        pytest.raises(ImproperlyConfigured, match="refused in production"),
+    ):
+        factory.provider_settings_check()
     with override_settings(**production, OFFLINE_PAYMENTS_ALLOWED_IN_PRODUCTION=True):
         factory.provider_settings_check()
     with override_settings(SETTINGS_MODULE="marketplace.settings.local", PAYMENT_PROVIDER="offline"):
         factory.provider_settings_check()
-    with override_settings(PAYMENT_PROVIDER="stripe", STRIPE_SECRET_KEY=""):
-        with pytest.raises(ImproperlyConfigured):
-            factory.provider_settings_check()
+    with override_settings(PAYMENT_PROVIDER="stripe", STRIPE_SECRET_KEY=""), pytest.raises(ImproperlyConfigured):
+        factory.provider_settings_check()

@@ -21,9 +21,8 @@ from django.test import Client
 from marketplace.celery import app as celery_app
 from payments import selectors, services
 from payments.models import Escrow, OfflineObject, ProviderOperation, WebhookEvent
-from tests.factories import CompanyAdminFactory, EngineerFactory
-
 from payments.providers.factory import provider_override
+from tests.factories import CompanyAdminFactory, EngineerFactory
 
 from .conftest import funded_escrow, open_escrow, stripe_provider
 
@@ -39,7 +38,7 @@ def _in_threads(n: int, fn) -> list:
         try:
             barrier.wait()
             results[i] = fn(i)
-        except Exception as exc:  # noqa: BLE001 - collected and asserted by the caller
+        except Exception as exc:
             results[i] = exc
         finally:
             connection.close()
@@ -64,8 +63,12 @@ def test_twenty_concurrent_releases_make_one_transfer(parties, settle, stripe_wo
     admin, org, engineer = parties
     settle(stripe_world.onboard, engineer)
     escrow = funded_escrow(stripe_world, settle, org, engineer, admin)
-    results = _in_threads(20, lambda i: services.escrow_release(
-        escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id=f"run-{i}"))
+    results = _in_threads(
+        20,
+        lambda i: services.escrow_release(
+            escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id=f"run-{i}"
+        ),
+    )
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sorted(r.transfer_amount for r in results) == [0] * 19 + [200_000]
     assert stripe_world.fake.count("transfer") == 1
@@ -78,8 +81,12 @@ def test_concurrent_mixed_tiers_transfer_exactly_the_amount(parties, settle, str
     settle(stripe_world.onboard, engineer)
     escrow = funded_escrow(stripe_world, settle, org, engineer, admin, amount=200_003, fee=20_001)
     tiers = [2500, 5000, 7500, 10_000] * 5
-    results = _in_threads(20, lambda i: services.escrow_release(
-        escrow_id=escrow.pk, fraction_bps=tiers[i], reason="tier", verification_run_id="r"))
+    results = _in_threads(
+        20,
+        lambda i: services.escrow_release(
+            escrow_id=escrow.pk, fraction_bps=tiers[i], reason="tier", verification_run_id="r"
+        ),
+    )
     for result in results:  # a lower tier arriving after a higher one is an idempotent no-op
         assert not isinstance(result, Exception), result
     transfers = stripe_world.fake.of_kind("transfer")
@@ -98,8 +105,13 @@ def _worker(mode: str, op_id: int, marker: Path) -> subprocess.Popen:
         "PAYMENT_PROVIDER": "offline",
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.Popen([sys.executable, "-m", "tests.payments.chaos_worker", mode, str(op_id), str(marker)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.payments.chaos_worker", mode, str(op_id), str(marker)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.mark.parametrize("when", ["pause_before", "pause_after"])
@@ -129,7 +141,7 @@ def test_worker_killed_during_a_release_then_restarted_makes_exactly_one_transfe
 
     # Recovery: the restarted worker gets the message again (acks_late), or the beat sweep finds the pending
     # operation; then a duplicate delivery, which must be harmless.
-    for mode in (["run", "run"] if when == "pause_before" else ["beat", "run"]):
+    for mode in ["run", "run"] if when == "pause_before" else ["beat", "run"]:
         restarted = _worker(mode, op.pk, marker)
         output = restarted.communicate(timeout=60)[0].decode()
         assert restarted.returncode == 0, output
@@ -139,7 +151,9 @@ def test_worker_killed_during_a_release_then_restarted_makes_exactly_one_transfe
     assert selectors.escrow_summary(escrow.pk).paid == 200_000
 
 
-def test_thirty_percent_provider_500s_every_release_and_refund_happens_exactly_once(settle, stripe_world, no_propagation):
+def test_thirty_percent_provider_500s_every_release_and_refund_happens_exactly_once(
+    settle, stripe_world, no_propagation
+):
     world = stripe_world
     fake = world.fake
     # no SDK-level retries: every injected 500 reaches our own retry path
@@ -164,7 +178,7 @@ def _releases_under_failures(world, settle):
             try:
                 instructions = settle(services.escrow_funding_start, escrow_id=escrow.pk, actor=admin)
                 break
-            except Exception:  # noqa: BLE001 - RetryableError from the failing provider
+            except Exception:
                 continue
         fake.failure_rate = 0.0
         settle(world.pay, instructions.payment_intent_id)
@@ -173,7 +187,9 @@ def _releases_under_failures(world, settle):
     for i, escrow in enumerate(escrows):
         settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="t1", verification_run_id="r")
         if i % 2:
-            settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="t2", verification_run_id="r")
+            settle(
+                services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="t2", verification_run_id="r"
+            )
         else:
             settle(services.escrow_refund_remainder, escrow_id=escrow.pk, reason="failed tier 2")
     for _ in range(60):  # the beat task, until everything is done
@@ -185,7 +201,9 @@ def _releases_under_failures(world, settle):
     assert not ProviderOperation.objects.exclude(status="succeeded").exists()
     for i, escrow in enumerate(escrows):
         escrow.refresh_from_db()
-        transfers = sorted(t["amount"] for t in fake.of_kind("transfer") if t["transfer_group"] == f"escrow_{escrow.pk}")
+        transfers = sorted(
+            t["amount"] for t in fake.of_kind("transfer") if t["transfer_group"] == f"escrow_{escrow.pk}"
+        )
         refunds = [r["amount"] for r in fake.of_kind("refund") if r["payment_intent"] == escrow.payment_intent_id]
         half = escrow.amount * 5000 // 10_000
         if i % 2:
@@ -243,7 +261,7 @@ def test_a_thousand_duplicated_and_shuffled_webhooks_have_no_double_effect(settl
     assert frozen.count() == 1 and frozen.get().payment_intent_id == disputes[2]["payment_intent"]
     for escrow in Escrow.objects.filter(status="funded", frozen=False):
         services.escrow_release(escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
-    second = list(fake.events[len(first):])
+    second = list(fake.events[len(first) :])
     storm(second + first, 300)
     assert fake.count("transfer") == 10
     assert WebhookEvent.objects.count() == len({e["id"] for e in fake.events})

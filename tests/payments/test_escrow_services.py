@@ -24,6 +24,7 @@ def received():
     log = []
     receivers = {}
     for name in ("escrow_funded", "escrow_funding_failed", "escrow_cancelled", "escrow_closed"):
+
         def receiver(sender, name=name, **kwargs):
             kwargs.pop("signal", None)
             log.append((name, kwargs))
@@ -64,7 +65,9 @@ def test_funding_start_is_idempotent_and_only_for_payer_admins(world, parties, s
     if world.kind == "stripe":
         assert first.client_secret and first.confirm_url is None
     else:
-        assert first.client_secret is None and first.confirm_url.endswith(f"/payments/offline/checkout/{first.payment_intent_id}/")
+        assert first.client_secret is None and first.confirm_url.endswith(
+            f"/payments/offline/checkout/{first.payment_intent_id}/"
+        )
     with pytest.raises(NotPermitted):
         services.escrow_funding_start(escrow_id=escrow.pk, actor=CompanyMemberFactory(organization=org))
     with pytest.raises(NotPermitted):
@@ -90,8 +93,12 @@ def test_declined_payment_reports_the_providers_message_and_can_be_retried(world
     escrow.refresh_from_db()
     assert escrow.status == S.PENDING_FUNDING
     assert escrow.funding_failure_reason == "Your card was declined."
-    assert received == [("escrow_funding_failed", {"escrow_id": escrow.pk, "reference": escrow.reference,
-                                                   "reason": "Your card was declined."})]
+    assert received == [
+        (
+            "escrow_funding_failed",
+            {"escrow_id": escrow.pk, "reference": escrow.reference, "reason": "Your card was declined."},
+        )
+    ]
     settle(world.pay, instructions.payment_intent_id, "succeed")
     escrow.refresh_from_db()
     assert escrow.status == S.FUNDED and escrow.funding_failure_reason == ""
@@ -101,27 +108,55 @@ def test_tiered_release_transfers_the_difference_and_keeps_fee_pro_rata(world, p
     admin, org, engineer = parties
     settle(world.onboard, engineer)
     escrow = funded_escrow(world, settle, org, engineer, admin, amount=200_001, fee=20_001)
-    result = settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="tier 1", verification_run_id="run-1")
+    result = settle(
+        services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="tier 1", verification_run_id="run-1"
+    )
     assert (result.transfer_amount, result.released_amount, result.released_fee, result.status) == (
-        100_000, 100_000, 10_000, S.PARTIALLY_RELEASED)
-    again = settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="tier 1", verification_run_id="run-1")
+        100_000,
+        100_000,
+        10_000,
+        S.PARTIALLY_RELEASED,
+    )
+    again = settle(
+        services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="tier 1", verification_run_id="run-1"
+    )
     assert again.transfer_amount == 0 and again.operation_key is None
-    result = settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="tier 2", verification_run_id="run-2")
+    result = settle(
+        services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="tier 2", verification_run_id="run-2"
+    )
     assert (result.transfer_amount, result.released_amount, result.released_fee, result.status) == (
-        100_001, 200_001, 20_001, S.RELEASED)
+        100_001,
+        200_001,
+        20_001,
+        S.RELEASED,
+    )
     ops = ProviderOperation.objects.filter(escrow=escrow).order_by("id")
     assert [(op.idempotency_key, op.amount, op.status) for op in ops] == [
-        (f"release:{escrow.pk}:5000", 100_000, "succeeded"), (f"release:{escrow.pk}:10000", 100_001, "succeeded")]
+        (f"release:{escrow.pk}:5000", 100_000, "succeeded"),
+        (f"release:{escrow.pk}:10000", 100_001, "succeeded"),
+    ]
     summary = selectors.escrow_summary(escrow.pk)
     assert (summary.funded, summary.released, summary.paid, summary.fee_kept, summary.held) == (
-        220_002, 200_001, 200_001, 20_001, 0)
-    assert received[-1] == ("escrow_closed", {"escrow_id": escrow.pk, "reference": escrow.reference,
-                                              "reason": "tier 2", "status": "released"})
+        220_002,
+        200_001,
+        200_001,
+        20_001,
+        0,
+    )
+    assert received[-1] == (
+        "escrow_closed",
+        {"escrow_id": escrow.pk, "reference": escrow.reference, "reason": "tier 2", "status": "released"},
+    )
     transfers = world.provider.transfers_list(transfer_group=f"escrow_{escrow.pk}")
     assert sorted(t.amount for t in transfers) == [100_000, 100_001]
     assert all(t.source_transaction == escrow.charge_id for t in transfers)
     # a lower tier after a higher one changes nothing
-    assert settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="x", verification_run_id="r").transfer_amount == 0
+    assert (
+        settle(
+            services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="x", verification_run_id="r"
+        ).transfer_amount
+        == 0
+    )
 
 
 def test_refund_remainder_after_partial_release_keeps_fee_only_on_released(world, parties, settle, received):
@@ -133,7 +168,10 @@ def test_refund_remainder_after_partial_release_keeps_fee_only_on_released(world
     released, fee = 100_003 * 3333 // 10_000, 10_007 * 3333 // 10_000
     assert result.refund_amount == 110_010 - released - fee
     assert result.status == S.CLOSED
-    assert settle(services.escrow_refund_remainder, escrow_id=escrow.pk, reason="again").refund_amount == result.refund_amount
+    assert (
+        settle(services.escrow_refund_remainder, escrow_id=escrow.pk, reason="again").refund_amount
+        == result.refund_amount
+    )
     assert totals(escrow) == (110_010, released, 110_010 - released - fee, fee, 0)
     refunds = world.provider.refunds_list(payment_intent_id=escrow.payment_intent_id)
     assert [r.amount for r in refunds] == [result.refund_amount]
@@ -291,13 +329,16 @@ def test_transfer_reversal_is_booked_back_to_held(parties, settle, stripe_world)
     assert (summary.paid, summary.held) == (70_000, 110_000 + 30_000)
 
 
-
-def test_release_marks_the_transfer_and_sends_it_only_after_commit(parties, settle, offline_world, django_capture_on_commit_callbacks):
+def test_release_marks_the_transfer_and_sends_it_only_after_commit(
+    parties, settle, offline_world, django_capture_on_commit_callbacks
+):
     admin, org, engineer = parties
     settle(offline_world.onboard, engineer)
     escrow = funded_escrow(offline_world, settle, org, engineer, admin)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        result = services.escrow_release(escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
+        result = services.escrow_release(
+            escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r"
+        )
         # marked and booked inside the transaction, but nothing sent to the provider yet
         assert ProviderOperation.objects.get(idempotency_key=result.operation_key).status == "pending"
         assert offline_world.provider.transfers_list(transfer_group=f"escrow_{escrow.pk}") == []

@@ -35,7 +35,9 @@ def _activate(world, account_id: str) -> None:
 
 
 def _payable_account(world, n=1) -> ConnectedAccountInfo:
-    info = world.provider.account_create(email=f"eng{n}@example.test", metadata={"user_id": str(n)}, idempotency_key=f"account:{n}")
+    info = world.provider.account_create(
+        email=f"eng{n}@example.test", metadata={"user_id": str(n)}, idempotency_key=f"account:{n}"
+    )
     _activate(world, info.id)
     return world.provider.account_get(account_id=info.id)
 
@@ -46,7 +48,11 @@ def test_funding_create_returns_a_frozen_dataclass_and_replays_its_key(world):
     with pytest.raises(dataclasses.FrozenInstanceError):
         funding.status = "succeeded"
     assert (funding.status, funding.amount, funding.currency, funding.transfer_group) == (
-        "requires_payment_method", 22_000, "USD", "escrow_c1")
+        "requires_payment_method",
+        22_000,
+        "USD",
+        "escrow_c1",
+    )
     assert funding.metadata["escrow_id"] == "c1"
     again = _funding(world)
     assert again.id == funding.id
@@ -89,8 +95,15 @@ def test_transfers_need_an_active_account_replay_their_key_and_list_by_group(wor
     assert not info.transfers_active
     link = world.provider.account_link_create(account_id=info.id, refresh_url="http://t/r", return_url="http://t/d")
     assert link.url.startswith("http")
-    kwargs = dict(amount=10_000, currency="USD", destination=info.id, source_transaction=funding.charge_id,
-                  transfer_group="escrow_c1", metadata={"operation_key": "release:c1:5000"}, idempotency_key="release:c1:5000")
+    kwargs = dict(
+        amount=10_000,
+        currency="USD",
+        destination=info.id,
+        source_transaction=funding.charge_id,
+        transfer_group="escrow_c1",
+        metadata={"operation_key": "release:c1:5000"},
+        idempotency_key="release:c1:5000",
+    )
     with pytest.raises(ProviderRejected):
         world.provider.transfer_create(**kwargs)
     _activate(world, info.id)
@@ -107,7 +120,13 @@ def test_transfers_need_an_active_account_replay_their_key_and_list_by_group(wor
 def test_transfers_cannot_exceed_the_source_charge(world):
     funding = _paid(world)
     account = _payable_account(world)
-    base = dict(currency="USD", destination=account.id, source_transaction=funding.charge_id, transfer_group="escrow_c1", metadata={})
+    base = dict(
+        currency="USD",
+        destination=account.id,
+        source_transaction=funding.charge_id,
+        transfer_group="escrow_c1",
+        metadata={},
+    )
     world.provider.transfer_create(amount=20_000, idempotency_key="t1", **base)
     with pytest.raises(ProviderRejected):
         world.provider.transfer_create(amount=5_000, idempotency_key="t2", **base)
@@ -116,9 +135,15 @@ def test_transfers_cannot_exceed_the_source_charge(world):
 def test_transfer_reversal(world):
     funding = _paid(world)
     account = _payable_account(world)
-    transfer = world.provider.transfer_create(amount=10_000, currency="USD", destination=account.id,
-                                              source_transaction=funding.charge_id, transfer_group="escrow_c1",
-                                              metadata={}, idempotency_key="t1")
+    transfer = world.provider.transfer_create(
+        amount=10_000,
+        currency="USD",
+        destination=account.id,
+        source_transaction=funding.charge_id,
+        transfer_group="escrow_c1",
+        metadata={},
+        idempotency_key="t1",
+    )
     reversal = world.provider.transfer_reverse(transfer_id=transfer.id, amount=4_000, idempotency_key="rev:1")
     assert reversal.amount == 4_000 and reversal.transfer_id == transfer.id
     assert world.provider.transfer_get(transfer_id=transfer.id).amount_reversed == 4_000
@@ -128,13 +153,26 @@ def test_transfer_reversal(world):
 
 def test_refunds_replay_refuse_over_refunds_and_list_by_intent(world):
     funding = _paid(world)
-    refund = world.provider.refund_create(payment_intent_id=funding.id, amount=12_000, metadata={"operation_key": "refund:c1"},
-                                          idempotency_key="refund:c1")
+    refund = world.provider.refund_create(
+        payment_intent_id=funding.id,
+        amount=12_000,
+        metadata={"operation_key": "refund:c1"},
+        idempotency_key="refund:c1",
+    )
     assert isinstance(refund, Refund) and refund.status == "succeeded" and refund.amount == 12_000
-    assert world.provider.refund_create(payment_intent_id=funding.id, amount=12_000, metadata={"operation_key": "refund:c1"},
-                                        idempotency_key="refund:c1").id == refund.id
+    assert (
+        world.provider.refund_create(
+            payment_intent_id=funding.id,
+            amount=12_000,
+            metadata={"operation_key": "refund:c1"},
+            idempotency_key="refund:c1",
+        ).id
+        == refund.id
+    )
     with pytest.raises(ProviderRejected):
-        world.provider.refund_create(payment_intent_id=funding.id, amount=10_001, metadata={}, idempotency_key="refund:c1b")
+        world.provider.refund_create(
+            payment_intent_id=funding.id, amount=10_001, metadata={}, idempotency_key="refund:c1b"
+        )
     assert world.provider.refund_get(refund_id=refund.id).amount == 12_000
     assert [r.id for r in world.provider.refunds_list(payment_intent_id=funding.id)] == [refund.id]
 
@@ -161,10 +199,22 @@ def test_disputes_are_fetched_with_their_current_status(world):
 @pytest.mark.parametrize("connect", [False, True])
 def test_webhook_parse_verifies_signature_and_tolerance(world, connect):
     secret = CONNECT_SECRET if connect else WEBHOOK_SECRET
-    payload = json.dumps({"id": "evt_1", "object": "event", "type": "payment_intent.succeeded", "livemode": False,
-                          "data": {"object": {"id": "pi_1", "object": "payment_intent"}}})
+    payload = json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "livemode": False,
+            "data": {"object": {"id": "pi_1", "object": "payment_intent"}},
+        }
+    )
     event = world.provider.webhook_parse(payload=payload.encode(), signature=sign(payload, secret), connect=connect)
-    assert (event.id, event.type, event.object_type, event.object_id) == ("evt_1", "payment_intent.succeeded", "payment_intent", "pi_1")
+    assert (event.id, event.type, event.object_type, event.object_id) == (
+        "evt_1",
+        "payment_intent.succeeded",
+        "payment_intent",
+        "pi_1",
+    )
     other = WEBHOOK_SECRET if connect else CONNECT_SECRET
     for bad in (sign(payload, other), sign(payload, secret, int(time.time()) - 301), "", "t=1,v1=deadbeef", None):
         with pytest.raises(WebhookRejected):

@@ -48,10 +48,14 @@ def test_parameters_unknown_to_the_sdk_types_are_rejected(client):
     with pytest.raises(stripe.InvalidRequestError, match="unknown parameter: bogus"):
         client.v1.transfers.create({"amount": 1, "currency": "usd", "destination": "acct_x", "bogus": 1})
     with pytest.raises(stripe.InvalidRequestError, match="automatic_payment_methods.nope"):
-        client.v1.payment_intents.create({"amount": 1000, "currency": "usd", "automatic_payment_methods": {"enabled": True, "nope": 1}})
+        client.v1.payment_intents.create(
+            {"amount": 1000, "currency": "usd", "automatic_payment_methods": {"enabled": True, "nope": 1}}
+        )
     with pytest.raises(stripe.InvalidRequestError, match="Missing required param: currency"):
         client.v1.payment_intents.create({"amount": 1000})
-    with pytest.raises(stripe.InvalidRequestError, match="Missing required param: refresh_url|Missing required param: type"):
+    with pytest.raises(
+        stripe.InvalidRequestError, match="Missing required param: refresh_url|Missing required param: type"
+    ):
         client.v1.account_links.create({"account": "acct_x"})
 
 
@@ -66,12 +70,15 @@ def test_over_refund_is_refused(client):
         client.v1.refunds.create({"payment_intent": pi.id, "amount": 1})
 
 
-@pytest.mark.parametrize(("kind", "error", "code"), [
-    ("429", RetryableError, "provider_rate_limited"),
-    ("500", RetryableError, "provider_unavailable"),
-    ("timeout", RetryableError, "provider_unreachable"),
-    ("decline", FundingFailed, "card_declined"),
-])
+@pytest.mark.parametrize(
+    ("kind", "error", "code"),
+    [
+        ("429", RetryableError, "provider_rate_limited"),
+        ("500", RetryableError, "provider_unavailable"),
+        ("timeout", RetryableError, "provider_unreachable"),
+        ("decline", FundingFailed, "card_declined"),
+    ],
+)
 def test_injected_failures_map_to_domain_errors(fake, kind, error, code):
     provider = stripe_provider(fake, retries=2)
     fake.inject(kind, count=3)

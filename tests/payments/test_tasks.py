@@ -19,7 +19,10 @@ def test_escrows_expire_unfunded_twice(parties, settle, offline_world):
     Escrow.objects.filter(pk=due.pk).update(funding_deadline=timezone.now() - timedelta(minutes=1))
     assert settle(tasks.escrows_expire_unfunded) == 1
     assert settle(tasks.escrows_expire_unfunded) == 0
-    assert Escrow.objects.get(pk=due.pk).status == "cancelled" and Escrow.objects.get(pk=fresh.pk).status == "pending_funding"
+    assert (
+        Escrow.objects.get(pk=due.pk).status == "cancelled"
+        and Escrow.objects.get(pk=fresh.pk).status == "pending_funding"
+    )
 
 
 def test_payment_operation_execute_twice_makes_one_transfer(parties, settle, stripe_world):
@@ -61,7 +64,9 @@ def test_payouts_retry_picks_up_stuck_pending_operations(parties, settle, offlin
     admin, org, engineer = parties
     settle(offline_world.onboard, engineer)
     escrow = funded_escrow(offline_world, settle, org, engineer, admin)
-    services.escrow_release(escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")  # no commit hooks run
+    services.escrow_release(
+        escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r"
+    )  # no commit hooks run
     ProviderOperation.objects.update(updated_at=timezone.now() - timedelta(minutes=5))
     assert tasks.payouts_retry_payable() == 1
     assert tasks.payouts_retry_payable() == 0
@@ -110,8 +115,9 @@ def test_funding_cancel_twice(parties, settle, offline_world):
 
 
 def test_webhook_events_redrive_twice(settle, offline_world):
-    event = WebhookEvent.objects.create(event_id="evt_lost", type="payment_intent.succeeded", object_id="pi_x",
-                                        object_type="payment_intent", payload={})
+    event = WebhookEvent.objects.create(
+        event_id="evt_lost", type="payment_intent.succeeded", object_id="pi_x", object_type="payment_intent", payload={}
+    )
     WebhookEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(minutes=10))
     assert settle(tasks.webhook_events_redrive) == 1
     assert settle(tasks.webhook_events_redrive) == 0
@@ -125,8 +131,13 @@ def test_webhook_events_drain_twice_and_the_debounce(settle, offline_world):
     from payments.providers.base import event_from_payload
 
     def store(n):
-        payload = {"id": f"evt_d{n}", "object": "event", "type": "customer.created", "livemode": False,
-                   "data": {"object": {"id": f"cus_{n}", "object": "customer"}}}
+        payload = {
+            "id": f"evt_d{n}",
+            "object": "event",
+            "type": "customer.created",
+            "livemode": False,
+            "data": {"object": {"id": f"cus_{n}", "object": "customer"}},
+        }
         return services.webhook_event_store(event=event_from_payload(payload), source="account")
 
     cache.set(services.DRAIN_KEY, 1, 10)  # a drain is already on its way: storing publishes nothing more

@@ -18,8 +18,16 @@ CONNECT_URL = "/api/v1/payments/stripe/connect-webhook/"
 
 
 def _event(event_id="evt_1", event_type="payment_intent.succeeded", object_id="pi_unknown", livemode=False, **extra):
-    return {"id": event_id, "object": "event", "type": event_type, "livemode": livemode, "created": int(time.time()),
-            "api_version": "2025-09-30.clover", "data": {"object": {"id": object_id, "object": event_type.split(".")[0]}}, **extra}
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "livemode": livemode,
+        "created": int(time.time()),
+        "api_version": "2025-09-30.clover",
+        "data": {"object": {"id": object_id, "object": event_type.split(".")[0]}},
+        **extra,
+    }
 
 
 def _post(client, event, *, url=URL, secret=WEBHOOK_SECRET, timestamp=None, signature=None):
@@ -40,7 +48,12 @@ def test_a_signed_event_is_stored_acknowledged_and_processed_once(client, settle
     duplicate = settle(_post, client, _event())
     assert duplicate.status_code == 200 and duplicate.json()["duplicate"] is True
     stored = WebhookEvent.objects.get()
-    assert (stored.event_id, stored.type, stored.object_id, stored.source) == ("evt_1", "payment_intent.succeeded", "pi_unknown", "account")
+    assert (stored.event_id, stored.type, stored.object_id, stored.source) == (
+        "evt_1",
+        "payment_intent.succeeded",
+        "pi_unknown",
+        "account",
+    )
     # an event about an object we never created is stored and ignored, without fetching it
     assert stored.status == WebhookEvent.Status.IGNORED and stored.processed_count == 1
 
@@ -52,8 +65,12 @@ def test_forged_stale_and_unsigned_events_get_400_and_change_nothing(client, any
     assert _post(client, _event(), signature="t=abc,v1=zz").status_code == 400
     assert _post(client, _event(), url=CONNECT_URL).status_code == 400  # the account secret is not the Connect one
     payload = json.dumps(_event())
-    tampered = client.post(URL, data=payload.replace("evt_1", "evt_2"), content_type="application/json",
-                           HTTP_STRIPE_SIGNATURE=sign(payload, WEBHOOK_SECRET))
+    tampered = client.post(
+        URL,
+        data=payload.replace("evt_1", "evt_2"),
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(payload, WEBHOOK_SECRET),
+    )
     assert tampered.status_code == 400
     assert tampered.json()["error"]["code"] == "invalid_signature"
     assert WebhookEvent.objects.count() == 0
@@ -73,7 +90,9 @@ def test_livemode_must_match_the_configured_mode(client, settings, any_provider)
 
 def test_malformed_bodies_and_methods(client, any_provider):
     for body in ("not json", json.dumps({"id": "x", "object": "charge"}), json.dumps([1, 2])):
-        response = client.post(URL, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(body, WEBHOOK_SECRET))
+        response = client.post(
+            URL, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(body, WEBHOOK_SECRET)
+        )
         assert response.status_code == 400
     assert client.get(URL).status_code == 405
 
@@ -81,8 +100,16 @@ def test_malformed_bodies_and_methods(client, any_provider):
 def test_csrf_exempt_and_no_authentication_needed(settle, any_provider):
     client = Client(enforce_csrf_checks=True)
     assert settle(_post, client, _event()).status_code == 200
-    assert settle(_post, client, _event(event_id="evt_c", event_type="account.updated", object_id="acct_x", account="acct_x"),
-                  url=CONNECT_URL, secret=CONNECT_SECRET).status_code == 200
+    assert (
+        settle(
+            _post,
+            client,
+            _event(event_id="evt_c", event_type="account.updated", object_id="acct_x", account="acct_x"),
+            url=CONNECT_URL,
+            secret=CONNECT_SECRET,
+        ).status_code
+        == 200
+    )
 
 
 def test_unknown_event_types_are_stored_and_ignored(client, settle, any_provider):
@@ -110,7 +137,7 @@ def test_stripe_lifecycle_replayed_duplicated_and_shuffled_has_one_effect(partie
     escrow = open_escrow(org, engineer)
     instructions = settle(services.escrow_funding_start, escrow_id=escrow.pk, actor=admin)
     world.fake_client.v1.payment_intents.confirm(instructions.payment_intent_id, {"payment_method": "pm_card_visa"})
-    events = list(world.fake.events[world._delivered:])
+    events = list(world.fake.events[world._delivered :])
     world._delivered = len(world.fake.events)
     deliveries = events * 3
     random.Random(7).shuffle(deliveries)
@@ -120,14 +147,20 @@ def test_stripe_lifecycle_replayed_duplicated_and_shuffled_has_one_effect(partie
     assert escrow.status == Escrow.Status.FUNDED
     settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="t1", verification_run_id="r")
     settle(services.escrow_refund_remainder, escrow_id=escrow.pk, reason="done")
-    later = list(world.fake.events[world._delivered:])
+    later = list(world.fake.events[world._delivered :])
     world._delivered = len(world.fake.events)
     deliveries = (later + events) * 3
     random.Random(8).shuffle(deliveries)
     for event in deliveries:
         assert settle(world.post_event, event).status_code == 200
     summary = selectors.escrow_summary(escrow.pk)
-    assert (summary.funded, summary.paid, summary.fee_kept, summary.refunded, summary.held) == (220_000, 100_000, 10_000, 110_000, 0)
+    assert (summary.funded, summary.paid, summary.fee_kept, summary.refunded, summary.held) == (
+        220_000,
+        100_000,
+        10_000,
+        110_000,
+        0,
+    )
     assert WebhookEvent.objects.count() == len({e["id"] for e in world.fake.events})
     assert set(WebhookEvent.objects.values_list("processed_count", flat=True)) == {1}
     assert world.fake.count("transfer") == 1 and world.fake.count("refund") == 1
@@ -144,7 +177,9 @@ def test_connect_events_update_the_engineers_account(parties, settle, stripe_wor
     world.fake.account_activate(account.provider_account_id)
     responses = settle(world.deliver)
     assert [r.status_code for r in responses] == [200, 200]
-    assert set(WebhookEvent.objects.filter(type__in=["account.updated", "capability.updated"]).values_list("source", flat=True)) == {"connect"}
+    assert set(
+        WebhookEvent.objects.filter(type__in=["account.updated", "capability.updated"]).values_list("source", flat=True)
+    ) == {"connect"}
     account.refresh_from_db()
     assert account.transfers_active
     assert ProviderOperation.objects.get(escrow=escrow).status == "succeeded"

@@ -46,8 +46,10 @@ for line in sys.stdin:
 
 REPORTED_LEAK_METRIC = '\n[[reported_metrics]]\nname = "leak"\nhigher_is_better = true\n'
 
-PROCESS_MANIFEST = ('format = 1\nname = "row-sums"\nmode = "process"\ncommand = ["python", "run.py"]\nwarmup_runs = 1\n'
-                    '[outputs]\nformat = "npy"\n[limits]\nwall_seconds = 20\n' + REPORTED_LEAK_METRIC)
+PROCESS_MANIFEST = (
+    'format = 1\nname = "row-sums"\nmode = "process"\ncommand = ["python", "run.py"]\nwarmup_runs = 1\n'
+    '[outputs]\nformat = "npy"\n[limits]\nwall_seconds = 20\n' + REPORTED_LEAK_METRIC
+)
 PROCESS_RUN = """
 import hashlib, json, struct
 import numpy as np
@@ -67,9 +69,13 @@ for name in open("/inputs/ORDER").read().split():
     if HOW == "metric" and not public:
         json.dump({"leak": data["x"][0][0]}, open("/outputs/metrics.json", "w"))
 """
-PROCESS_CRITERIA = {"criteria": [{"metric": "wall_time", "statistic": "median", "kind": "no_worse", "threshold": 1.0,
-                                  "tolerance": 0.9}],
-                    "correctness": {"mode": "numeric", "rtol": 1e-9, "atol": 1e-12}, "tiers": []}
+PROCESS_CRITERIA = {
+    "criteria": [
+        {"metric": "wall_time", "statistic": "median", "kind": "no_worse", "threshold": 1.0, "tolerance": 0.9}
+    ],
+    "correctness": {"mode": "numeric", "rtol": 1e-9, "atol": 1e-12},
+    "tiers": [],
+}
 
 
 @pytest.fixture(scope="module")
@@ -147,25 +153,47 @@ def leaked(text: str, needles: set[str]) -> list[str]:
 
 def as_platform_sees(report) -> VerificationRun:
     data = json.loads(report.to_json())
-    return VerificationRun(kind=VerificationRun.Kind.SUBMISSION, decision=data["decision"], reason=data["reason"][:2000],
-                           report=data, certificate=data["certificate"])
+    return VerificationRun(
+        kind=VerificationRun.Kind.SUBMISSION,
+        decision=data["decision"],
+        reason=data["reason"][:2000],
+        report=data,
+        certificate=data["certificate"],
+    )
 
 
-@pytest.mark.parametrize(("package_kind", "how", "reason"), [
-    ("json", "id", "a candidate run failed: protocol error: response to an unknown request id"),
-    ("json", "error", "a candidate run failed: the implementation reported an error"),
-    ("json", "not_json", "a candidate run failed: protocol error: a response is not JSON"),
-    ("npy", "npy_header", "a candidate run failed: output could not be decoded as npy"),
-    ("json", "metric", None),
-    ("keyed", "wrong_value_under_input_keys",
-     "correctness criterion failed (numeric): an output for a hidden input differs at $.<key 0>"),
-    ("process", "npy_header", "a candidate run failed: output could not be decoded as npy"),
-    ("process", "missing", "a candidate run failed: no output for an input in /outputs"),
-    ("process", "metric", None),
-], ids=["echo-in-id", "echo-in-error", "not-json", "npy-header", "reported-metric", "baseline-keys",
-        "process-npy-header", "process-missing-output", "process-reported-metric"])
-def test_hidden_inputs_stay_out_of_what_the_engineer_reads(tmp_path, packages, hidden_inputs, package_kind, how,
-                                                             reason):
+@pytest.mark.parametrize(
+    ("package_kind", "how", "reason"),
+    [
+        ("json", "id", "a candidate run failed: protocol error: response to an unknown request id"),
+        ("json", "error", "a candidate run failed: the implementation reported an error"),
+        ("json", "not_json", "a candidate run failed: protocol error: a response is not JSON"),
+        ("npy", "npy_header", "a candidate run failed: output could not be decoded as npy"),
+        ("json", "metric", None),
+        (
+            "keyed",
+            "wrong_value_under_input_keys",
+            "correctness criterion failed (numeric): an output for a hidden input differs at $.<key 0>",
+        ),
+        ("process", "npy_header", "a candidate run failed: output could not be decoded as npy"),
+        ("process", "missing", "a candidate run failed: no output for an input in /outputs"),
+        ("process", "metric", None),
+    ],
+    ids=[
+        "echo-in-id",
+        "echo-in-error",
+        "not-json",
+        "npy-header",
+        "reported-metric",
+        "baseline-keys",
+        "process-npy-header",
+        "process-missing-output",
+        "process-reported-metric",
+    ],
+)
+def test_hidden_inputs_stay_out_of_what_the_engineer_reads(
+    tmp_path, packages, hidden_inputs, package_kind, how, reason
+):
     package = packages[package_kind]
     if package_kind == "process":
         candidate = tmp_path / "candidate"
@@ -173,11 +201,13 @@ def test_hidden_inputs_stay_out_of_what_the_engineer_reads(tmp_path, packages, h
         (candidate / "run.py").write_text(_process_run(package, how))
         criteria = PROCESS_CRITERIA
     else:
-        candidate = hidden_input_leaker(tmp_path / "candidate", package, how,
-                                        output_format="npy" if package_kind == "npy" else "json")
+        candidate = hidden_input_leaker(
+            tmp_path / "candidate", package, how, output_format="npy" if package_kind == "npy" else "json"
+        )
         criteria = json.loads(json.dumps(CRITERIA))
-    report = run_verification(package, candidate, hidden_inputs, criteria, budget=2, seed=5,
-                              signing_key=generate_signing_key())
+    report = run_verification(
+        package, candidate, hidden_inputs, criteria, budget=2, seed=5, signing_key=generate_signing_key()
+    )
     needles = hidden_needles(hidden_inputs)
     if reason is not None:
         assert report.decision == "FAIL"
@@ -198,8 +228,10 @@ def test_hidden_inputs_stay_out_of_what_the_engineer_reads(tmp_path, packages, h
         evidence = [m["reported"] for m in owner_view["report"]["measurements"] if m["reported"].get("leak")]
     elif how == "wrong_value_under_input_keys":
         evidence = owner_view["report"]["correctness"]["first_differences"]
-        assert engineer_view["report"]["correctness"]["first_differences"][0] == {"inputs": "hidden",
-                                                                                  "where": "$.<key 0>"}
+        assert engineer_view["report"]["correctness"]["first_differences"][0] == {
+            "inputs": "hidden",
+            "where": "$.<key 0>",
+        }
     else:
         evidence = [log["error"] for log in owner_view["report"]["logs"] if log.get("phase") == "measure"]
     assert leaked(readable(evidence), needles), evidence
@@ -207,13 +239,28 @@ def test_hidden_inputs_stay_out_of_what_the_engineer_reads(tmp_path, packages, h
 
 def test_the_engineer_does_not_see_what_a_run_reported_about_itself():
     report = {
-        "decision": "PASS", "settings": {"inputs": "hidden"},
+        "decision": "PASS",
+        "settings": {"inputs": "hidden"},
         "criteria": [{"label": "reported:gflops mean no_worse", "estimate": 1.02, "self_reported": True}],
         "measurements": [
-            {"role": "candidate", "phase": "warmup", "wall_seconds": 0.5, "reported": {"gflops": [1.5]},
-             "error": None, "exit_code": 0, "blocked": []},
-            {"role": "candidate", "phase": "measure", "wall_seconds": 0.4, "reported": {"gflops": [0.3141592653]},
-             "error": None, "exit_code": 42, "blocked": ["network: 17 TCP connection attempt(s), loopback only"]},
+            {
+                "role": "candidate",
+                "phase": "warmup",
+                "wall_seconds": 0.5,
+                "reported": {"gflops": [1.5]},
+                "error": None,
+                "exit_code": 0,
+                "blocked": [],
+            },
+            {
+                "role": "candidate",
+                "phase": "measure",
+                "wall_seconds": 0.4,
+                "reported": {"gflops": [0.3141592653]},
+                "error": None,
+                "exit_code": 42,
+                "blocked": ["network: 17 TCP connection attempt(s), loopback only"],
+            },
         ],
         "logs": [{"role": "candidate", "phase": "measure", "stderr": "0.3141592653"}],
     }
@@ -230,30 +277,59 @@ def test_the_engineer_does_not_see_what_a_run_reported_about_itself():
 def test_the_engineer_sees_a_hidden_run_s_latencies_summarised_not_per_request():
     latencies = [0.010, 0.0123456789, 0.011, 0.012, 0.013]
     report = {
-        "decision": "FAIL", "settings": {"inputs": "hidden"},
+        "decision": "FAIL",
+        "settings": {"inputs": "hidden"},
         "measurements": [
             {"role": "candidate", "phase": "warmup", "latencies_seconds": [0.02, 0.03]},
-            {"role": "candidate", "phase": "measure", "latencies_seconds": latencies,
-             "repeat_latencies_seconds": [0.0198765432]},
+            {
+                "role": "candidate",
+                "phase": "measure",
+                "latencies_seconds": latencies,
+                "repeat_latencies_seconds": [0.0198765432],
+            },
         ],
     }
     warmup, measured = report_for_engineer(report)["measurements"]
     assert warmup["latencies_seconds"] == [0.02, 0.03]  # the public inputs
-    assert measured == {"role": "candidate", "phase": "measure", "requests": 5,
-                        "latency_median_seconds": 0.012, "latency_p95_seconds": 0.013}
+    assert measured == {
+        "role": "candidate",
+        "phase": "measure",
+        "requests": 5,
+        "latency_median_seconds": 0.012,
+        "latency_p95_seconds": 0.013,
+    }
     assert report["measurements"][1]["latencies_seconds"] == latencies  # the owner's copy is untouched
 
 
 def test_differences_on_hidden_inputs_show_positions_only_and_on_public_ones_everything():
-    hidden = {"inputs": "hidden", "input_id": "acme-q3", "where": "$.revenue_acme[3]", "position": "$.<key 0>[3]",
-              "expected": "1.25", "actual": "9.0"}
-    public = {"inputs": "public", "input_id": "in-1-0000", "where": "$.logits[0,2]", "position": "$.<key 0>[0,2]",
-              "expected": "0.5", "actual": "0.7"}
+    hidden = {
+        "inputs": "hidden",
+        "input_id": "acme-q3",
+        "where": "$.revenue_acme[3]",
+        "position": "$.<key 0>[3]",
+        "expected": "1.25",
+        "actual": "9.0",
+    }
+    public = {
+        "inputs": "public",
+        "input_id": "in-1-0000",
+        "where": "$.logits[0,2]",
+        "position": "$.<key 0>[0,2]",
+        "expected": "0.5",
+        "actual": "0.7",
+    }
     older_with_keys = {"input_id": "acme-q4", "where": "$.revenue_acme", "expected": "1", "actual": "2"}
     older_positional = {"input_id": "acme-q4", "where": "$[0,3]", "expected": "1", "actual": "2"}
-    report = {"correctness": {"passed": False, "first_differences": [hidden, public, older_with_keys, older_positional],
-                              "scores": {"hidden": {"baseline": 0.9, "candidate": [0.3141592653]},
-                                         "public": {"baseline": 1.0, "candidate": [0.5]}}}}
+    report = {
+        "correctness": {
+            "passed": False,
+            "first_differences": [hidden, public, older_with_keys, older_positional],
+            "scores": {
+                "hidden": {"baseline": 0.9, "candidate": [0.3141592653]},
+                "public": {"baseline": 1.0, "candidate": [0.5]},
+            },
+        }
+    }
     view = report_for_engineer(report)["correctness"]
     assert view["first_differences"] == [
         {"inputs": "hidden", "where": "$.<key 0>[3]"},
@@ -266,12 +342,14 @@ def test_differences_on_hidden_inputs_show_positions_only_and_on_public_ones_eve
 
 def test_counts_in_blocked_actions_are_left_out_for_the_engineer():
     policy = {"role": "policy", "action": "privileges: unprivileged uid 65534, no capabilities", "runs": None}
-    report = {"blocked_actions": [
-        {"role": "candidate", "action": "network: 3 TCP connection attempt(s), loopback only", "runs": 1},
-        {"role": "candidate", "action": "network: 250 TCP connection attempt(s), loopback only", "runs": 2},
-        {"role": "candidate", "action": "limit enforced: memory", "runs": 1},
-        policy,
-    ]}
+    report = {
+        "blocked_actions": [
+            {"role": "candidate", "action": "network: 3 TCP connection attempt(s), loopback only", "runs": 1},
+            {"role": "candidate", "action": "network: 250 TCP connection attempt(s), loopback only", "runs": 2},
+            {"role": "candidate", "action": "limit enforced: memory", "runs": 1},
+            policy,
+        ]
+    }
     assert report_for_engineer(report)["blocked_actions"] == [
         {"role": "candidate", "action": "network: N TCP connection attempt(s), loopback only", "runs": 3},
         {"role": "candidate", "action": "limit enforced: memory", "runs": 1},

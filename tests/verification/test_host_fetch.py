@@ -36,7 +36,7 @@ class _Platform:
         self.posted: dict[str, list[dict]] = {}  # heartbeat, result, failure: the bodies received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):
                 endpoint = self.path.rstrip("/").rsplit("/", 1)[-1]
                 if endpoint != "start":
                     received = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -61,7 +61,7 @@ class _Platform:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):
                 if platform.start_status != 200:
                     self.send_response(platform.start_status)
                     self.end_headers()
@@ -84,8 +84,11 @@ class _Platform:
 
     def spec(self, **digests_override: str) -> dict[str, dict]:
         return {
-            name: {"sha256": digests_override.get(name, hashlib.sha256(body).hexdigest()),
-                   "url": f"{self.base}/internal/verification/runs/1/artifacts/{name}/", "archive_format": "tar.gz"}
+            name: {
+                "sha256": digests_override.get(name, hashlib.sha256(body).hexdigest()),
+                "url": f"{self.base}/internal/verification/runs/1/artifacts/{name}/",
+                "archive_format": "tar.gz",
+            }
             for name, body in self.files.items()
         }
 
@@ -110,7 +113,7 @@ def _fetch(platform: _Platform, tmp_path: Path, cache: host.ArtifactCache | None
 
 
 def test_second_verification_of_a_job_downloads_only_the_candidate(platform, tmp_path):
-    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10**6)
     first = _fetch(platform, tmp_path, cache)
     assert sorted(platform.requests) == ["candidate", "hidden_inputs", "package"]
     platform.files["candidate"] = b"candidate 2"
@@ -126,7 +129,7 @@ def test_second_verification_of_a_job_downloads_only_the_candidate(platform, tmp
 
 
 def test_an_altered_cache_entry_is_dropped_and_downloaded_again(platform, tmp_path):
-    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10**6)
     files = _fetch(platform, tmp_path, cache)
     files["hidden_inputs"].write_bytes(b"tampered")
     again = _fetch(platform, tmp_path, cache)
@@ -135,14 +138,14 @@ def test_an_altered_cache_entry_is_dropped_and_downloaded_again(platform, tmp_pa
 
 
 def test_a_download_that_does_not_match_its_digest_leaves_nothing_behind(platform, tmp_path):
-    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10**6)
     with pytest.raises(RuntimeError, match="sha256 mismatch"):
         _fetch(platform, tmp_path, cache, package="0" * 64)
     assert list(cache.root.iterdir()) == []
 
 
 def test_a_digest_is_never_used_as_a_path(platform, tmp_path):
-    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10 ** 6)
+    cache = host.ArtifactCache(tmp_path / "cache", max_bytes=10**6)
     with pytest.raises(ValueError):
         _fetch(platform, tmp_path, cache, package="../../etc/passwd")
     assert platform.requests == []
@@ -190,7 +193,11 @@ def test_announced_files_are_fetched_while_the_run_starts(platform, tmp_path):
     client = host.PlatformClient(platform.base, 1, "token")
     spec, files = host._start_and_fetch(client, _announced(platform), tmp_path, None)
     assert spec["kind"] == "submission" and platform.requests.count("start") == 1
-    assert sorted(r for r in platform.requests if r not in ("start", "started")) == ["candidate", "hidden_inputs", "package"]
+    assert sorted(r for r in platform.requests if r not in ("start", "started")) == [
+        "candidate",
+        "hidden_inputs",
+        "package",
+    ]
     # The package and the candidate while start/ is answered; hidden inputs only once the run is started.
     assert platform.requests.index("package") < platform.requests.index("started")
     assert platform.requests.index("candidate") < platform.requests.index("started")
@@ -219,8 +226,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlp"
 def _tar_gz(directory: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(directory, arcname=directory.name,
-                    filter=lambda member: None if "__pycache__" in member.name else member)
+        archive.add(
+            directory, arcname=directory.name, filter=lambda member: None if "__pycache__" in member.name else member
+        )
     return buffer.getvalue()
 
 
@@ -242,10 +250,15 @@ def test_a_calibration_judges_speedups_against_the_budget_the_platform_names(pla
     from verification.runner import stats
     from verification.runner.certificate import generate_signing_key, private_key_pem
 
-    platform.files = {"package": _tar_gz(EXAMPLE / "package"),
-                      "hidden_inputs": _tar_gz(_example_hidden_inputs(tmp_path / "hidden"))}
-    platform.start_spec = {"kind": "calibration", "criteria": json.loads((EXAMPLE / "criteria.json").read_text()),
-                           "budget_pairs": 3}
+    platform.files = {
+        "package": _tar_gz(EXAMPLE / "package"),
+        "hidden_inputs": _tar_gz(_example_hidden_inputs(tmp_path / "hidden")),
+    }
+    platform.start_spec = {
+        "kind": "calibration",
+        "criteria": json.loads((EXAMPLE / "criteria.json").read_text()),
+        "budget_pairs": 3,
+    }
     if named:
         platform.start_spec["verification_budget_pairs"] = named
     key_path = tmp_path / "signing-key.pem"
@@ -293,6 +306,8 @@ def test_a_failure_of_the_hosts_own_making_is_posted_in_full(platform, tmp_path)
     announced = _announced(platform)
     announced["package"]["sha256"] = hashlib.sha256(b"what the message promised").hexdigest()
     with pytest.raises(host.HostFailure):
-        host.execute_run(run_id=1, token="token", base_url=platform.base, config=_host_config(tmp_path), announced=announced)
+        host.execute_run(
+            run_id=1, token="token", base_url=platform.base, config=_host_config(tmp_path), announced=announced
+        )
     (failure,) = platform.posted["failure"]
     assert failure["reason"] == "HostFailure: package.tar.gz: sha256 mismatch after download"

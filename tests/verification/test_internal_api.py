@@ -26,9 +26,13 @@ def test_host_flow_over_http(make_run, signing_key):
     download = client.get(f"/internal/verification/runs/{run.pk}/artifacts/hidden_inputs/")
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == run.hidden_inputs.file.open("rb").read()
-    assert client.post(f"/internal/verification/runs/{run.pk}/heartbeat/", {"progress": {"runs_done": 1}}, format="json").json() == {"ok": True}
+    assert client.post(
+        f"/internal/verification/runs/{run.pk}/heartbeat/", {"progress": {"runs_done": 1}}, format="json"
+    ).json() == {"ok": True}
     report, certificate = signed(run, signing_key)
-    response = client.post(f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json")
+    response = client.post(
+        f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json"
+    )
     assert response.json() == {"status": "passed"}
 
 
@@ -52,14 +56,20 @@ def test_bad_tokens_get_one_403_that_leaks_nothing(make_run, signing_key, case):
         VerificationRun.objects.filter(pk=run.pk).update(token_expires_at=timezone.now())
     if case == "after_result":
         report, certificate = signed(run, signing_key)
-        client.post(f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json")
+        client.post(
+            f"/internal/verification/runs/{run.pk}/result/",
+            {"report": report, "certificate": certificate},
+            format="json",
+        )
     for method, path in [
         ("post", "start/"),
         ("get", "artifacts/hidden_inputs/"),
         ("post", "heartbeat/"),
         ("post", "failure/"),
     ]:
-        response = getattr(client, method)(f"/internal/verification/runs/{run.pk}/{path}", {"reason": "x"}, format="json")
+        response = getattr(client, method)(
+            f"/internal/verification/runs/{run.pk}/{path}", {"reason": "x"}, format="json"
+        )
         assert response.status_code == 403, (path, response.status_code)
         body = response.json()
         assert body["error"]["code"] == "run_token_invalid"
@@ -67,7 +77,9 @@ def test_bad_tokens_get_one_403_that_leaks_nothing(make_run, signing_key, case):
         assert "criteria" not in body
 
 
-def test_a_queued_run_serves_its_files_to_its_current_token_only(make_run, dispatched, django_capture_on_commit_callbacks):
+def test_a_queued_run_serves_its_files_to_its_current_token_only(
+    make_run, dispatched, django_capture_on_commit_callbacks
+):
     from verification.services import verification_run_report_failure, verification_run_start
 
     run, token = make_run()
@@ -83,7 +95,9 @@ def test_a_queued_run_serves_its_files_to_its_current_token_only(make_run, dispa
     with django_capture_on_commit_callbacks(execute=True):
         verification_run_report_failure(run_id=run.pk, token=token, reason="host lost")
     assert _client(token).get(f"/internal/verification/runs/{run.pk}/artifacts/package/").status_code == 403
-    assert _client(dispatched[-1].token).get(f"/internal/verification/runs/{run.pk}/artifacts/package/").status_code == 200
+    assert (
+        _client(dispatched[-1].token).get(f"/internal/verification/runs/{run.pk}/artifacts/package/").status_code == 200
+    )
 
 
 def test_public_keys_are_listed_with_ids(client, signing_key):
@@ -110,8 +124,11 @@ def test_a_bad_token_is_refused_before_the_body_is_read(make_run, case):
     for path, body in MALFORMED.items():
         for sent in (body, "{not json"):
             url = f"/internal/verification/runs/{run.pk}/{path}"
-            response = (client.post(url, body, format="json") if isinstance(sent, dict)
-                        else client.post(url, sent, content_type="application/json"))
+            response = (
+                client.post(url, body, format="json")
+                if isinstance(sent, dict)
+                else client.post(url, sent, content_type="application/json")
+            )
             assert (response.status_code, response.json()) == (403, refused), (path, sent)
     run.refresh_from_db()
     assert (run.status, run.infrastructure_failures) == (VerificationRun.Status.RUNNING, 0)

@@ -103,8 +103,12 @@ def test_no_dispatch_when_the_transaction_rolls_back(db, dispatched, django_capt
         try:
             with transaction.atomic():
                 verification_run_create(
-                    kind="submission", subject="test:9", hardware_class="cpu-x86",
-                    package=_artifact({"a": b"1"}), hidden_inputs=_artifact({"b": b"2"}), criteria={},
+                    kind="submission",
+                    subject="test:9",
+                    hardware_class="cpu-x86",
+                    package=_artifact({"a": b"1"}),
+                    hidden_inputs=_artifact({"b": b"2"}),
+                    criteria={},
                 )
                 raise RuntimeError("rolled back")
         except RuntimeError:
@@ -132,7 +136,9 @@ def test_decisions_map_to_statuses(make_run, signing_key, decision, status):
     run, token = make_run()
     verification_run_start(run_id=run.pk, token=token)
     report, certificate = signed(run, signing_key, decision=decision, fraction=0.0)
-    assert verification_record_result(run_id=run.pk, token=token, report=report, certificate=certificate).status == status
+    assert (
+        verification_record_result(run_id=run.pk, token=token, report=report, certificate=certificate).status == status
+    )
 
 
 def test_tokens_are_scoped_to_one_run_and_expire(make_run):
@@ -153,7 +159,9 @@ def test_unregistered_key_tampered_report_and_foreign_files_are_refused(make_run
     verification_run_start(run_id=run.pk, token=token)
     report = fake_report(run)
     with pytest.raises(ValidationFailed) as error:
-        verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, generate_signing_key()))
+        verification_record_result(
+            run_id=run.pk, token=token, report=report, certificate=sign_report(report, generate_signing_key())
+        )
     assert error.value.code == "certificate_key_unknown"
     certificate = sign_report(report, signing_key)
     tampered = {**report, "payout_fraction": 1.0, "decision": "PASS", "reason": "edited"}
@@ -162,13 +170,17 @@ def test_unregistered_key_tampered_report_and_foreign_files_are_refused(make_run
     assert error.value.code == "certificate_invalid"
     foreign = {**report, "sha256": {**report["sha256"], "candidate": "0" * 64}}
     with pytest.raises(ValidationFailed) as error:
-        verification_record_result(run_id=run.pk, token=token, report=foreign, certificate=sign_report(foreign, signing_key))
+        verification_record_result(
+            run_id=run.pk, token=token, report=foreign, certificate=sign_report(foreign, signing_key)
+        )
     assert error.value.code == "certificate_mismatch"
     run.refresh_from_db()
     assert run.status == Status.RUNNING
 
 
-def test_infrastructure_failures_requeue_then_error(make_run, dispatched, finished_events, django_capture_on_commit_callbacks):
+def test_infrastructure_failures_requeue_then_error(
+    make_run, dispatched, finished_events, django_capture_on_commit_callbacks
+):
     run, token = make_run()
     for attempt in range(3):
         verification_run_start(run_id=run.pk, token=token)
@@ -192,7 +204,9 @@ def test_runner_error_counts_as_infrastructure_failure(make_run, signing_key):
     assert (run.status, run.infrastructure_failures) == (Status.QUEUED, 1)
 
 
-def test_watchdog_requeues_silent_runs_and_is_idempotent(make_run, dispatched, settings, django_capture_on_commit_callbacks):
+def test_watchdog_requeues_silent_runs_and_is_idempotent(
+    make_run, dispatched, settings, django_capture_on_commit_callbacks
+):
     settings.VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS = 60
     run, token = make_run()
     verification_run_start(run_id=run.pk, token=token)
@@ -227,7 +241,9 @@ def test_dispatch_is_stamped_only_once_the_message_is_out(make_run, dispatched, 
     verification_run_start(run_id=run.pk, token=dispatched[-1].token)
 
 
-def test_a_broker_outage_after_the_commit_leaves_the_run_to_the_watchdog(db, dispatched, broker, django_capture_on_commit_callbacks):
+def test_a_broker_outage_after_the_commit_leaves_the_run_to_the_watchdog(
+    db, dispatched, broker, django_capture_on_commit_callbacks
+):
     """The send runs after the commit: had it raised, the request would answer 500 for a saved
     submission, and the client's retry would submit (and spend an attempt) twice."""
     broker.down()
@@ -292,8 +308,12 @@ def _created_run(django_capture_on_commit_callbacks, *, send: bool) -> Verificat
 
     with django_capture_on_commit_callbacks(execute=send):
         return verification_run_create(
-            kind="submission", subject="test:lost", hardware_class="cpu-x86",
-            package=_artifact({"a": b"1"}), hidden_inputs=_artifact({"b": b"2"}), criteria={},
+            kind="submission",
+            subject="test:lost",
+            hardware_class="cpu-x86",
+            package=_artifact({"a": b"1"}),
+            hidden_inputs=_artifact({"b": b"2"}),
+            criteria={},
         )
 
 
@@ -334,7 +354,9 @@ def test_a_sent_run_no_host_started_while_its_token_lived_is_requeued_as_a_failu
     _assert_requeued_once(run, django_capture_on_commit_callbacks)
     assert run.dispatched_at is not None and run.token_expires_at > timezone.now()
     assert "no verification host started the run" in run.error_log[-1]["reason"]
-    requeued = AuditEvent.objects.get(object_type="verification.verificationrun", object_id=str(run.pk), verb="verification_requeued")
+    requeued = AuditEvent.objects.get(
+        object_type="verification.verificationrun", object_id=str(run.pk), verb="verification_requeued"
+    )
     assert (requeued.from_state, requeued.to_state, requeued.data["failures"]) == (Status.QUEUED, Status.QUEUED, 1)
     with pytest.raises(RunTokenRejected):
         verification_run_start(run_id=run.pk, token=old_token)
@@ -353,7 +375,9 @@ def test_a_run_no_host_ever_starts_ends_in_error_after_three_waits(
             assert verification_watchdog() == [run.pk]
     run.refresh_from_db()
     assert (run.status, run.infrastructure_failures, len(dispatched)) == (Status.ERROR, 3, 3)
-    assert run.reason.startswith("Infrastructure failed 3 times") and "no verification host started the run" in run.reason
+    assert (
+        run.reason.startswith("Infrastructure failed 3 times") and "no verification host started the run" in run.reason
+    )
     assert [event["status"] for event in finished_events] == [Status.ERROR]
     with django_capture_on_commit_callbacks(execute=True):
         assert verification_watchdog() == []
@@ -385,7 +409,9 @@ def test_plot_is_drawn_on_the_platform_once(make_run, signing_key, django_captur
     from verification.runner.certificate import sign_report
 
     with django_capture_on_commit_callbacks(execute=True):
-        verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key))
+        verification_record_result(
+            run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key)
+        )
     assert rendered == [run.pk]
     first = services.verification_plot_render(run_id=run.pk)
     second = services.verification_plot_render(run_id=run.pk)

@@ -6,13 +6,30 @@ sequential statistical decision. Plain Python: nothing here may import Django.
 
 from .api import Progress, run_verification
 from .calibration import CalibrationResult, calibrate
-from .certificate import (CertificateError, generate_signing_key, load_private_key, load_public_key,
-                          sign_report, verify_certificate)
+from .certificate import (
+    CertificateError,
+    generate_signing_key,
+    load_private_key,
+    load_public_key,
+    sign_report,
+    verify_certificate,
+)
 from .criteria import Criteria, CriteriaError
 from .report import RUNNER_VERSION, Report
 
 __all__ = [
-    "CalibrationResult", "CertificateError", "Criteria", "CriteriaError", "Progress", "RUNNER_VERSION",
-    "Report", "calibrate", "generate_signing_key", "load_private_key", "load_public_key", "run_verification",
-    "sign_report", "verify_certificate",
+    "CalibrationResult",
+    "CertificateError",
+    "Criteria",
+    "CriteriaError",
+    "Progress",
+    "RUNNER_VERSION",
+    "Report",
+    "calibrate",
+    "generate_signing_key",
+    "load_private_key",
+    "load_public_key",
+    "run_verification",
+    "sign_report",
+    "verify_certificate",
 ]

@@ -12,10 +12,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +40,11 @@ SANDBOX_POLICY = [
 ]
 # Without root (an engineer's own machine) the code runs as the invoking user inside a user namespace,
 # and what the launcher reports from inside the sandbox is not protected from it.
-UNPRIVILEGED_HOST_POLICY = ("privileges: the invoking user's uid in a user namespace, no capabilities; "
-                            "figures reported from inside the sandbox (wall time, CPU time, peak memory, "
-                            "leftover processes) are not protected from the measured code: verify on a root host")
+UNPRIVILEGED_HOST_POLICY = (
+    "privileges: the invoking user's uid in a user namespace, no capabilities; "
+    "figures reported from inside the sandbox (wall time, CPU time, peak memory, "
+    "leftover processes) are not protected from the measured code: verify on a root host"
+)
 
 
 def sandbox_policy() -> list[str]:
@@ -96,17 +99,26 @@ def run_verification(
     verification itself could not be carried out). ``budget`` is the maximum number of pairs;
     ``signing_key`` (an Ed25519 private key) adds a certificate to the report; ``stop_early=False``
     measures the whole budget (calibration)."""
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     clock = time.perf_counter()
     seed = seed if seed is not None else secrets_module.randbits(63)
     scratch = Path(tempfile.mkdtemp(prefix="speedproof-", dir=work_dir))
     scratch.chmod(0o700)  # host-private: the sandbox sees only the subtrees bound into it
-    session = _Session(seed=seed, alpha=alpha, budget=budget, progress=progress, secrets=list(secrets),
-                       stop_early=stop_early)
+    session = _Session(
+        seed=seed, alpha=alpha, budget=budget, progress=progress, secrets=list(secrets), stop_early=stop_early
+    )
     try:
         try:
-            session.prepare(Path(package), Path(candidate), Path(hidden_inputs) if hidden_inputs else None,
-                            criteria, scratch, python_executable, runtime_paths, devices)
+            session.prepare(
+                Path(package),
+                Path(candidate),
+                Path(hidden_inputs) if hidden_inputs else None,
+                criteria,
+                scratch,
+                python_executable,
+                runtime_paths,
+                devices,
+            )
             session.measure()
         except _Stop as stop:
             session.stop = stop
@@ -120,14 +132,23 @@ def run_verification(
     if signing_key is not None:
         report.certificate = sign_report(report.to_dict(), signing_key)
     if progress is not None:
-        progress(Progress("done", session.runs_done, 2 * budget, len(session.pairs), budget,
-                          *session.current_estimate()))
+        progress(
+            Progress("done", session.runs_done, 2 * budget, len(session.pairs), budget, *session.current_estimate())
+        )
     return report
 
 
 class _Session:
-    def __init__(self, *, seed: int, alpha: float, budget: int, progress: ProgressCallback | None,
-                 secrets: list[str], stop_early: bool) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        alpha: float,
+        budget: int,
+        progress: ProgressCallback | None,
+        secrets: list[str],
+        stop_early: bool,
+    ) -> None:
         self.seed = seed
         self.stop_early = stop_early
         self.alpha = alpha
@@ -156,9 +177,17 @@ class _Session:
 
     # ------------------------------------------------------------ setup
 
-    def prepare(self, package: Path, candidate: Path, hidden: Path | None, criteria: dict[str, Any],
-                scratch: Path, python_executable: str | None, runtime_paths: Sequence[Path] | None,
-                devices: Sequence[str]) -> None:
+    def prepare(
+        self,
+        package: Path,
+        candidate: Path,
+        hidden: Path | None,
+        criteria: dict[str, Any],
+        scratch: Path,
+        python_executable: str | None,
+        runtime_paths: Sequence[Path] | None,
+        devices: Sequence[str],
+    ) -> None:
         began = time.perf_counter()
         self.criteria_raw = criteria
         self.criteria = Criteria.from_dict(criteria)
@@ -182,16 +211,23 @@ class _Session:
             self.hidden_dir = None
             self.hidden_inputs = self.public_inputs
         self.per_run = min(manifest.subset or len(self.hidden_inputs), len(self.hidden_inputs))
-        self.criteria.check_against(mode=manifest.mode, requests_per_run=self.per_run,
-                                    reported={m.name for m in manifest.reported_metrics},
-                                    has_scorer=manifest.scorer is not None)
+        self.criteria.check_against(
+            mode=manifest.mode,
+            requests_per_run=self.per_run,
+            reported={m.name for m in manifest.reported_metrics},
+            has_scorer=manifest.scorer is not None,
+        )
         looks = stats.plan_looks(self.budget, alpha=self.alpha)
-        self.decision = SequentialDecision(self.criteria, looks,
-                                           {m.name: m.higher_is_better for m in manifest.reported_metrics},
-                                           confidence=1.0 - 2.0 * self.alpha)
+        self.decision = SequentialDecision(
+            self.criteria,
+            looks,
+            {m.name: m.higher_is_better for m in manifest.reported_metrics},
+            confidence=1.0 - 2.0 * self.alpha,
+        )
         self.python_executable = python_executable or sys.executable
-        self.executor = Executor(manifest, list(runtime_paths or default_runtime_paths()),
-                                 self.python_executable, scratch, devices)
+        self.executor = Executor(
+            manifest, list(runtime_paths or default_runtime_paths()), self.python_executable, scratch, devices
+        )
         self.scratch = scratch
         self.phase_seconds["setup"] = time.perf_counter() - began
 
@@ -200,7 +236,7 @@ class _Session:
     def measure(self) -> None:
         assert self.manifest is not None and self.decision is not None
         began = time.perf_counter()
-        for index in range(self.manifest.warmup_runs):
+        for _index in range(self.manifest.warmup_runs):
             order = self.rng.sample(self.public_inputs, len(self.public_inputs))
             baseline = self._run("baseline", "warmup", -1, 0, order)
             if not baseline.ok:
@@ -216,7 +252,9 @@ class _Session:
                 subset = self.rng.sample(self.hidden_inputs, self.per_run)
                 baseline_first = self.rng.random() < 0.5
                 runs: dict[str, RunRecord] = {}
-                for position, role in enumerate(("baseline", "candidate") if baseline_first else ("candidate", "baseline")):
+                for position, role in enumerate(
+                    ("baseline", "candidate") if baseline_first else ("candidate", "baseline")
+                ):
                     order = self.rng.sample(subset, len(subset))
                     record = self._run(role, "measure", pair_index, position, order)
                     if not record.ok:
@@ -238,8 +276,14 @@ class _Session:
 
     def _run(self, role: str, phase: str, pair: int, position: int, order: Sequence[InputItem]) -> RunRecord:
         implementation = self.baseline_dir if role == "baseline" else self.candidate_dir
-        record = RunRecord(role=role, phase=phase, pair=pair, position=position, input_ids=[i.id for i in order],
-                           public_inputs=phase == "warmup" or not self.hidden_used)
+        record = RunRecord(
+            role=role,
+            phase=phase,
+            pair=pair,
+            position=position,
+            input_ids=[i.id for i in order],
+            public_inputs=phase == "warmup" or not self.hidden_used,
+        )
         self.executor.run(implementation, order, record, self.rng)
         self.records.append(record)
         if phase == "measure":
@@ -266,8 +310,10 @@ class _Session:
             if differences:
                 self.mismatched_outputs += 1
                 if len(self.mismatches) < correctness.MAX_DIFFERENCES:
-                    self.mismatches.extend({**d.to_dict(), "inputs": "public" if public else "hidden"}
-                                           for d in differences[: correctness.MAX_DIFFERENCES - len(self.mismatches)])
+                    self.mismatches.extend(
+                        {**d.to_dict(), "inputs": "public" if public else "hidden"}
+                        for d in differences[: correctness.MAX_DIFFERENCES - len(self.mismatches)]
+                    )
         if self.mismatched_outputs:
             first = self.mismatches[0]
             # The reason is certified and shown to the engineer: it holds no values (the candidate's are
@@ -275,10 +321,16 @@ class _Session:
             # nor the output's keys (the baseline's, on that input). All of it stays in the report's
             # correctness section for the job's owner.
             if public:
-                raise _Stop(FAIL, f"correctness criterion failed ({rule.mode}): output for public input "
-                                  f"{first['input_id']!r} differs at {first['where']}")
-            raise _Stop(FAIL, f"correctness criterion failed ({rule.mode}): an output for a hidden input "
-                              f"differs at {first['position']}")
+                raise _Stop(
+                    FAIL,
+                    f"correctness criterion failed ({rule.mode}): output for public input "
+                    f"{first['input_id']!r} differs at {first['where']}",
+                )
+            raise _Stop(
+                FAIL,
+                f"correctness criterion failed ({rule.mode}): an output for a hidden input "
+                f"differs at {first['position']}",
+            )
 
     def _check_scores(self, baseline: RunRecord, candidate: RunRecord, *, public: bool) -> None:
         assert self.criteria is not None and self.manifest is not None
@@ -296,10 +348,16 @@ class _Session:
             if not public:
                 # The candidate chooses its outputs, hence its score on the hidden inputs: a number it
                 # could make carry them. The scores stay in the report for the job's owner.
-                raise _Stop(FAIL, f"correctness criterion failed (scorer): the candidate's score on the "
-                                  f"hidden inputs is below the baseline's ({minimum})")
-            raise _Stop(FAIL, f"correctness criterion failed (scorer): candidate score {score:.6g} is "
-                              f"{ratio:.2%} of the baseline's {base:.6g} ({minimum})")
+                raise _Stop(
+                    FAIL,
+                    f"correctness criterion failed (scorer): the candidate's score on the "
+                    f"hidden inputs is below the baseline's ({minimum})",
+                )
+            raise _Stop(
+                FAIL,
+                f"correctness criterion failed (scorer): candidate score {score:.6g} is "
+                f"{ratio:.2%} of the baseline's {base:.6g} ({minimum})",
+            )
 
     def _score(self, outputs: dict[str, Any], public: bool) -> float:
         """Run the package's scorer (sandboxed too: it is the company's code) over one run's outputs."""
@@ -314,8 +372,11 @@ class _Session:
             path = stage / "outputs" / f"{input_id}{suffix}"
             path.write_bytes(_encode_output(value, self.manifest.output_format))
             path.chmod(0o644)
-        references = (self.package_dir / self.manifest.public_inputs / REFERENCES_DIR) if public else (
-            (self.hidden_dir / REFERENCES_DIR) if self.hidden_dir else None)
+        references = (
+            (self.package_dir / self.manifest.public_inputs / REFERENCES_DIR)
+            if public
+            else ((self.hidden_dir / REFERENCES_DIR) if self.hidden_dir else None)
+        )
         if references is not None and references.is_dir():
             shutil.copytree(references, stage / "reference")
             for path in [stage / "reference", *(stage / "reference").rglob("*")]:
@@ -323,9 +384,15 @@ class _Session:
         command = list(self.manifest.scorer)
         if command[0] == "python":
             command[0] = self.python_executable
-        spec = SandboxSpec(command=command, implementation=self.package_dir, runtime_paths=self.executor.runtime_paths,
-                           limits=self.manifest.limits, inputs=stage, devices=self.executor.devices,
-                           env={"SPEEDPROOF_INPUTS": INPUTS_MOUNT})
+        spec = SandboxSpec(
+            command=command,
+            implementation=self.package_dir,
+            runtime_paths=self.executor.runtime_paths,
+            limits=self.manifest.limits,
+            inputs=stage,
+            devices=self.executor.devices,
+            env={"SPEEDPROOF_INPUTS": INPUTS_MOUNT},
+        )
         with SandboxProcess(spec) as sandbox:
             outcome = sandbox.finish()
         shutil.rmtree(stage, ignore_errors=True)
@@ -338,15 +405,18 @@ class _Session:
             return float(json.loads(outcome.stdout.decode().strip().splitlines()[-1])["score"])
         except (ValueError, KeyError, IndexError, TypeError) as error:
             self._log_scorer_failure(outcome, public, f"{type(error).__name__}: {error}")
-            raise _Stop(ERROR, "the scorer did not print {\"score\": number} on its last line") from error
+            raise _Stop(ERROR, 'the scorer did not print {"score": number} on its last line') from error
 
     def _log_scorer_failure(self, outcome: RunOutcome, public: bool, error: str | None) -> None:
-        self.scorer_failures.append({
-            "role": "scorer", "phase": "warmup" if public else "measure",
-            "stdout": scrub(_text_tail(outcome.stdout), self.secrets),
-            "stderr": scrub(_text_tail(outcome.stderr), self.secrets),
-            **({"error": scrub(error, self.secrets)} if error else {}),
-        })
+        self.scorer_failures.append(
+            {
+                "role": "scorer",
+                "phase": "warmup" if public else "measure",
+                "stdout": scrub(_text_tail(outcome.stdout), self.secrets),
+                "stderr": scrub(_text_tail(outcome.stderr), self.secrets),
+                **({"error": scrub(error, self.secrets)} if error else {}),
+            }
+        )
 
     # ------------------------------------------------------------ progress and report
 
@@ -361,8 +431,9 @@ class _Session:
     def _notify(self, phase: str) -> None:
         if self.progress is None:
             return
-        self.progress(Progress(phase, self.runs_done, 2 * self.budget, len(self.pairs), self.budget,
-                               *self.current_estimate()))
+        self.progress(
+            Progress(phase, self.runs_done, 2 * self.budget, len(self.pairs), self.budget, *self.current_estimate())
+        )
 
     def report(self, started_at: datetime, elapsed: float) -> Report:
         decision_state = self.decision
@@ -409,24 +480,37 @@ class _Session:
             environment=environment_fingerprint(self.python_executable),
             timings={
                 "started_at": started_at.isoformat(),
-                "finished_at": datetime.now(timezone.utc).isoformat(),
+                "finished_at": datetime.now(UTC).isoformat(),
                 "total_seconds": elapsed,
                 **{f"{phase}_seconds": seconds for phase, seconds in self.phase_seconds.items()},
             },
             blocked_actions=self._blocked(),
             logs=self._logs(),
-            anti_gaming={**caching_flag(self.pairs),
-                         "repeat_fraction": manifest.repeat_fraction if manifest else None,
-                         "fresh_order_and_seed_per_run": True},
-            settings={"seed": self.seed, "alpha_per_side": self.alpha, "budget_pairs": self.budget,
-                      "confidence": 1.0 - 2.0 * self.alpha, "inputs": "hidden" if self.hidden_used else "public",
-                      "inputs_per_run": getattr(self, "per_run", None),
-                      "looks_weights": {"early": stats.EARLY_LOOK_WEIGHT, "late_decay": stats.LATE_LOOK_DECAY},
-                      "rank_test_from_pairs": stats.RANK_TEST_MIN_PAIRS,
-                      "outlier_pair_factor": stats.OUTLIER_FACTOR},
+            anti_gaming={
+                **caching_flag(self.pairs),
+                "repeat_fraction": manifest.repeat_fraction if manifest else None,
+                "fresh_order_and_seed_per_run": True,
+            },
+            settings={
+                "seed": self.seed,
+                "alpha_per_side": self.alpha,
+                "budget_pairs": self.budget,
+                "confidence": 1.0 - 2.0 * self.alpha,
+                "inputs": "hidden" if self.hidden_used else "public",
+                "inputs_per_run": getattr(self, "per_run", None),
+                "looks_weights": {"early": stats.EARLY_LOOK_WEIGHT, "late_decay": stats.LATE_LOOK_DECAY},
+                "rank_test_from_pairs": stats.RANK_TEST_MIN_PAIRS,
+                "outlier_pair_factor": stats.OUTLIER_FACTOR,
+            },
             criteria_spec=self.criteria.to_dict() if self.criteria else self.criteria_raw,
-            package={"name": manifest.name, "mode": manifest.mode, "hardware_class": manifest.hardware_class,
-                     "reported_metrics": [m.name for m in manifest.reported_metrics]} if manifest else {},
+            package={
+                "name": manifest.name,
+                "mode": manifest.mode,
+                "hardware_class": manifest.hardware_class,
+                "reported_metrics": [m.name for m in manifest.reported_metrics],
+            }
+            if manifest
+            else {},
         )
 
     def _blocked(self) -> list[dict[str, Any]]:
@@ -446,12 +530,26 @@ class _Session:
         for record in self.records:
             error = {"error": scrub(record.error_detail, self.secrets)} if record.error_detail else {}
             if record.phase == "warmup":
-                logs.append({"role": record.role, "phase": record.phase,
-                             "stdout": scrub(record.stdout_tail, self.secrets),
-                             "stderr": scrub(record.stderr_tail, self.secrets), **error})
+                logs.append(
+                    {
+                        "role": record.role,
+                        "phase": record.phase,
+                        "stdout": scrub(record.stdout_tail, self.secrets),
+                        "stderr": scrub(record.stderr_tail, self.secrets),
+                        **error,
+                    }
+                )
             elif not record.ok:
-                logs.append({"role": record.role, "phase": record.phase, "pair": record.pair, "stdout": "",
-                             "stderr": scrub(record.stderr_tail[-FAILED_RUN_LOG_CHARS:], self.secrets), **error})
+                logs.append(
+                    {
+                        "role": record.role,
+                        "phase": record.phase,
+                        "pair": record.pair,
+                        "stdout": "",
+                        "stderr": scrub(record.stderr_tail[-FAILED_RUN_LOG_CHARS:], self.secrets),
+                        **error,
+                    }
+                )
         return logs + self.scorer_failures
 
 

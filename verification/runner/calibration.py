@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from .archive import materialize
 from .criteria import Criteria, Criterion
 from .manifest import load_manifest
 from .report import Report
+
 
 @dataclass(frozen=True)
 class CalibrationResult:
@@ -54,11 +56,21 @@ def calibrate(
         package_dir = materialize(Path(package), scratch / "package")
         manifest = load_manifest(package_dir)
         # The candidate is the baseline itself, measured for exactly ``pairs`` pairs.
-        report = run_verification(package_dir, package_dir / manifest.implementation, hidden_inputs,
-                                  {**criteria, "tiers": []}, budget=pairs, seed=seed, alpha=alpha,
-                                  progress=progress, python_executable=python_executable,
-                                  runtime_paths=runtime_paths, devices=devices, work_dir=scratch,
-                                  stop_early=False)
+        report = run_verification(
+            package_dir,
+            package_dir / manifest.implementation,
+            hidden_inputs,
+            {**criteria, "tiers": []},
+            budget=pairs,
+            seed=seed,
+            alpha=alpha,
+            progress=progress,
+            python_executable=python_executable,
+            runtime_paths=runtime_paths,
+            devices=devices,
+            work_dir=scratch,
+            stop_early=False,
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results = []
@@ -70,8 +82,9 @@ def calibrate(
     for criterion in parsed.criteria:
         values = _aa_values(measured, criterion)
         if values is None:
-            results.append({"metric": criterion.metric, "statistic": criterion.statistic,
-                            "error": "not measured in the A/A run"})
+            results.append(
+                {"metric": criterion.metric, "statistic": criterion.statistic, "error": "not measured in the A/A run"}
+            )
             continue
         base, cand = values
         log_ratios = np.log(base / cand)
@@ -79,15 +92,22 @@ def calibrate(
         robust_sd = float(1.4826 * np.median(np.abs(log_ratios - np.median(log_ratios))))
         cv = float(np.std(np.log(np.concatenate([base, cand])), ddof=1))
         detectable = math.exp((final.t_critical + z_power) * max(sd, robust_sd) / math.sqrt(final.pairs))
-        results.append({
-            "metric": criterion.metric, "statistic": criterion.statistic, "kind": criterion.kind,
-            "run_to_run_cv": cv, "pair_log_ratio_sd": sd, "pair_log_ratio_robust_sd": robust_sd,
-            "aa_ratio_estimate": math.exp(stats.hodges_lehmann(log_ratios)),
-            "aa_ratio_interval": [math.exp(v) for v in stats.hodges_lehmann_interval(log_ratios, 1 - 2 * alpha)],
-            "smallest_verifiable_speedup": detectable,
-            "smallest_passing_speedup_for_threshold": criterion.threshold * detectable
-            if criterion.kind == "speedup" else None,
-        })
+        results.append(
+            {
+                "metric": criterion.metric,
+                "statistic": criterion.statistic,
+                "kind": criterion.kind,
+                "run_to_run_cv": cv,
+                "pair_log_ratio_sd": sd,
+                "pair_log_ratio_robust_sd": robust_sd,
+                "aa_ratio_estimate": math.exp(stats.hodges_lehmann(log_ratios)),
+                "aa_ratio_interval": [math.exp(v) for v in stats.hodges_lehmann_interval(log_ratios, 1 - 2 * alpha)],
+                "smallest_verifiable_speedup": detectable,
+                "smallest_passing_speedup_for_threshold": criterion.threshold * detectable
+                if criterion.kind == "speedup"
+                else None,
+            }
+        )
     return CalibrationResult(pairs=len(measured) // 2, criteria=results, report=report)
 
 
@@ -95,8 +115,12 @@ def _aa_values(measured: list[dict[str, Any]], criterion: Criterion) -> tuple[np
     by_pair: dict[int, dict[str, dict[str, Any]]] = {}
     for m in measured:
         by_pair.setdefault(m["pair"], {})[m["role"]] = m
-    key = {"wall_time": "wall_seconds", "cpu_time": "cpu_seconds", "peak_memory": "peak_memory_bytes",
-           "throughput": "throughput"}.get(criterion.metric)
+    key = {
+        "wall_time": "wall_seconds",
+        "cpu_time": "cpu_seconds",
+        "peak_memory": "peak_memory_bytes",
+        "throughput": "throughput",
+    }.get(criterion.metric)
     base, cand = [], []
     for roles in by_pair.values():
         if "baseline" not in roles or "candidate" not in roles:

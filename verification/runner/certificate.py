@@ -28,8 +28,9 @@ class CertificateError(ValueError):
 
 def canonical_json(value: Any) -> bytes:
     """Deterministic bytes: sorted keys, no whitespace, ASCII, floats with repr precision; NaN refused."""
-    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(
+        _canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 def _canonical(value: Any) -> Any:
@@ -53,14 +54,23 @@ def decision_fields(report: dict[str, Any]) -> dict[str, Any]:
         "payout_fraction": report["payout_fraction"],
         "tier": report["tier"],
         "criteria_spec": report["criteria_spec"],
-        "criteria": [{"label": c["label"], "decision": c["decision"], "estimate": c["estimate"],
-                      "interval": c["interval"], "p_value_pass": c["p_value_pass"],
-                      "p_value_fail": c["p_value_fail"], "self_reported": c["self_reported"]}
-                     for c in report["criteria"]],
-        "correctness": {"passed": report["correctness"]["passed"],
-                        "outputs_compared": report["correctness"]["outputs_compared"]},
-        "runs": {"pairs": report["runs"]["pairs"], "total": report["runs"]["total"],
-                 "looks": report["runs"]["looks"]},
+        "criteria": [
+            {
+                "label": c["label"],
+                "decision": c["decision"],
+                "estimate": c["estimate"],
+                "interval": c["interval"],
+                "p_value_pass": c["p_value_pass"],
+                "p_value_fail": c["p_value_fail"],
+                "self_reported": c["self_reported"],
+            }
+            for c in report["criteria"]
+        ],
+        "correctness": {
+            "passed": report["correctness"]["passed"],
+            "outputs_compared": report["correctness"]["outputs_compared"],
+        },
+        "runs": {"pairs": report["runs"]["pairs"], "total": report["runs"]["total"], "looks": report["runs"]["looks"]},
         "sha256": report["sha256"],
         "settings": report["settings"],
         "finished_at": report["timings"]["finished_at"],
@@ -78,8 +88,9 @@ def generate_signing_key() -> Ed25519PrivateKey:
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_key_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
@@ -119,8 +130,9 @@ def sign_report(report: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any
     }
 
 
-def verify_certificate(certificate: dict[str, Any], public_key: Ed25519PublicKey,
-                       report: dict[str, Any] | None = None) -> dict[str, Any]:
+def verify_certificate(
+    certificate: dict[str, Any], public_key: Ed25519PublicKey, report: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Returns the signed payload; raises ``CertificateError`` if anything does not check out."""
     try:
         if certificate.get("algorithm") != ALGORITHM or certificate.get("format") != CERTIFICATE_FORMAT:

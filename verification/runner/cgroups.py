@@ -20,7 +20,7 @@ CGROUP_PARENT_NAME = "speedproof-sandbox"
 class Cgroups:
     """Per-run cgroups in the memory, pids and cpuacct v1 hierarchies, when the host lets us."""
 
-    def __init__(self, limits: "Limits") -> None:
+    def __init__(self, limits: Limits) -> None:
         self.name = f"run-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.paths: dict[str, Path] = {}
         for controller in ("memory", "pids", "cpuacct"):

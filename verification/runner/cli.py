@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import api, calibration, certificate
 from .manifest import MANIFEST_NAME
@@ -38,8 +38,10 @@ def _criteria(path: Path | None, package: Path) -> dict:
 
 def _progress(update: api.Progress) -> None:
     estimate = f" estimate {update.estimate:.3g}x" if update.estimate is not None else ""
-    sys.stderr.write(f"\r[{update.phase}] runs {update.runs_done}/{update.runs_budget} "
-                     f"pairs {update.pairs_done}/{update.pairs_budget}{estimate}   ")
+    sys.stderr.write(
+        f"\r[{update.phase}] runs {update.runs_done}/{update.runs_budget} "
+        f"pairs {update.pairs_done}/{update.pairs_budget}{estimate}   "
+    )
     if update.phase == "done":
         sys.stderr.write("\n")
     sys.stderr.flush()
@@ -48,12 +50,21 @@ def _progress(update: api.Progress) -> None:
 def check(args: argparse.Namespace) -> int:
     criteria = _criteria(args.criteria, args.package)
     key = certificate.load_private_key(args.signing_key) if args.signing_key else None
-    report = api.run_verification(args.package, args.candidate, args.inputs, criteria, budget=args.budget,
-                                  seed=args.seed, alpha=args.alpha, signing_key=key,
-                                  progress=None if args.quiet else _progress)
+    report = api.run_verification(
+        args.package,
+        args.candidate,
+        args.inputs,
+        criteria,
+        budget=args.budget,
+        seed=args.seed,
+        alpha=args.alpha,
+        signing_key=key,
+        progress=None if args.quiet else _progress,
+    )
     report.write(args.report)
     if args.plot is not None:
         from .plot import write_plot  # matplotlib only when a plot is asked for
+
         write_plot(report.to_dict(), args.plot)
     print(f"{report.decision}: {report.reason}")
     for criterion in report.criteria:
@@ -86,15 +97,24 @@ def verify(args: argparse.Namespace) -> int:
     except certificate.CertificateError as error:
         print(f"INVALID: {error}")
         return 1
-    print(f"VALID: {payload['decision']} (key {cert['key_id']}, runner {payload['runner_version']}, "
-          f"candidate sha256 {payload['sha256']['candidate']})")
+    print(
+        f"VALID: {payload['decision']} (key {cert['key_id']}, runner {payload['runner_version']}, "
+        f"candidate sha256 {payload['sha256']['candidate']})"
+    )
     return 0
 
 
 def calibrate(args: argparse.Namespace) -> int:
     criteria = _criteria(args.criteria, args.package)
-    result = calibration.calibrate(args.package, args.inputs, criteria, pairs=args.pairs, budget=args.budget,
-                           seed=args.seed, progress=None if args.quiet else _progress)
+    result = calibration.calibrate(
+        args.package,
+        args.inputs,
+        criteria,
+        pairs=args.pairs,
+        budget=args.budget,
+        seed=args.seed,
+        progress=None if args.quiet else _progress,
+    )
     print(json.dumps(result.to_dict(), indent=2))
     return 0 if result.report.decision != "ERROR" else EXIT_ERROR
 
@@ -109,8 +129,9 @@ def keygen(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m verification.runner", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m verification.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     c = commands.add_parser("check", help="verify a candidate against a benchmark package")
@@ -159,6 +180,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(stop.code, file=sys.stderr)
             return EXIT_ERROR
         raise
-    except Exception as error:  # noqa: BLE001 - the exit code contract: 3 for any error
+    except Exception as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -32,9 +32,13 @@ class Difference:
     position: str | None = None
 
     def to_dict(self) -> dict[str, str]:
-        return {"input_id": self.input_id, "where": self.where,
-                "position": self.where if self.position is None else self.position,
-                "expected": self.expected, "actual": self.actual}
+        return {
+            "input_id": self.input_id,
+            "where": self.where,
+            "position": self.where if self.position is None else self.position,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
 
 
 def decode_file(data: bytes, output_format: str) -> Any:
@@ -47,7 +51,7 @@ def decode_file(data: bytes, output_format: str) -> Any:
     if output_format == "npy":
         try:
             return np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as error:  # noqa: BLE001 - any failure on the implementation's bytes is a bad output
+        except Exception as error:
             # (a header announcing a huge shape, say, fails with MemoryError, not ValueError)
             raise OutputDecodeError(f"not a valid .npy array: {error}") from error
     return bytes(data)
@@ -92,14 +96,20 @@ def _compare_exact(input_id: str, expected: Any, actual: Any, out: list[Differen
             out.append(Difference(input_id, "$", _short(expected), _short(actual)))
             return
         if expected.shape != actual.shape or expected.dtype != actual.dtype:
-            out.append(Difference(input_id, "$.shape/dtype", f"{expected.shape} {expected.dtype}",
-                                  f"{actual.shape} {actual.dtype}"))
+            out.append(
+                Difference(
+                    input_id, "$.shape/dtype", f"{expected.shape} {expected.dtype}", f"{actual.shape} {actual.dtype}"
+                )
+            )
             return
         unequal = np.argwhere(expected != actual)
         for index in unequal[:MAX_DIFFERENCES]:
             key = tuple(int(i) for i in index)
-            out.append(Difference(input_id, f"$[{','.join(map(str, key))}]", repr(expected[key].item()),
-                                  repr(actual[key].item())))
+            out.append(
+                Difference(
+                    input_id, f"$[{','.join(map(str, key))}]", repr(expected[key].item()), repr(actual[key].item())
+                )
+            )
         return
     if expected != actual or type(expected) is not type(actual) and not _both_numbers(expected, actual):
         out.append(Difference(input_id, "$", _short(expected), _short(actual)))
@@ -121,15 +131,19 @@ def _as_numeric_array(value: Any) -> np.ndarray | None:
     return None
 
 
-def _compare_numeric(input_id: str, where: str, position: str, expected: Any, actual: Any, rule: Correctness,
-                     out: list[Difference]) -> None:
+def _compare_numeric(
+    input_id: str, where: str, position: str, expected: Any, actual: Any, rule: Correctness, out: list[Difference]
+) -> None:
     if len(out) >= MAX_DIFFERENCES:
         return
     expected_array, actual_array = _as_numeric_array(expected), _as_numeric_array(actual)
     if expected_array is not None and actual_array is not None:
         if expected_array.shape != actual_array.shape:
-            out.append(Difference(input_id, f"{where}.shape", str(expected_array.shape), str(actual_array.shape),
-                                  f"{position}.shape"))
+            out.append(
+                Difference(
+                    input_id, f"{where}.shape", str(expected_array.shape), str(actual_array.shape), f"{position}.shape"
+                )
+            )
             return
         e = expected_array.astype(np.float64)
         a = actual_array.astype(np.float64)
@@ -137,22 +151,30 @@ def _compare_numeric(input_id: str, where: str, position: str, expected: Any, ac
         for index in np.argwhere(~close)[: MAX_DIFFERENCES - len(out)]:
             key = tuple(int(i) for i in index)
             suffix = f"[{','.join(map(str, key))}]" if key else ""
-            out.append(Difference(input_id, f"{where}{suffix}", repr(float(e[key])), repr(float(a[key])),
-                                  f"{position}{suffix}"))
+            out.append(
+                Difference(
+                    input_id, f"{where}{suffix}", repr(float(e[key])), repr(float(a[key])), f"{position}{suffix}"
+                )
+            )
         return
     if isinstance(expected, dict) and isinstance(actual, dict):
         if set(expected) != set(actual):
-            out.append(Difference(input_id, f"{where} keys", _short(sorted(expected)), _short(sorted(actual)),
-                                  f"{position} keys"))
+            out.append(
+                Difference(
+                    input_id, f"{where} keys", _short(sorted(expected)), _short(sorted(actual)), f"{position} keys"
+                )
+            )
             return
         for index, key in enumerate(expected):
-            _compare_numeric(input_id, f"{where}.{key}", f"{position}.<key {index}>", expected[key], actual[key],
-                             rule, out)
+            _compare_numeric(
+                input_id, f"{where}.{key}", f"{position}.<key {index}>", expected[key], actual[key], rule, out
+            )
         return
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
-            out.append(Difference(input_id, f"{where}.length", str(len(expected)), str(len(actual)),
-                                  f"{position}.length"))
+            out.append(
+                Difference(input_id, f"{where}.length", str(len(expected)), str(len(actual)), f"{position}.length")
+            )
             return
         for i, (e, a) in enumerate(zip(expected, actual)):
             _compare_numeric(input_id, f"{where}[{i}]", f"{position}[{i}]", e, a, rule, out)

@@ -35,7 +35,7 @@ class Criterion:
 
     @property
     def reported_name(self) -> str:
-        return self.metric[len(REPORTED_PREFIX):]
+        return self.metric[len(REPORTED_PREFIX) :]
 
     @property
     def label(self) -> str:
@@ -46,8 +46,12 @@ class Criterion:
         return f"{self.metric} {self.statistic} no worse than baseline (+{self.tolerance:.0%})"
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"metric": self.metric, "statistic": self.statistic, "kind": self.kind,
-                                "threshold": self.threshold}
+        data: dict[str, Any] = {
+            "metric": self.metric,
+            "statistic": self.statistic,
+            "kind": self.kind,
+            "threshold": self.threshold,
+        }
         if self.kind == "no_worse":
             data["tolerance"] = self.tolerance
         return data
@@ -85,7 +89,7 @@ class Criteria:
         return next((c for c in self.criteria if c.kind == "speedup"), None)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Criteria":
+    def from_dict(cls, data: dict[str, Any]) -> Criteria:
         if not isinstance(data, dict):
             raise CriteriaError("criteria must be a JSON object")
         raw_list = data.get("criteria")
@@ -105,8 +109,7 @@ class Criteria:
             "tiers": [{"speedup": t.speedup, "fraction": t.fraction} for t in self.tiers],
         }
 
-    def check_against(self, *, mode: str, requests_per_run: int, reported: set[str],
-                      has_scorer: bool) -> None:
+    def check_against(self, *, mode: str, requests_per_run: int, reported: set[str], has_scorer: bool) -> None:
         """Refuse criteria this package cannot test (e.g. p99 latency with 20 requests a run)."""
         for c in self.criteria:
             if c.self_reported and c.reported_name not in reported:
@@ -116,13 +119,16 @@ class Criteria:
             per_request = c.metric == "latency" or (c.self_reported and mode == "stream")
             if c.statistic in PERCENTILE_QUANTILES:
                 if not per_request:
-                    raise CriteriaError(f"{c.label}: a percentile needs a per-request metric "
-                                        "(latency, or a reported metric in stream mode)")
+                    raise CriteriaError(
+                        f"{c.label}: a percentile needs a per-request metric "
+                        "(latency, or a reported metric in stream mode)"
+                    )
                 needed = math.ceil(2.0 / (1.0 - PERCENTILE_QUANTILES[c.statistic]))
                 if requests_per_run < needed:
                     raise CriteriaError(
                         f"{c.label}: a per-run {c.statistic} needs at least {needed} requests per run, "
-                        f"the package gives {requests_per_run}")
+                        f"the package gives {requests_per_run}"
+                    )
         if self.correctness.mode == "scorer" and not has_scorer:
             raise CriteriaError("correctness mode 'scorer' needs a scorer in the package")
 
@@ -132,8 +138,9 @@ def _parse_criterion(item: Any, index: int) -> Criterion:
     if not isinstance(item, dict):
         raise CriteriaError(f"{where} must be an object")
     metric = item.get("metric")
-    if not isinstance(metric, str) or not (metric in MEASURED_METRICS or
-                                           (metric.startswith(REPORTED_PREFIX) and len(metric) > len(REPORTED_PREFIX))):
+    if not isinstance(metric, str) or not (
+        metric in MEASURED_METRICS or (metric.startswith(REPORTED_PREFIX) and len(metric) > len(REPORTED_PREFIX))
+    ):
         raise CriteriaError(f"{where}.metric must be one of {MEASURED_METRICS} or 'reported:<name>'")
     statistic = item.get("statistic", "median")
     if statistic not in STATISTICS:
@@ -177,8 +184,12 @@ def _parse_tiers(raw: Any) -> tuple[Tier, ...]:
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise CriteriaError(f"tiers[{i}] must be an object")
-        tiers.append(Tier(speedup=_number(item.get("speedup"), f"tiers[{i}].speedup"),
-                          fraction=_number(item.get("fraction"), f"tiers[{i}].fraction")))
+        tiers.append(
+            Tier(
+                speedup=_number(item.get("speedup"), f"tiers[{i}].speedup"),
+                fraction=_number(item.get("fraction"), f"tiers[{i}].fraction"),
+            )
+        )
     for previous, current in zip(tiers, tiers[1:]):
         if not (current.speedup > previous.speedup and current.fraction > previous.fraction):
             raise CriteriaError("tiers must increase in both speedup and fraction")

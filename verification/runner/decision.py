@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,8 +37,12 @@ def run_statistic(record: RunRecord, criterion: Criterion) -> float | None:
     if criterion.self_reported:
         values = record.reported.get(criterion.reported_name, [])
         return summarise(values, criterion.statistic) if values else None
-    value = {"wall_time": record.wall_seconds, "cpu_time": record.cpu_seconds,
-             "peak_memory": record.peak_memory_bytes, "throughput": record.throughput}[metric]
+    value = {
+        "wall_time": record.wall_seconds,
+        "cpu_time": record.cpu_seconds,
+        "peak_memory": record.peak_memory_bytes,
+        "throughput": record.throughput,
+    }[metric]
     return None if value is None else float(value)
 
 
@@ -59,8 +64,9 @@ def higher_is_better(criterion: Criterion, reported_higher: dict[str, bool]) -> 
     return criterion.metric in HIGHER_IS_BETTER_METRICS
 
 
-def margins(criterion: Criterion, pairs: Sequence[Pair], reported_higher: dict[str, bool],
-            threshold: float | None = None) -> np.ndarray:
+def margins(
+    criterion: Criterion, pairs: Sequence[Pair], reported_higher: dict[str, bool], threshold: float | None = None
+) -> np.ndarray:
     """Per-pair log margins, positive = better than the criterion's bar (see stats.py)."""
     bar = criterion.threshold if threshold is None else threshold
     up = higher_is_better(criterion, reported_higher)
@@ -100,11 +106,16 @@ class CriterionState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "criterion": self.criterion.to_dict(), "label": self.criterion.label,
+            "criterion": self.criterion.to_dict(),
+            "label": self.criterion.label,
             "self_reported": self.criterion.self_reported,
-            "decision": _final(self.decision), "decided_at_pairs": self.decided_at_pairs,
-            "estimate": self.estimate, "interval": list(self.interval) if self.interval else None,
-            "p_value_pass": self.p_pass, "p_value_fail": self.p_fail, "looks": self.looks,
+            "decision": _final(self.decision),
+            "decided_at_pairs": self.decided_at_pairs,
+            "estimate": self.estimate,
+            "interval": list(self.interval) if self.interval else None,
+            "p_value_pass": self.p_pass,
+            "p_value_fail": self.p_fail,
+            "looks": self.looks,
             **({"detail": self.detail} if self.detail else {}),
         }
 
@@ -117,8 +128,13 @@ class TierState:
     p_pass: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"speedup": self.tier.speedup, "fraction": self.tier.fraction, "decision": _final(self.decision),
-                "decided_at_pairs": self.decided_at_pairs, "p_value_pass": self.p_pass}
+        return {
+            "speedup": self.tier.speedup,
+            "fraction": self.tier.fraction,
+            "decision": _final(self.decision),
+            "decided_at_pairs": self.decided_at_pairs,
+            "p_value_pass": self.p_pass,
+        }
 
 
 def _final(decision: str) -> str:
@@ -128,8 +144,9 @@ def _final(decision: str) -> str:
 class SequentialDecision:
     """Decision state across looks; ``update`` is called after every pair."""
 
-    def __init__(self, criteria: Criteria, looks: Sequence[stats.Look], reported_higher: dict[str, bool],
-                 confidence: float) -> None:
+    def __init__(
+        self, criteria: Criteria, looks: Sequence[stats.Look], reported_higher: dict[str, bool], confidence: float
+    ) -> None:
         self.criteria = criteria
         self.looks = list(looks)
         self.reported_higher = reported_higher
@@ -157,9 +174,16 @@ class SequentialDecision:
                 self._decide_memory(state, pairs, n)
                 continue
             outcome = stats.evaluate_look(margins(state.criterion, pairs, self.reported_higher), look)
-            state.looks.append({"pairs": n, "level": outcome.level, "p_value_pass": outcome.p_pass,
-                                "p_value_fail": outcome.p_fail, "decision": outcome.decision,
-                                "outlier_pairs": outcome.outlier_pairs})
+            state.looks.append(
+                {
+                    "pairs": n,
+                    "level": outcome.level,
+                    "p_value_pass": outcome.p_pass,
+                    "p_value_fail": outcome.p_fail,
+                    "decision": outcome.decision,
+                    "outlier_pairs": outcome.outlier_pairs,
+                }
+            )
             state.p_pass, state.p_fail = outcome.p_pass, outcome.p_fail
             if outcome.decision != stats.UNDECIDED:
                 state.decision, state.decided_at_pairs = outcome.decision, n
@@ -169,7 +193,8 @@ class SequentialDecision:
                 if tier.decision != stats.UNDECIDED:
                     continue
                 outcome = stats.evaluate_look(
-                    margins(speedup, pairs, self.reported_higher, threshold=tier.tier.speedup), look)
+                    margins(speedup, pairs, self.reported_higher, threshold=tier.tier.speedup), look
+                )
                 tier.p_pass = outcome.p_pass
                 if outcome.decision != stats.UNDECIDED:
                     tier.decision, tier.decided_at_pairs = outcome.decision, n
@@ -182,9 +207,14 @@ class SequentialDecision:
         cand = np.asarray([p.candidate.peak_memory_bytes for p in pairs], dtype=np.float64)
         median_ok = np.median(cand) <= tolerance * np.median(base)
         max_ok = cand.max() <= tolerance * base.max()
-        state.detail = {"baseline_median_bytes": float(np.median(base)), "candidate_median_bytes": float(np.median(cand)),
-                        "baseline_max_bytes": float(base.max()), "candidate_max_bytes": float(cand.max()),
-                        "median_within_tolerance": bool(median_ok), "max_within_tolerance": bool(max_ok)}
+        state.detail = {
+            "baseline_median_bytes": float(np.median(base)),
+            "candidate_median_bytes": float(np.median(cand)),
+            "baseline_max_bytes": float(base.max()),
+            "candidate_max_bytes": float(cand.max()),
+            "median_within_tolerance": bool(median_ok),
+            "max_within_tolerance": bool(max_ok),
+        }
         state.looks.append({"pairs": n, "decision": PASS if median_ok and max_ok else FAIL})
         state.decision = PASS if (median_ok and max_ok) else FAIL
         state.decided_at_pairs = n
@@ -198,8 +228,11 @@ class SequentialDecision:
             return
         values: list[float]
         if c.metric == "peak_memory" and c.kind == "no_worse":
-            values = [math.log(p.candidate.peak_memory_bytes / p.baseline.peak_memory_bytes) for p in pairs
-                      if p.candidate.peak_memory_bytes and p.baseline.peak_memory_bytes]
+            values = [
+                math.log(p.candidate.peak_memory_bytes / p.baseline.peak_memory_bytes)
+                for p in pairs
+                if p.candidate.peak_memory_bytes and p.baseline.peak_memory_bytes
+            ]
         else:
             m = margins(c, pairs, self.reported_higher)
             up = higher_is_better(c, self.reported_higher)
@@ -258,7 +291,13 @@ def caching_flag(pairs: Sequence[Pair]) -> dict[str, Any]:
 
     candidate = ratio([p.candidate for p in pairs])
     baseline = ratio([p.baseline for p in pairs])
-    suspected = bool(candidate is not None and candidate < CACHING_RATIO and
-                     (baseline is None or candidate < CACHING_RELATIVE_TO_BASELINE * baseline))
-    return {"candidate_repeat_to_first_latency": candidate, "baseline_repeat_to_first_latency": baseline,
-            "caching_suspected": suspected}
+    suspected = bool(
+        candidate is not None
+        and candidate < CACHING_RATIO
+        and (baseline is None or candidate < CACHING_RELATIVE_TO_BASELINE * baseline)
+    )
+    return {
+        "candidate_repeat_to_first_latency": candidate,
+        "baseline_repeat_to_first_latency": baseline,
+        "caching_suspected": suspected,
+    }

@@ -103,8 +103,7 @@ def parse_manifest(raw: dict[str, Any]) -> Manifest:
             outputs_bytes=int(limits.get("outputs_mb", defaults.outputs_bytes // mib)) * mib,
         ),
         reported_metrics=tuple(
-            ReportedMetric(m["name"], bool(m.get("higher_is_better", False)))
-            for m in raw.get("reported_metrics", [])
+            ReportedMetric(m["name"], bool(m.get("higher_is_better", False))) for m in raw.get("reported_metrics", [])
         ),
         hardware_class=raw.get("hardware_class", "cpu"),
     )

@@ -11,9 +11,10 @@ import select
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import correctness
 from .manifest import Manifest
@@ -39,8 +40,11 @@ class InputItem:
 
 def list_inputs(directory: Path, suffix: str) -> list[InputItem]:
     """One input per file with the format's suffix (stem = id); ``references/`` is for the scorer."""
-    items = [InputItem(p.name[: -len(suffix)], p) for p in sorted(directory.iterdir())
-             if p.is_file() and p.name.endswith(suffix)]
+    items = [
+        InputItem(p.name[: -len(suffix)], p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name.endswith(suffix)
+    ]
     if not items:
         raise ValueError(f"no *{suffix} inputs in {directory}")
     return items
@@ -87,14 +91,22 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "role": self.role, "phase": self.phase, "pair": self.pair, "position": self.position,
-            "inputs": len(self.input_ids), "seed": self.seed,
-            "wall_seconds": self.wall_seconds, "cpu_seconds": self.cpu_seconds,
-            "peak_memory_bytes": self.peak_memory_bytes, "throughput": self.throughput,
+            "role": self.role,
+            "phase": self.phase,
+            "pair": self.pair,
+            "position": self.position,
+            "inputs": len(self.input_ids),
+            "seed": self.seed,
+            "wall_seconds": self.wall_seconds,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "throughput": self.throughput,
             "latencies_seconds": sorted(self.latencies.values()) if self.latencies else [],
             "repeat_latencies_seconds": sorted(self.repeat_latencies.values()) if self.repeat_latencies else [],
-            "reported": {name: values for name, values in self.reported.items()},
-            "error": self.error, "limit_broken": self.limit_broken, "exit_code": self.exit_code,
+            "reported": dict(self.reported.items()),
+            "error": self.error,
+            "limit_broken": self.limit_broken,
+            "exit_code": self.exit_code,
             "blocked": self.blocked,
         }
 
@@ -113,8 +125,9 @@ class Executor:
             command[0] = self.python_executable
         return command
 
-    def run(self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord,
-            rng: random.Random) -> RunRecord:
+    def run(
+        self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord, rng: random.Random
+    ) -> RunRecord:
         # A fresh seed per run for implementations that need randomness (never the same twice, so
         # nothing can be precomputed for it).
         record.seed = rng.getrandbits(32)
@@ -139,12 +152,21 @@ class Executor:
             order = stage / "ORDER"
             order.write_text("".join(f"{item.id}\n" for item in inputs))
             order.chmod(0o644)
-            spec = SandboxSpec(command=self.command(), implementation=implementation,
-                               runtime_paths=self.runtime_paths, limits=self.manifest.limits,
-                               supervisor_python=self.python_executable,
-                               inputs=stage, with_outputs=True, devices=self.devices,
-                               env={"SPEEDPROOF_INPUTS": INPUTS_MOUNT, "SPEEDPROOF_OUTPUTS": "/outputs",
-                                    "SPEEDPROOF_SEED": str(record.seed)})
+            spec = SandboxSpec(
+                command=self.command(),
+                implementation=implementation,
+                runtime_paths=self.runtime_paths,
+                limits=self.manifest.limits,
+                supervisor_python=self.python_executable,
+                inputs=stage,
+                with_outputs=True,
+                devices=self.devices,
+                env={
+                    "SPEEDPROOF_INPUTS": INPUTS_MOUNT,
+                    "SPEEDPROOF_OUTPUTS": "/outputs",
+                    "SPEEDPROOF_SEED": str(record.seed),
+                },
+            )
             with SandboxProcess(spec) as sandbox:
                 outcome = sandbox.finish()
         finally:
@@ -162,8 +184,9 @@ class Executor:
             try:
                 record.outputs[item.id] = correctness.decode_file(data, self.manifest.output_format)
             except correctness.OutputDecodeError as error:
-                record.fail(f"output could not be decoded as {self.manifest.output_format}", item=item,
-                            detail=str(error))
+                record.fail(
+                    f"output could not be decoded as {self.manifest.output_format}", item=item, detail=str(error)
+                )
                 return record
         if "metrics.json" in files and self.manifest.reported_metrics:
             self._take_reported(record, files["metrics.json"])
@@ -184,13 +207,19 @@ class Executor:
 
     # ------------------------------------------------------------ stream mode
 
-    def _run_stream(self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord,
-                    rng: random.Random) -> RunRecord:
+    def _run_stream(
+        self, implementation: Path, inputs: Sequence[InputItem], record: RunRecord, rng: random.Random
+    ) -> RunRecord:
         requests = self._stream_requests(inputs, rng)
-        spec = SandboxSpec(command=self.command(), implementation=implementation,
-                           runtime_paths=self.runtime_paths, limits=self.manifest.limits,
-                           supervisor_python=self.python_executable,
-                           devices=self.devices, env={"SPEEDPROOF_SEED": str(record.seed)})
+        spec = SandboxSpec(
+            command=self.command(),
+            implementation=implementation,
+            runtime_paths=self.runtime_paths,
+            limits=self.manifest.limits,
+            supervisor_python=self.python_executable,
+            devices=self.devices,
+            env={"SPEEDPROOF_SEED": str(record.seed)},
+        )
         with SandboxProcess(spec, stream=True) as sandbox:
             error: _StreamError | None = None
             try:
@@ -199,8 +228,11 @@ class Executor:
                 error = problem
             # A well-behaved server exits at end of input; the grace lets the launcher report what
             # was left running. After a failure there is nothing to wait for.
-            outcome = sandbox.finish(kill=error is not None, timed_out=error is not None and error.timed_out,
-                                     grace_seconds=STREAM_EXIT_GRACE_SECONDS)
+            outcome = sandbox.finish(
+                kill=error is not None,
+                timed_out=error is not None and error.timed_out,
+                grace_seconds=STREAM_EXIT_GRACE_SECONDS,
+            )
         self._apply_outcome(record, outcome, stream_error=error)
         return record
 
@@ -226,8 +258,7 @@ class Executor:
 
     def _serve(self, sandbox: SandboxProcess, requests: list[tuple[str, InputItem, bool]], record: RunRecord) -> None:
         payloads = [self._encode(request_id, item) for request_id, item, _ in requests]
-        by_id = {request_id: (item, repeat, position)
-                 for position, (request_id, item, repeat) in enumerate(requests)}
+        by_id = {request_id: (item, repeat, position) for position, (request_id, item, repeat) in enumerate(requests)}
         deadline = sandbox.deadline()
         stdin_fd = sandbox.stdin.fileno()
         stdout_fd = sandbox.stdout.fileno()
@@ -320,17 +351,25 @@ class Executor:
         try:
             ready = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise _StreamError("protocol error: the first line must be {\"ready\": true}") from error
+            raise _StreamError('protocol error: the first line must be {"ready": true}') from error
         if not (isinstance(ready, dict) and ready.get("ready") is True):
-            raise _StreamError("protocol error: the first line must be {\"ready\": true}")
+            raise _StreamError('protocol error: the first line must be {"ready": true}')
 
-    def _take_response(self, line: bytes, by_id: dict[str, tuple[InputItem, bool, int]], sent_at: dict[str, float],
-                       received: float, record: RunRecord) -> None:
+    def _take_response(
+        self,
+        line: bytes,
+        by_id: dict[str, tuple[InputItem, bool, int]],
+        sent_at: dict[str, float],
+        received: float,
+        record: RunRecord,
+    ) -> None:
         try:
             message = json.loads(line)
         except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError; deep nesting
-            raise _StreamError("protocol error: a response is not JSON",
-                               detail=f"{error}; the line began {line[:ERROR_DETAIL_CHARS]!r}") from error
+            raise _StreamError(
+                "protocol error: a response is not JSON",
+                detail=f"{error}; the line began {line[:ERROR_DETAIL_CHARS]!r}",
+            ) from error
         if not isinstance(message, dict) or "id" not in message:
             raise _StreamError("protocol error: a response lacks an 'id'", detail=repr(line[:ERROR_DETAIL_CHARS]))
         request_id = message["id"]
@@ -345,8 +384,9 @@ class Executor:
         try:
             value = correctness.decode_stream_data(message.get("data"), self.manifest.output_format)
         except correctness.OutputDecodeError as error:
-            raise _StreamError(f"output could not be decoded as {self.manifest.output_format}", item=item,
-                               detail=str(error)) from error
+            raise _StreamError(
+                f"output could not be decoded as {self.manifest.output_format}", item=item, detail=str(error)
+            ) from error
         if repeat:
             record.repeat_latencies[item.id] = latency
             record.outputs.setdefault(f"{item.id}#repeat", value)
@@ -388,8 +428,9 @@ class Executor:
 class _StreamError(RuntimeError):
     """A stream run's failure: ``category`` is fixed text, ``detail`` what the implementation said."""
 
-    def __init__(self, category: str, *, item: InputItem | None = None, detail: str | None = None,
-                 timed_out: bool = False) -> None:
+    def __init__(
+        self, category: str, *, item: InputItem | None = None, detail: str | None = None, timed_out: bool = False
+    ) -> None:
         super().__init__(category)
         self.category = category
         self.item = item

@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless workers; must precede pyplot
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def write_plot(report: dict[str, Any], png_path: Path) -> tuple[Path, Path]:
@@ -18,8 +18,11 @@ def write_plot(report: dict[str, Any], png_path: Path) -> tuple[Path, Path]:
     figure, (timeline, estimate) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
 
     for role, colour, marker in (("baseline", "#4c72b0", "o"), ("candidate", "#dd8452", "s")):
-        points = [(i, m["wall_seconds"]) for i, m in enumerate(measured)
-                  if m["role"] == role and m["wall_seconds"] is not None]
+        points = [
+            (i, m["wall_seconds"])
+            for i, m in enumerate(measured)
+            if m["role"] == role and m["wall_seconds"] is not None
+        ]
         if points:
             xs, ys = zip(*points)
             timeline.plot(xs, [y * 1000 for y in ys], marker=marker, linestyle="none", color=colour, label=role)
@@ -35,10 +38,21 @@ def write_plot(report: dict[str, Any], png_path: Path) -> tuple[Path, Path]:
         c = speedups[0]
         low, high = c["interval"]
         value = c["estimate"]
-        estimate.errorbar([0], [value], yerr=[[value - low], [high - value]], fmt="o", color="#222222",
-                          capsize=8, label=f"estimate {value:.2f}x [{low:.2f}, {high:.2f}]")
-        estimate.axhline(c["criterion"]["threshold"], color="#c44e52", linestyle="--",
-                         label=f"criterion {c['criterion']['threshold']:g}x")
+        estimate.errorbar(
+            [0],
+            [value],
+            yerr=[[value - low], [high - value]],
+            fmt="o",
+            color="#222222",
+            capsize=8,
+            label=f"estimate {value:.2f}x [{low:.2f}, {high:.2f}]",
+        )
+        estimate.axhline(
+            c["criterion"]["threshold"],
+            color="#c44e52",
+            linestyle="--",
+            label=f"criterion {c['criterion']['threshold']:g}x",
+        )
         for tier in report.get("tiers", []):
             estimate.axhline(tier["speedup"], color="#8c8c8c", linestyle=":", linewidth=1)
         estimate.set_xlim(-1, 1)

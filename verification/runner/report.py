@@ -11,18 +11,21 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 RUNNER_VERSION = "1.0.0"
 REPORT_FORMAT = 1
 
 # Names whose values must never appear in a report, and shapes of common credentials.
 _SECRET_PATTERNS = [
-    re.compile(r"(?i)\b([A-Z0-9_]*(?:secret|token|password|passwd|api[_-]?key|private[_-]?key|credential)"
-               r"[A-Z0-9_]*)\s*([:=])\s*(\"[^\"]*\"|'[^']*'|\S+)"),
+    re.compile(
+        r"(?i)\b([A-Z0-9_]*(?:secret|token|password|passwd|api[_-]?key|private[_-]?key|credential)"
+        r"[A-Z0-9_]*)\s*([:=])\s*(\"[^\"]*\"|'[^']*'|\S+)"
+    ),
     re.compile(r"(?i)\b(authorization\s*:\s*)(bearer|basic)\s+\S+"),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
     re.compile(r"\b(?:sk|pk|rk|whsec)_(?:live|test)_[0-9A-Za-z]{8,}\b"),
@@ -110,8 +113,12 @@ def _gpu() -> list[dict[str, str]] | None:
     if not smi:
         return None
     try:
-        out = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     gpus = []

@@ -44,9 +44,10 @@ import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO
 
 from .cgroups import Cgroups
 
@@ -190,6 +191,7 @@ def bwrap_path() -> str:
 
 # ---------------------------------------------------------------- bwrap command line
 
+
 def _ancestors(path: str) -> list[str]:
     parts = Path(path).parts[1:-1]
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
@@ -198,11 +200,32 @@ def _ancestors(path: str) -> list[str]:
 def build_bwrap_args(spec: SandboxSpec, launcher_path: Path, *, supervised: bool = False) -> list[str]:
     limits = spec.limits
     as_root = os.geteuid() == 0
-    args = [bwrap_path(), "--die-with-parent", "--new-session", "--clearenv", "--info-fd", "5",
-            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    args = [
+        bwrap_path(),
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--info-fd",
+        "5",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+    ]
     if as_root:
-        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
-                 "--cap-add", "CAP_SETPCAP", "--cap-add", "CAP_KILL"]
+        args += [
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "CAP_SETUID",
+            "--cap-add",
+            "CAP_SETGID",
+            "--cap-add",
+            "CAP_SETPCAP",
+            "--cap-add",
+            "CAP_KILL",
+        ]
     else:
         args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     args += ["--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev"]
@@ -239,9 +262,17 @@ def build_bwrap_args(spec: SandboxSpec, launcher_path: Path, *, supervised: bool
     if spec.with_outputs:
         args += ["--perms", "0777", "--size", str(limits.outputs_bytes), "--tmpfs", OUTPUTS_MOUNT]
     args += ["--ro-bind", str(launcher_path), "/.launcher.sh"]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": SCRATCH_MOUNT, "TMPDIR": SCRATCH_MOUNT,
-           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **spec.env}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": SCRATCH_MOUNT,
+        "TMPDIR": SCRATCH_MOUNT,
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        **spec.env,
+    }
     for key, value in env.items():
         args += ["--setenv", key, value]
     command = list(spec.command)
@@ -278,8 +309,10 @@ def _launcher_file(as_root: bool, supervised: bool = False) -> Path:
 
 # ---------------------------------------------------------------- running
 
-def _preexec(limits: Limits, cgroup_procs: list[str], have_memory_cgroup: bool,
-             have_pids_cgroup: bool) -> Callable[[], None]:
+
+def _preexec(
+    limits: Limits, cgroup_procs: list[str], have_memory_cgroup: bool, have_pids_cgroup: bool
+) -> Callable[[], None]:
     def setup() -> None:
         pid = str(os.getpid())
         for procs in cgroup_procs:
@@ -292,6 +325,7 @@ def _preexec(limits: Limits, cgroup_procs: list[str], have_memory_cgroup: bool,
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         if not have_pids_cgroup:  # counts all of uid 65534's processes: coarser than a cgroup
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
+
     return setup
 
 
@@ -338,12 +372,16 @@ class SandboxProcess:
                 stderr=subprocess.PIPE,
                 pass_fds=(3, 4, 5),
                 preexec_fn=_preexec_with_fds(
-                    _preexec(spec.limits, self._cgroups.procs_files(), self._cgroups.has_memory,
-                             self._cgroups.has_pids),
-                    report_write, tar_write, info_write),
+                    _preexec(
+                        spec.limits, self._cgroups.procs_files(), self._cgroups.has_memory, self._cgroups.has_pids
+                    ),
+                    report_write,
+                    tar_write,
+                    info_write,
+                ),
                 close_fds=True,
             )
-        except Exception as error:  # noqa: BLE001 - any failure to start is an infrastructure error
+        except Exception as error:
             for fd in (report_write, tar_write, info_write, self._report_read, self._tar_read, self._info_read):
                 os.close(fd)
             self._cgroups.kill_all()
@@ -379,8 +417,7 @@ class SandboxProcess:
     def poll(self) -> int | None:
         return self._process.poll()
 
-    def finish(self, *, kill: bool = False, timed_out: bool = False,
-               grace_seconds: float | None = None) -> RunOutcome:
+    def finish(self, *, kill: bool = False, timed_out: bool = False, grace_seconds: float | None = None) -> RunOutcome:
         """Wait for the sandbox (killing it at the deadline, or after ``grace_seconds`` once a
         stream's input is closed), tear everything down, measure."""
         limit_broken: str | None = "timeout" if timed_out else None
@@ -489,9 +526,14 @@ class SandboxProcess:
                 return "file size"
             if b"No space left on device" in tail or b"[Errno 28]" in tail:
                 return "scratch or output space"
-        if not self._cgroups.has_memory and exit_code not in (0, None) and (
+        if (
+            not self._cgroups.has_memory
+            and exit_code not in (0, None)
+            and (
                 b"MemoryError" in b"".join(self._stderr_chunks)[-4096:]
-                or b"Cannot allocate memory" in b"".join(self._stderr_chunks)[-4096:]):
+                or b"Cannot allocate memory" in b"".join(self._stderr_chunks)[-4096:]
+            )
+        ):
             return "memory"  # RLIMIT_AS fallback: allocations fail instead of an OOM kill
         return None
 
@@ -519,7 +561,7 @@ class SandboxProcess:
                 pass
         self._cgroups.remove()
 
-    def __enter__(self) -> "SandboxProcess":
+    def __enter__(self) -> SandboxProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -528,12 +570,11 @@ class SandboxProcess:
                 self._kill()
             try:
                 self.finish()
-            except Exception:  # noqa: BLE001 - teardown must not mask the original error
+            except Exception:
                 self._close()
 
 
-def _preexec_with_fds(inner: Callable[[], None], report_fd: int, tar_fd: int,
-                      info_fd: int) -> Callable[[], None]:
+def _preexec_with_fds(inner: Callable[[], None], report_fd: int, tar_fd: int, info_fd: int) -> Callable[[], None]:
     def setup() -> None:
         # Put the pipes at the fixed numbers the launcher and bwrap use (via high numbers, so that
         # one cannot overwrite another); Popen keeps 3, 4 and 5 open because they are pass_fds.
@@ -543,6 +584,7 @@ def _preexec_with_fds(inner: Callable[[], None], report_fd: int, tar_fd: int,
         for fd in high:
             os.close(fd)
         inner()  # last: it lowers RLIMIT_NOFILE below the high numbers used above
+
     return setup
 
 
@@ -561,6 +603,7 @@ class _Sink:
 def _collect(sinks: list[_Sink]) -> threading.Thread:
     """One thread reads every pipe of a sandbox to its end (one thread per pipe costs more to start
     than a no-op run takes)."""
+
     def run() -> None:
         selector = selectors.DefaultSelector()
         for sink in sinks:
@@ -584,6 +627,7 @@ def _collect(sinks: list[_Sink]) -> threading.Thread:
                         sink.kept -= len(sink.chunks.pop(0))
         finally:
             selector.close()
+
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread

@@ -36,9 +36,9 @@ Everything here works on 2-D arrays (trials x pairs) so the error-rate simulatio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -64,6 +64,7 @@ UNDECIDED = "UNDECIDED"
 
 
 # ---------------------------------------------------------------- distributions (no scipy)
+
 
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction for the regularized incomplete beta function (Lentz's method)."""
@@ -97,8 +98,7 @@ def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1.0:
         return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _betacf(a, b, x) / a
     return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
@@ -141,7 +141,7 @@ def wilcoxon_null_upper_tail(n: int) -> np.ndarray:
     counts[0] = 1.0
     for k in range(1, n + 1):
         counts[k:] = counts[k:] + counts[:-k].copy()
-    probs = counts / 2.0 ** n
+    probs = counts / 2.0**n
     tail = np.cumsum(probs[::-1])[::-1]
     return tail
 
@@ -154,6 +154,7 @@ def wilcoxon_critical_value(n: int, level: float) -> int:
 
 
 # ---------------------------------------------------------------- look plan
+
 
 @dataclass(frozen=True)
 class Look:
@@ -179,12 +180,14 @@ def _looks_with_scale(counts: Sequence[int], alpha: float, scale: float) -> list
     looks: list[Look] = []
     for n, weight in zip(counts, weights):
         level = min(0.5, scale * alpha * weight / total)
-        looks.append(Look(
-            pairs=n,
-            level=level,
-            t_critical=student_t_isf(level, n - 1),
-            wilcoxon_critical=wilcoxon_critical_value(n, level) if n >= RANK_TEST_MIN_PAIRS else None,
-        ))
+        looks.append(
+            Look(
+                pairs=n,
+                level=level,
+                t_critical=student_t_isf(level, n - 1),
+                wilcoxon_critical=wilcoxon_critical_value(n, level) if n >= RANK_TEST_MIN_PAIRS else None,
+            )
+        )
     return looks
 
 
@@ -218,8 +221,9 @@ def _calibrated_scale(counts: tuple[int, ...], alpha: float) -> float:
     return lo
 
 
-def plan_looks(budget_pairs: int, alpha: float = DEFAULT_ALPHA,
-               schedule: Sequence[int] = DEFAULT_LOOKS, calibrate: bool = True) -> list[Look]:
+def plan_looks(
+    budget_pairs: int, alpha: float = DEFAULT_ALPHA, schedule: Sequence[int] = DEFAULT_LOOKS, calibrate: bool = True
+) -> list[Look]:
     """Looks at the scheduled pair counts up to the budget; the budget itself is the last look."""
     if budget_pairs < 2:
         raise ValueError("a sequential test needs a budget of at least 2 pairs")
@@ -229,6 +233,7 @@ def plan_looks(budget_pairs: int, alpha: float = DEFAULT_ALPHA,
 
 
 # ---------------------------------------------------------------- tests on margins
+
 
 def t_statistics(margins: np.ndarray) -> np.ndarray:
     """Row-wise one-sample t statistics of ``margins`` (trials x n) against 0."""
@@ -309,7 +314,7 @@ def run_sequential(margins: np.ndarray, looks: Sequence[Look]) -> tuple[np.ndarr
         idx = np.nonzero(open_rows)[0]
         if idx.size == 0:
             break
-        verdict = decide_at_look(margins[idx, :look.pairs], look)
+        verdict = decide_at_look(margins[idx, : look.pairs], look)
         decided = verdict != 0
         decision[idx[decided]] = verdict[decided]
         pairs_used[idx[decided]] = look.pairs
@@ -318,6 +323,7 @@ def run_sequential(margins: np.ndarray, looks: Sequence[Look]) -> tuple[np.ndarr
 
 
 # ---------------------------------------------------------------- p-values and estimates for the report
+
 
 @dataclass(frozen=True)
 class LookOutcome:

@@ -18,6 +18,8 @@ if str(EXAMPLE) not in sys.path:
     sys.path.insert(0, str(EXAMPLE))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
 def package_with(source: Path, target: Path, **manifest_overrides: str) -> Path:
     """A copy of ``source`` with ``key = value`` lines of the manifest replaced (TOML text)."""
     shutil.copytree(source, target)
@@ -112,8 +114,11 @@ for line in sys.stdin:
 
 
 def hidden_input_leaker(target: Path, package: Path, how: str, output_format: str = "json") -> Path:
-    serve_py = (HIDDEN_INPUT_LEAKER.replace("PUBLIC_DIGESTS", repr(public_input_digests(package)))
-                .replace("HOW_TO_LEAK", how).replace("FORMAT", output_format))
+    serve_py = (
+        HIDDEN_INPUT_LEAKER.replace("PUBLIC_DIGESTS", repr(public_input_digests(package)))
+        .replace("HOW_TO_LEAK", how)
+        .replace("FORMAT", output_format)
+    )
     return candidate_with(target, serve_py)
 
 

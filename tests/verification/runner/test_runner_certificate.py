@@ -8,21 +8,35 @@ import subprocess
 import sys
 
 import pytest
+from runner_testlib import REPO
 
 from verification.runner import certificate
-
-from runner_testlib import REPO
 
 
 def _report() -> dict:
     return {
-        "runner_version": "1.0.0", "decision": "PASS", "reason": "all criteria passed after 4 pairs",
-        "payout_fraction": 1.0, "tier": {"speedup": 2.0, "fraction": 1.0},
-        "criteria_spec": {"criteria": [{"metric": "wall_time", "statistic": "median", "kind": "speedup",
-                                         "threshold": 1.5}], "correctness": {"mode": "exact"}, "tiers": []},
-        "criteria": [{"label": "wall_time median speedup >= 1.5x", "decision": "PASS", "estimate": 11.2,
-                      "interval": [9.9, 12.3], "p_value_pass": 1.2e-5, "p_value_fail": 0.99999,
-                      "self_reported": False, "looks": []}],
+        "runner_version": "1.0.0",
+        "decision": "PASS",
+        "reason": "all criteria passed after 4 pairs",
+        "payout_fraction": 1.0,
+        "tier": {"speedup": 2.0, "fraction": 1.0},
+        "criteria_spec": {
+            "criteria": [{"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 1.5}],
+            "correctness": {"mode": "exact"},
+            "tiers": [],
+        },
+        "criteria": [
+            {
+                "label": "wall_time median speedup >= 1.5x",
+                "decision": "PASS",
+                "estimate": 11.2,
+                "interval": [9.9, 12.3],
+                "p_value_pass": 1.2e-5,
+                "p_value_fail": 0.99999,
+                "self_reported": False,
+                "looks": [],
+            }
+        ],
         "correctness": {"passed": True, "outputs_compared": 25},
         "runs": {"pairs": 4, "total": 8, "looks": [4]},
         "sha256": {"package": "a" * 64, "candidate": "b" * 64, "hidden_inputs": "c" * 64},
@@ -94,9 +108,20 @@ def test_verify_certificate_command_line(tmp_path):
     (tmp_path / "tampered.json").write_text(json.dumps(tampered))
 
     def run(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "verification.runner", "verify-certificate",
-                               str(tmp_path / name), "--public-key", str(tmp_path / "key.pub")],
-                              cwd=REPO, capture_output=True, text=True)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "verification.runner",
+                "verify-certificate",
+                str(tmp_path / name),
+                "--public-key",
+                str(tmp_path / "key.pub"),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
 
     good, bad = run("cert.json"), run("tampered.json")
     assert (good.returncode, bad.returncode) == (0, 1)

@@ -9,12 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+from runner_testlib import REPO
 
 from verification.runner.correctness import compare, decode_file
 from verification.runner.criteria import Correctness, Criteria, CriteriaError
-from verification.runner.manifest import ManifestError, SCHEMA_PATH, load_manifest, parse_manifest
-
-from runner_testlib import REPO
+from verification.runner.manifest import SCHEMA_PATH, ManifestError, load_manifest, parse_manifest
 
 MARKETPLACE_SHAPE = {
     "criteria": [
@@ -37,23 +36,29 @@ def test_marketplace_criteria_shape_round_trips():
     assert Criteria.from_dict(criteria.to_dict()) == criteria
 
 
-@pytest.mark.parametrize("tiers", [
-    [{"speedup": 2.0, "fraction": 0.5}, {"speedup": 1.5, "fraction": 1.0}],
-    [{"speedup": 1.5, "fraction": 0.5}, {"speedup": 2.0, "fraction": 0.9}],
-    [{"speedup": 1.5, "fraction": 0.7}, {"speedup": 2.0, "fraction": 0.5}],
-])
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        [{"speedup": 2.0, "fraction": 0.5}, {"speedup": 1.5, "fraction": 1.0}],
+        [{"speedup": 1.5, "fraction": 0.5}, {"speedup": 2.0, "fraction": 0.9}],
+        [{"speedup": 1.5, "fraction": 0.7}, {"speedup": 2.0, "fraction": 0.5}],
+    ],
+)
 def test_tiers_must_be_monotone_and_end_at_full_payout(tiers):
     with pytest.raises(CriteriaError):
         Criteria.from_dict({**MARKETPLACE_SHAPE, "tiers": tiers})
 
 
-@pytest.mark.parametrize("bad", [
-    {"metric": "joules", "statistic": "median", "kind": "speedup", "threshold": 2},
-    {"metric": "wall_time", "statistic": "p50", "kind": "speedup", "threshold": 2},
-    {"metric": "wall_time", "statistic": "median", "kind": "faster", "threshold": 2},
-    {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 0.5},
-    {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": "2"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"metric": "joules", "statistic": "median", "kind": "speedup", "threshold": 2},
+        {"metric": "wall_time", "statistic": "p50", "kind": "speedup", "threshold": 2},
+        {"metric": "wall_time", "statistic": "median", "kind": "faster", "threshold": 2},
+        {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 0.5},
+        {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": "2"},
+    ],
+)
 def test_malformed_criteria_are_refused(bad):
     with pytest.raises(CriteriaError):
         Criteria.from_dict({"criteria": [bad], "correctness": {"mode": "exact"}})
@@ -80,13 +85,16 @@ def test_example_manifest_loads_and_matches_the_json_schema(example_package):
     jsonschema.validate(raw, json.loads(SCHEMA_PATH.read_text()))
 
 
-@pytest.mark.parametrize("raw", [
-    {"format": 2, "name": "x", "mode": "stream", "command": ["python"]},
-    {"format": 1, "name": "x", "mode": "batch", "command": ["python"]},
-    {"format": 1, "name": "x", "mode": "stream", "command": []},
-    {"format": 1, "name": "x", "mode": "stream", "command": ["python"], "limits": {"memory_mb": 1}},
-    {"format": 1, "name": "x", "mode": "stream", "command": ["python"], "surprise": True},
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"format": 2, "name": "x", "mode": "stream", "command": ["python"]},
+        {"format": 1, "name": "x", "mode": "batch", "command": ["python"]},
+        {"format": 1, "name": "x", "mode": "stream", "command": []},
+        {"format": 1, "name": "x", "mode": "stream", "command": ["python"], "limits": {"memory_mb": 1}},
+        {"format": 1, "name": "x", "mode": "stream", "command": ["python"], "surprise": True},
+    ],
+)
 def test_invalid_manifests_are_refused(raw):
     with pytest.raises(ManifestError):
         parse_manifest(raw)
@@ -123,8 +131,10 @@ def test_npy_outputs_are_compared_as_arrays():
 
 
 def test_the_runner_imports_nothing_from_django():
-    code = ("import sys; import verification.runner, verification.runner.cli, verification.runner.plot; "
-            "print('django' in sys.modules or any(m.startswith('django') for m in sys.modules))")
+    code = (
+        "import sys; import verification.runner, verification.runner.cli, verification.runner.plot; "
+        "print('django' in sys.modules or any(m.startswith('django') for m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -132,8 +142,10 @@ def test_the_runner_imports_nothing_from_django():
 def test_logs_are_scrubbed_of_secrets_and_truncated():
     from verification.runner.report import MAX_LOG_CHARS, scrub
 
-    text = ("STRIPE_SECRET_KEY=sk_live_abcdefghijklmnop\nAuthorization: Bearer eyJhbGciOi.x.y\n"
-            "aws AKIAABCDEFGHIJKLMNOP here\npassword: hunter2\nplain line\ncustom-value-123")
+    text = (
+        "STRIPE_SECRET_KEY=sk_live_abcdefghijklmnop\nAuthorization: Bearer eyJhbGciOi.x.y\n"
+        "aws AKIAABCDEFGHIJKLMNOP here\npassword: hunter2\nplain line\ncustom-value-123"
+    )
     scrubbed = scrub(text, ["custom-value-123"])
     for secret in ("sk_live_abcdefghijklmnop", "eyJhbGciOi", "AKIAABCDEFGHIJKLMNOP", "hunter2", "custom-value-123"):
         assert secret not in scrubbed

@@ -31,16 +31,20 @@ for line in sys.stdin:
 """.replace("MARKER", MARKER)
 
 
-@pytest.mark.parametrize(("how", "category", "names_the_input"), [
-    ("error", "the implementation reported an error", True),
-    ("unknown_id", "protocol error: response to an unknown request id", False),
-    ("list_id", "protocol error: response to an unknown request id", False),
-    ("no_id", "protocol error: a response lacks an 'id'", False),
-    ("not_json", "protocol error: a response is not JSON", False),
-    ("not_utf8", "protocol error: a response is not JSON", False),
-])
+@pytest.mark.parametrize(
+    ("how", "category", "names_the_input"),
+    [
+        ("error", "the implementation reported an error", True),
+        ("unknown_id", "protocol error: response to an unknown request id", False),
+        ("list_id", "protocol error: response to an unknown request id", False),
+        ("no_id", "protocol error: a response lacks an 'id'", False),
+        ("not_json", "protocol error: a response is not JSON", False),
+        ("not_utf8", "protocol error: a response is not JSON", False),
+    ],
+)
 def test_a_failed_warm_up_gives_the_category_and_logs_what_the_candidate_said(
-        tmp_path, example_package, hidden_inputs, criteria, how, category, names_the_input):
+    tmp_path, example_package, hidden_inputs, criteria, how, category, names_the_input
+):
     candidate = candidate_with(tmp_path / "candidate", MISBEHAVING.replace("HOW", how))
     report = run_verification(example_package, candidate, hidden_inputs, criteria, budget=4, seed=3)
     assert report.decision == "FAIL"
@@ -56,7 +60,8 @@ def test_a_failed_warm_up_gives_the_category_and_logs_what_the_candidate_said(
 
 
 def test_a_failed_run_on_hidden_inputs_names_neither_the_input_nor_quotes_the_candidate(
-        tmp_path, example_package, hidden_inputs, criteria):
+    tmp_path, example_package, hidden_inputs, criteria
+):
     candidate = hidden_input_leaker(tmp_path / "candidate", example_package, "error")
     report = run_verification(example_package, candidate, hidden_inputs, criteria, budget=4, seed=3)
     assert report.decision == "FAIL"
@@ -66,5 +71,7 @@ def test_a_failed_run_on_hidden_inputs_names_neither_the_input_nor_quotes_the_ca
     logged = next(log for log in report.logs if log["role"] == "candidate" and log["phase"] == "measure")
     # The owner sees which hidden input it was and what the candidate said about it.
     names = {path.stem: json.dumps(json.loads(path.read_text()))[:40] for path in hidden_inputs.glob("*.json")}
-    assert any(logged["error"].startswith(f"the implementation reported an error: input {name!r}: {quoted}")
-               for name, quoted in names.items()), logged["error"]
+    assert any(
+        logged["error"].startswith(f"the implementation reported an error: input {name!r}: {quoted}")
+        for name, quoted in names.items()
+    ), logged["error"]

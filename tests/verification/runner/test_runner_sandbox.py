@@ -24,17 +24,24 @@ def _run(tmp_path: Path, code: str, **limits) -> sb.RunOutcome:
     script = implementation / "main.py"
     script.write_text(code)
     script.chmod(0o644)
-    spec = sb.SandboxSpec(command=[PYTHON, "main.py"], implementation=implementation,
-                          runtime_paths=sb.default_runtime_paths(), limits=sb.Limits(**limits),
-                          with_outputs=True)
+    spec = sb.SandboxSpec(
+        command=[PYTHON, "main.py"],
+        implementation=implementation,
+        runtime_paths=sb.default_runtime_paths(),
+        limits=sb.Limits(**limits),
+        with_outputs=True,
+    )
     with sb.SandboxProcess(spec) as process:
         return process.finish()
 
 
 def test_code_runs_unprivileged_without_capabilities(tmp_path):
-    outcome = _run(tmp_path, "import os\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
-                             "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
-                             "print(status['CapEff'].strip(), status['CapBnd'].strip(), status['NoNewPrivs'].strip())\n")
+    outcome = _run(
+        tmp_path,
+        "import os\nprint(os.getuid(), os.getgid(), os.getgroups())\n"
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "print(status['CapEff'].strip(), status['CapBnd'].strip(), status['NoNewPrivs'].strip())\n",
+    )
     assert outcome.ok, outcome.stderr
     lines = outcome.stdout.decode().splitlines()
     assert lines[0] in ("65534 65534 []", "65534 65534 [65534]")
@@ -49,8 +56,12 @@ def test_root_hosts_never_let_code_with_the_commands_uid_report_measurements(tmp
     implementation.chmod(0o755)
     (implementation / "main.py").write_text("import os\nprint(open(f'/proc/{os.getppid()}/comm').read())\n")
     (implementation / "main.py").chmod(0o644)
-    spec = sb.SandboxSpec(command=[PYTHON, "main.py"], implementation=implementation,
-                          runtime_paths=sb.default_runtime_paths(), supervisor_python=PYTHON)
+    spec = sb.SandboxSpec(
+        command=[PYTHON, "main.py"],
+        implementation=implementation,
+        runtime_paths=sb.default_runtime_paths(),
+        supervisor_python=PYTHON,
+    )
     with sb.SandboxProcess(spec) as process:
         outcome = process.finish()
     assert outcome.ok, outcome.stderr
@@ -64,7 +75,9 @@ def test_environment_is_cleared(tmp_path, monkeypatch):
 
 
 def test_socket_attempts_are_blocked_and_reported(tmp_path):
-    outcome = _run(tmp_path, """
+    outcome = _run(
+        tmp_path,
+        """
 import socket
 for address in [("198.51.100.7", 443), ("8.8.8.8", 53)]:
     try:
@@ -72,7 +85,8 @@ for address in [("198.51.100.7", 443), ("8.8.8.8", 53)]:
         print("connected")
     except OSError as error:
         print("blocked", error.errno)
-""")
+""",
+    )
     assert outcome.stdout.decode().split() == ["blocked", "101", "blocked", "101"]  # ENETUNREACH
     assert any(action.startswith("network:") for action in outcome.blocked)
 
@@ -84,9 +98,11 @@ def test_host_paths_of_hidden_inputs_and_baseline_are_unreadable(tmp_path):
     secret_dir.chmod(0o755)
     (secret_dir / "answer.json").chmod(0o644)  # readable to anyone *on the host*
     baseline = Path(__file__).resolve().parents[3] / "examples" / "mlp" / "package" / "implementation" / "serve.py"
-    outcome = _run(tmp_path, f"""
+    outcome = _run(
+        tmp_path,
+        f"""
 import os
-for path in [{str(secret_dir / 'answer.json')!r}, {str(baseline)!r}, "/etc/passwd", "/proc/1/root/etc/hostname"]:
+for path in [{str(secret_dir / "answer.json")!r}, {str(baseline)!r}, "/etc/passwd", "/proc/1/root/etc/hostname"]:
     try:
         open(path).read()
         print("read", path)
@@ -96,7 +112,8 @@ try:
     open("/impl/new", "w")
 except OSError as error:
     print("denied", type(error).__name__)
-""")
+""",
+    )
     lines = outcome.stdout.decode().split("\n")
     assert not any(line.startswith("read") for line in lines), lines
     assert len([line for line in lines if line.startswith("denied")]) == 5
@@ -104,13 +121,16 @@ except OSError as error:
 
 def test_nothing_is_left_running_after_a_run(tmp_path):
     marker = f"speedproof-orphan-{uuid.uuid4().hex[:8]}"
-    outcome = _run(tmp_path, f"""
+    outcome = _run(
+        tmp_path,
+        f"""
 import subprocess, sys
 subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.05)", "{marker}"],
                  start_new_session=True)
 subprocess.Popen(["sh", "-c", "sleep 600 # {marker}"])
 print("spawned")
-""")
+""",
+    )
     assert outcome.ok
     assert outcome.leftover_processes >= 2
     assert any("still running" in action for action in outcome.blocked)
@@ -125,8 +145,12 @@ def test_inputs_are_read_only_and_limited_to_the_run(tmp_path):
     (staged / "a.json").chmod(0o644)
     implementation = tmp_path / "impl"
     implementation.mkdir(mode=0o755)
-    spec = sb.SandboxSpec(command=["/bin/sh", "-c", "ls /inputs; echo x > /inputs/a.json; echo y > /inputs/b.json"],
-                          implementation=implementation, runtime_paths=sb.default_runtime_paths(), inputs=staged)
+    spec = sb.SandboxSpec(
+        command=["/bin/sh", "-c", "ls /inputs; echo x > /inputs/a.json; echo y > /inputs/b.json"],
+        implementation=implementation,
+        runtime_paths=sb.default_runtime_paths(),
+        inputs=staged,
+    )
     with sb.SandboxProcess(spec) as process:
         outcome = process.finish()
     assert outcome.stdout.decode().split() == ["a.json"]
@@ -142,8 +166,9 @@ def test_timeout_kills_the_run_promptly(tmp_path):
 
 
 def test_memory_blow_up_is_stopped_at_the_cap(tmp_path):
-    outcome = _run(tmp_path, "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n",
-                   memory_bytes=128 << 20)
+    outcome = _run(
+        tmp_path, "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n", memory_bytes=128 << 20
+    )
     assert not outcome.ok
     assert outcome.limit_broken == "memory"
     assert outcome.peak_memory_bytes is not None and outcome.peak_memory_bytes <= (128 << 20) + (4 << 20)
@@ -152,7 +177,9 @@ def test_memory_blow_up_is_stopped_at_the_cap(tmp_path):
 def test_fork_bomb_is_contained(tmp_path):
     marker = f"bomb{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    outcome = _run(tmp_path, f"""
+    outcome = _run(
+        tmp_path,
+        f"""
 import os, time
 children = 0
 for _ in range(500):
@@ -164,7 +191,10 @@ for _ in range(500):
     except OSError:
         break
 print(children)
-""", max_processes=16, wall_seconds=10)
+""",
+        max_processes=16,
+        wall_seconds=10,
+    )
     assert outcome.limit_broken == "processes"
     assert int(outcome.stdout.decode().strip()) < 16
     assert time.perf_counter() - started < 8
@@ -172,17 +202,23 @@ print(children)
 
 
 def test_huge_files_are_refused(tmp_path):
-    outcome = _run(tmp_path, """
+    outcome = _run(
+        tmp_path,
+        """
 with open("/outputs/huge.bin", "wb") as handle:
     for _ in range(64):
         handle.write(b"x" * (1 << 20))
-""", max_file_bytes=4 << 20)
+""",
+        max_file_bytes=4 << 20,
+    )
     assert not outcome.ok
     assert outcome.limit_broken == "file size"
 
 
 def test_scratch_space_is_capped(tmp_path):
-    outcome = _run(tmp_path, """
+    outcome = _run(
+        tmp_path,
+        """
 import errno
 try:
     with open("/tmp/fill.bin", "wb") as handle:
@@ -192,7 +228,9 @@ try:
     print("wrote everything")
 except OSError as error:
     print("refused", errno.errorcode[error.errno])
-""", scratch_bytes=8 << 20)
+""",
+        scratch_bytes=8 << 20,
+    )
     assert outcome.stdout.decode().strip() == "refused ENOSPC"
 
 

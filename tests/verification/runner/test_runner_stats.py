@@ -60,8 +60,9 @@ def test_leaving_out_far_pairs_keeps_alpha_under_heavy_tails(noise):
     assert (decision < 0).mean() <= 0.055
 
 
-def _paired_margins(rng: np.random.Generator, trials: int, pairs: int, speedup: float, cv: float,
-                    threshold: float = 1.5) -> np.ndarray:
+def _paired_margins(
+    rng: np.random.Generator, trials: int, pairs: int, speedup: float, cv: float, threshold: float = 1.5
+) -> np.ndarray:
     sigma = math.sqrt(math.log1p(cv * cv))
     log_base = rng.normal(0, sigma, size=(trials, pairs))
     log_cand = rng.normal(0, sigma, size=(trials, pairs)) - math.log(speedup)

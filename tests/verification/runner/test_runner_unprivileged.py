@@ -26,16 +26,29 @@ SITE_PACKAGES = Path(numpy.__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None or not SYSTEM_PYTHON.exists(),
     reason="needs root to switch to an unprivileged uid, setpriv, and the system's Python "
-           f"{sys.version_info.major}.{sys.version_info.minor}",
+    f"{sys.version_info.major}.{sys.version_info.minor}",
 )
 
 
 def _as_nobody(home: Path, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         "env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"TMPDIR={home}",
-         f"PYTHONPATH={ROOT}:{SITE_PACKAGES}", *argv],
-        capture_output=True, text=True, timeout=timeout, cwd=home,
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin",
+            f"HOME={home}",
+            f"TMPDIR={home}",
+            f"PYTHONPATH={ROOT}:{SITE_PACKAGES}",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=home,
     )
 
 
@@ -62,17 +75,28 @@ def laptop():
 def test_the_example_passes_for_an_engineer_without_root(laptop):
     home, python = laptop
     report_path = home / "report.json"
-    result = _as_nobody(home, python, "-m", "verification.runner", "check",
-                        "--package", str(ROOT / "examples/mlp/package"),
-                        "--candidate", str(ROOT / "examples/mlp/candidates/fast"),
-                        "--criteria", str(ROOT / "examples/mlp/criteria.json"),
-                        "--report", str(report_path), "--quiet")
+    result = _as_nobody(
+        home,
+        python,
+        "-m",
+        "verification.runner",
+        "check",
+        "--package",
+        str(ROOT / "examples/mlp/package"),
+        "--candidate",
+        str(ROOT / "examples/mlp/candidates/fast"),
+        "--criteria",
+        str(ROOT / "examples/mlp/criteria.json"),
+        "--report",
+        str(report_path),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(report_path.read_text())
     assert report["decision"] == "PASS"
     measured = [m for m in report["measurements"] if m["phase"] == "measure"]
     # No cgroups here: CPU time and peak memory come from the sandbox's supervisor, and exist.
-    assert measured and all(m["cpu_seconds"] > 0 and m["peak_memory_bytes"] > 10 * 2 ** 20 for m in measured)
+    assert measured and all(m["cpu_seconds"] > 0 and m["peak_memory_bytes"] > 10 * 2**20 for m in measured)
     memory = next(c for c in report["criteria"] if c["criterion"]["metric"] == "peak_memory")
     assert memory["decision"] == "PASS"
     policy = [b["action"] for b in report["blocked_actions"] if b["role"] == "policy"]
@@ -139,5 +163,5 @@ def test_the_sandbox_holds_and_measures_without_root(laptop):
     assert outcome["stdout"].split() == ["report", "fd", "closed", "network", "blocked", "True"]
     assert outcome["leftover"] == 1 and any("still running" in line for line in outcome["blocked"])
     assert 0.55 <= outcome["cpu"] < 5  # the command's own CPU and its ended orphan's
-    assert outcome["peak"] >= 120 * 2 ** 20
+    assert outcome["peak"] >= 120 * 2**20
     assert subprocess.run(["pgrep", "-u", str(NOBODY), "-f", "sleep 300"], capture_output=True).returncode == 1

@@ -21,17 +21,20 @@ BUDGET = 12
 
 
 def _verify(package, candidate, inputs, criteria, **kwargs):
-    return run_verification(package, candidate, inputs, criteria, budget=kwargs.pop("budget", BUDGET),
-                            seed=kwargs.pop("seed", 11), **kwargs)
+    return run_verification(
+        package, candidate, inputs, criteria, budget=kwargs.pop("budget", BUDGET), seed=kwargs.pop("seed", 11), **kwargs
+    )
 
 
-def test_fast_candidate_passes_with_the_top_tier_and_a_valid_certificate(example_package, candidates,
-                                                                         hidden_inputs, criteria):
+def test_fast_candidate_passes_with_the_top_tier_and_a_valid_certificate(
+    example_package, candidates, hidden_inputs, criteria
+):
     updates = []
     key = generate_signing_key()
     criteria["criteria"].append({"metric": "latency", "statistic": "median", "kind": "speedup", "threshold": 1.5})
-    report = _verify(example_package, candidates / "fast", hidden_inputs, criteria,
-                     progress=updates.append, signing_key=key)
+    report = _verify(
+        example_package, candidates / "fast", hidden_inputs, criteria, progress=updates.append, signing_key=key
+    )
     data = json.loads(report.to_json())
     assert data["decision"] == "PASS", data["reason"]
     assert data["tier"] == {"speedup": 2.0, "fraction": 1.0}
@@ -70,22 +73,23 @@ def test_unchanged_candidate_fails(example_package, candidates, hidden_inputs, c
     assert report.tier is None and report.payout_fraction == 0.0
 
 
-def test_wrong_outputs_fail_naming_the_correctness_criterion(example_package, candidates, hidden_inputs,
-                                                              criteria):
+def test_wrong_outputs_fail_naming_the_correctness_criterion(example_package, candidates, hidden_inputs, criteria):
     report = _verify(example_package, candidates / "wrong", hidden_inputs, criteria)
     assert report.decision == "FAIL"
     # It is already wrong on the public inputs of the warm-up, which may be named; the values stay in
     # the correctness section (the candidate's own are no part of a certified reason).
-    assert re.fullmatch(r"correctness criterion failed \(numeric\): output for public input 'in-1-\d{4}' "
-                        r"differs at \$\.logits\[\d+,\d+\]", report.reason), report.reason
+    assert re.fullmatch(
+        r"correctness criterion failed \(numeric\): output for public input 'in-1-\d{4}' "
+        r"differs at \$\.logits\[\d+,\d+\]",
+        report.reason,
+    ), report.reason
     assert report.correctness["passed"] is False
     first = report.correctness["first_differences"][0]
     assert first["where"].startswith("$.logits[") and first["expected"] != first["actual"]
     assert first["inputs"] == "public" and first["position"] == first["where"].replace("$.logits", "$.<key 0>")
 
 
-def test_cheater_is_contained_and_its_attempts_are_reported(example_package, candidates, hidden_inputs,
-                                                            criteria):
+def test_cheater_is_contained_and_its_attempts_are_reported(example_package, candidates, hidden_inputs, criteria):
     report = _verify(example_package, candidates / "cheater", hidden_inputs, criteria, budget=4)
     blocked = {(b["role"], b["action"].split(":")[0]) for b in report.blocked_actions}
     assert ("candidate", "network") in blocked
@@ -168,17 +172,27 @@ for line in sys.stdin:
 """
 
 
-@pytest.mark.parametrize(("serve", "reason"), [
-    (CRASHING, "exited before answering"),
-    (HANGING, "timeout"),
-    (MEMORY_HOG, "limit exceeded: memory"),
-    (FORK_BOMB, "limit exceeded: processes"),
-    (HUGE_FILE, "limit exceeded: file size"),
-], ids=["crash", "timeout", "memory", "fork-bomb", "huge-file"])
-def test_misbehaving_candidates_fail_with_the_reason(tmp_path, example_package, hidden_inputs, criteria,
-                                                     serve, reason):
-    package = package_with(example_package, tmp_path / "package", wall_seconds="4", memory_mb="256",
-                           max_processes="16", max_file_mb="4", scratch_mb="64")
+@pytest.mark.parametrize(
+    ("serve", "reason"),
+    [
+        (CRASHING, "exited before answering"),
+        (HANGING, "timeout"),
+        (MEMORY_HOG, "limit exceeded: memory"),
+        (FORK_BOMB, "limit exceeded: processes"),
+        (HUGE_FILE, "limit exceeded: file size"),
+    ],
+    ids=["crash", "timeout", "memory", "fork-bomb", "huge-file"],
+)
+def test_misbehaving_candidates_fail_with_the_reason(tmp_path, example_package, hidden_inputs, criteria, serve, reason):
+    package = package_with(
+        example_package,
+        tmp_path / "package",
+        wall_seconds="4",
+        memory_mb="256",
+        max_processes="16",
+        max_file_mb="4",
+        scratch_mb="64",
+    )
     candidate = candidate_with(tmp_path / "candidate", serve)
     report = _verify(package, candidate, hidden_inputs, criteria)
     assert report.decision == "FAIL"
@@ -193,13 +207,16 @@ def test_archives_and_process_mode(tmp_path, hidden_inputs):
     (package / "inputs" / "public").mkdir(parents=True)
     (package / "speedproof.toml").write_text(
         'format = 1\nname = "sum"\nmode = "process"\ncommand = ["python", "run.py"]\nwarmup_runs = 1\n'
-        '[limits]\nwall_seconds = 20\n')
+        "[limits]\nwall_seconds = 20\n"
+    )
     shutil.copy(next(hidden_inputs.iterdir()), package / "inputs" / "public" / "p1.json")
-    slow = ("import json, os, time\n"
-            "for name in open('/inputs/ORDER').read().split():\n"
-            "    x = json.load(open('/inputs/' + name + '.json'))['x']\n"
-            "    time.sleep(DELAY)\n"
-            "    json.dump({'sum': round(sum(map(sum, x)), 6)}, open('/outputs/' + name + '.json', 'w'))\n")
+    slow = (
+        "import json, os, time\n"
+        "for name in open('/inputs/ORDER').read().split():\n"
+        "    x = json.load(open('/inputs/' + name + '.json'))['x']\n"
+        "    time.sleep(DELAY)\n"
+        "    json.dump({'sum': round(sum(map(sum, x)), 6)}, open('/outputs/' + name + '.json', 'w'))\n"
+    )
     (package / "implementation" / "run.py").write_text(slow.replace("DELAY", "0.03"))
     candidate = tmp_path / "cand"
     candidate.mkdir()
@@ -208,10 +225,14 @@ def test_archives_and_process_mode(tmp_path, hidden_inputs):
         archive.add(package, arcname="pkg")
     with zipfile.ZipFile(tmp_path / "cand.zip", "w") as archive:
         archive.write(candidate / "run.py", "run.py")
-    criteria = {"criteria": [{"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 1.5},
-                             {"metric": "cpu_time", "statistic": "median", "kind": "no_worse", "threshold": 1.0,
-                              "tolerance": 0.5}],
-                "correctness": {"mode": "exact"}, "tiers": []}
+    criteria = {
+        "criteria": [
+            {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 1.5},
+            {"metric": "cpu_time", "statistic": "median", "kind": "no_worse", "threshold": 1.0, "tolerance": 0.5},
+        ],
+        "correctness": {"mode": "exact"},
+        "tiers": [],
+    }
     report = _verify(tmp_path / "pkg.tar.gz", tmp_path / "cand.zip", hidden_inputs, criteria)
     assert report.decision == "PASS", report.reason
     assert report.tier is None and report.payout_fraction == 1.0
@@ -248,11 +269,30 @@ def test_links_in_a_candidate_directory_are_not_followed(tmp_path):
 def test_command_line_check_writes_report_and_plot(tmp_path, example_package, candidates):
     report_path, plot_path = tmp_path / "report.json", tmp_path / "plot.png"
     marker = uuid.uuid4().hex
-    command = [sys.executable, "-m", "verification.runner", "check", "--package", str(example_package),
-               "--candidate", str(candidates / "fast"), "--criteria", str(REPO / "examples/mlp/criteria.json"),
-               "--report", str(report_path), "--plot", str(plot_path), "--budget", "12", "--seed", "3", "--quiet"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
-                                                                                   "MARKER": marker})
+    command = [
+        sys.executable,
+        "-m",
+        "verification.runner",
+        "check",
+        "--package",
+        str(example_package),
+        "--candidate",
+        str(candidates / "fast"),
+        "--criteria",
+        str(REPO / "examples/mlp/criteria.json"),
+        "--report",
+        str(report_path),
+        "--plot",
+        str(plot_path),
+        "--budget",
+        "12",
+        "--seed",
+        "3",
+        "--quiet",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "MARKER": marker}
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("PASS")
     data = json.loads(report_path.read_text())
@@ -260,11 +300,13 @@ def test_command_line_check_writes_report_and_plot(tmp_path, example_package, ca
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_path.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
 
-    wrong = subprocess.run(command[:7] + [str(candidates / "wrong")] + command[8:], cwd=REPO,
-                           capture_output=True, text=True)
+    wrong = subprocess.run(
+        command[:7] + [str(candidates / "wrong")] + command[8:], cwd=REPO, capture_output=True, text=True
+    )
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
-    missing = subprocess.run(command[:5] + [str(tmp_path / "nope")] + command[6:], cwd=REPO,
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        command[:5] + [str(tmp_path / "nope")] + command[6:], cwd=REPO, capture_output=True, text=True
+    )
     assert missing.returncode == 3
 
 
@@ -276,7 +318,8 @@ def test_scorer_correctness_and_self_reported_metrics(tmp_path, hidden_inputs):
     (package / "speedproof.toml").write_text(
         'format = 1\nname = "classify"\nmode = "process"\ncommand = ["python", "run.py"]\n'
         'scorer = ["python", "scorer/score.py"]\nwarmup_runs = 1\n'
-        '[[reported_metrics]]\nname = "rows_per_second"\nhigher_is_better = true\n')
+        '[[reported_metrics]]\nname = "rows_per_second"\nhigher_is_better = true\n'
+    )
     hidden = tmp_path / "hidden"
     (hidden / "references").mkdir(parents=True)
     for source in sorted(hidden_inputs.iterdir()):
@@ -287,13 +330,15 @@ def test_scorer_correctness_and_self_reported_metrics(tmp_path, hidden_inputs):
     public = next(hidden.glob("*.json"))
     shutil.copy(public, package / "inputs/public" / public.name)
     shutil.copy(hidden / "references" / public.name, package / "inputs/public/references" / public.name)
-    implementation = ("import json, time\n"
-                      "rows = 0\n"
-                      "for name in open('/inputs/ORDER').read().split():\n"
-                      "    x = json.load(open('/inputs/' + name + '.json'))['x']\n"
-                      "    rows += len(x)\n"
-                      "    json.dump([int(sum(r) > THRESHOLD) for r in x], open('/outputs/' + name + '.json', 'w'))\n"
-                      "json.dump({'rows_per_second': rows * 1000.0}, open('/outputs/metrics.json', 'w'))\n")
+    implementation = (
+        "import json, time\n"
+        "rows = 0\n"
+        "for name in open('/inputs/ORDER').read().split():\n"
+        "    x = json.load(open('/inputs/' + name + '.json'))['x']\n"
+        "    rows += len(x)\n"
+        "    json.dump([int(sum(r) > THRESHOLD) for r in x], open('/outputs/' + name + '.json', 'w'))\n"
+        "json.dump({'rows_per_second': rows * 1000.0}, open('/outputs/metrics.json', 'w'))\n"
+    )
     (package / "implementation" / "run.py").write_text(implementation.replace("THRESHOLD", "0"))
     (package / "scorer" / "score.py").write_text(
         "import json, os\n"
@@ -303,10 +348,15 @@ def test_scorer_correctness_and_self_reported_metrics(tmp_path, hidden_inputs):
         "    want = json.load(open('/inputs/reference/' + name))\n"
         "    right += sum(g == w for g, w in zip(got, want))\n"
         "    total += len(want)\n"
-        "print(json.dumps({'score': right / total}))\n")
-    criteria = {"criteria": [{"metric": "reported:rows_per_second", "statistic": "mean", "kind": "absolute",
-                              "threshold": 100.0}],
-                "correctness": {"mode": "scorer", "min_score_ratio": 0.99}, "tiers": []}
+        "print(json.dumps({'score': right / total}))\n"
+    )
+    criteria = {
+        "criteria": [
+            {"metric": "reported:rows_per_second", "statistic": "mean", "kind": "absolute", "threshold": 100.0}
+        ],
+        "correctness": {"mode": "scorer", "min_score_ratio": 0.99},
+        "tiers": [],
+    }
     same = tmp_path / "same"
     same.mkdir()
     (same / "run.py").write_text(implementation.replace("THRESHOLD", "0"))
@@ -320,8 +370,10 @@ def test_scorer_correctness_and_self_reported_metrics(tmp_path, hidden_inputs):
     report = _verify(package, worse, hidden, criteria, budget=4)
     assert report.decision == "FAIL"
     # The candidate chose the outputs its hidden-input score comes from: the score is for the owner only.
-    assert report.reason == ("correctness criterion failed (scorer): the candidate's score on the hidden "
-                             "inputs is below the baseline's (minimum 99.00%)")
+    assert report.reason == (
+        "correctness criterion failed (scorer): the candidate's score on the hidden "
+        "inputs is below the baseline's (minimum 99.00%)"
+    )
     assert report.correctness["scores"]["hidden"]["candidate"][-1] < 0.99
 
 
@@ -357,15 +409,21 @@ def test_undecidable_criterion_is_inconclusive_at_the_budget(tmp_path, hidden_in
     (package / "inputs" / "public").mkdir(parents=True)
     (package / "speedproof.toml").write_text(
         'format = 1\nname = "const"\nmode = "process"\ncommand = ["python", "run.py"]\n'
-        '[[reported_metrics]]\nname = "quality"\nhigher_is_better = true\n')
+        '[[reported_metrics]]\nname = "quality"\nhigher_is_better = true\n'
+    )
     shutil.copy(next(hidden_inputs.iterdir()), package / "inputs" / "public" / "p.json")
-    run = ("import json\n"
-           "for name in open('/inputs/ORDER').read().split():\n"
-           "    json.dump(1, open('/outputs/' + name + '.json', 'w'))\n"
-           "json.dump({'quality': 5.0}, open('/outputs/metrics.json', 'w'))\n")
+    run = (
+        "import json\n"
+        "for name in open('/inputs/ORDER').read().split():\n"
+        "    json.dump(1, open('/outputs/' + name + '.json', 'w'))\n"
+        "json.dump({'quality': 5.0}, open('/outputs/metrics.json', 'w'))\n"
+    )
     (package / "implementation" / "run.py").write_text(run)
-    criteria = {"criteria": [{"metric": "reported:quality", "statistic": "mean", "kind": "absolute",
-                              "threshold": 5.0}], "correctness": {"mode": "exact"}, "tiers": []}
+    criteria = {
+        "criteria": [{"metric": "reported:quality", "statistic": "mean", "kind": "absolute", "threshold": 5.0}],
+        "correctness": {"mode": "exact"},
+        "tiers": [],
+    }
     report = _verify(package, package / "implementation", hidden_inputs, criteria, budget=4)
     assert report.decision == "INCONCLUSIVE" and report.exit_code == 2
     assert report.runs["pairs"] == 4 and "budget of 4 pairs" in report.reason

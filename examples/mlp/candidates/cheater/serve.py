@@ -8,13 +8,17 @@ import subprocess
 import sys
 
 import numpy as np
-
 from mlp import weights
 
 LAYERS = [(np.ascontiguousarray(w.T), b) for w, b in weights()]
 # Where the hidden inputs and the baseline live on a typical verification host.
-HOST_PATHS = ("/work/main/examples/mlp/hidden", "/work/main/examples/mlp/package/implementation/serve.py",
-              "/etc/shadow", "/root", "/home")
+HOST_PATHS = (
+    "/work/main/examples/mlp/hidden",
+    "/work/main/examples/mlp/package/implementation/serve.py",
+    "/etc/shadow",
+    "/root",
+    "/home",
+)
 
 
 def attempt_escape() -> None:
@@ -33,9 +37,13 @@ def attempt_escape() -> None:
     except OSError as error:
         sys.stderr.write(f"cheater: network blocked: {error}\n")
     # A background process that would keep running (and stealing CPU) after the run.
-    subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
+    subprocess.Popen(
+        [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     sys.stderr.flush()
 
 

@@ -4,7 +4,6 @@ import json
 import sys
 
 import numpy as np
-
 from mlp import weights
 
 LAYERS = weights()

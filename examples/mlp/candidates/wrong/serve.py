@@ -4,7 +4,6 @@ import json
 import sys
 
 import numpy as np
-
 from mlp import weights
 
 LAYERS = [(np.ascontiguousarray(w.T, dtype=np.float32), b.astype(np.float32)) for w, b in weights()]
