@@ -1,9 +1,9 @@
-# The two set-up commands of the README: `make run` and `make test`.
+# The two set-up commands of the README: `make run` and `make test`; `make check` and `make lint` for the inner loop.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test venv deps-run deps-test system-deps-test system-deps-run lint clean
+.PHONY: run test check lint format system-deps-test system-deps-run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,19 @@ run: $(VENV)/.runtime-installed system-deps-run
 
 test: $(VENV)/.dev-installed system-deps-test
 	scripts/run_tests.sh
+
+# Lint, then the unit and API tests without the real-process suites (e2e, browser, chaos, fuzz), in parallel,
+# keeping the test databases between runs. `make test` stays the whole suite, and is what CI runs.
+check: lint system-deps-run
+	scripts/run_tests.sh -m "not e2e and not browser and not chaos and not fuzz" --reuse-db -n 2 -q
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf var/broker var/broker-processed var/test-media

@@ -65,12 +65,7 @@ class MeApi(APIView):
     def patch(self, request):
         serializer = MeUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        if "name" in data:
-            request.user.name = data.pop("name")
-            request.user.save(update_fields=["name"])
-        if data:
-            services.engineer_profile_update(user=request.user, **data)
+        services.me_update(user=request.user, **serializer.validated_data)
         request.user.refresh_from_db()
         return Response(MeSerializer(request.user).data)
 
@@ -96,6 +91,7 @@ class ApiTokenViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.Gen
             IssuedTokenSerializer(issued.token, context={"secret": issued.secret}).data, status=status.HTTP_201_CREATED
         )
 
+    @extend_schema(responses={200: ApiTokenSerializer})
     def destroy(self, request, pk=None):
         token = services.api_token_revoke(user=request.user, token_id=int(pk))
         return Response(ApiTokenSerializer(token).data)

@@ -18,6 +18,8 @@ class UserManager(BaseUserManager):
         return user
 
     def create_superuser(self, email: str, password: str | None = None, **extra):
+        """An operator (`createsuperuser`): staff run the market, they never trade in it."""
+        extra.setdefault("account_type", User.AccountType.OPERATOR)
         extra.setdefault("is_staff", True)
         extra.setdefault("is_superuser", True)
         return self.create_user(email, password, **extra)

@@ -34,7 +34,11 @@ def api_token_list(*, user: User) -> QuerySet[ApiToken]:
 
 
 def engineer_profile_get(*, user_id: int) -> EngineerProfile:
-    profile = EngineerProfile.objects.select_related("user").filter(user_id=user_id, user__is_active=True).first()
+    profile = (
+        EngineerProfile.objects.select_related("user")
+        .filter(user_id=user_id, user__is_active=True, user__account_type=User.AccountType.ENGINEER)
+        .first()
+    )
     if profile is None:
         raise NotFound("No such engineer.", code="engineer_not_found")
     return profile

@@ -2,21 +2,31 @@ from rest_framework import serializers
 
 from .models import ApiToken, EngineerProfile, Membership, Organization, User
 
+EMAIL_MAX_CHARS = 254  # the model's column
+PROFILE_LIST_MAX_ITEMS = 50
+PROFILE_LIST_ITEM_MAX_CHARS = 50
+
+
+def _profile_list(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=PROFILE_LIST_ITEM_MAX_CHARS), max_length=PROFILE_LIST_MAX_ITEMS, **kwargs
+    )
+
 
 class CompanySignupSerializer(serializers.Serializer):
-    email = serializers.EmailField()
+    email = serializers.EmailField(max_length=EMAIL_MAX_CHARS)
     password = serializers.CharField(write_only=True, min_length=10, max_length=128)
     name = serializers.CharField(max_length=150)
     organization_name = serializers.CharField(max_length=200)
 
 
 class EngineerSignupSerializer(serializers.Serializer):
-    email = serializers.EmailField()
+    email = serializers.EmailField(max_length=EMAIL_MAX_CHARS)
     password = serializers.CharField(write_only=True, min_length=10, max_length=128)
     name = serializers.CharField(max_length=150)
     headline = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
-    hardware_expertise = serializers.ListField(child=serializers.CharField(max_length=50), required=False, default=list)
+    skills = _profile_list(required=False, default=list)
+    hardware_expertise = _profile_list(required=False, default=list)
 
 
 class EngineerProfileSerializer(serializers.ModelSerializer):
@@ -60,8 +70,8 @@ class MeSerializer(serializers.ModelSerializer):
 class MeUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=150, required=False)
     headline = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    skills = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
-    hardware_expertise = serializers.ListField(child=serializers.CharField(max_length=50), required=False)
+    skills = _profile_list(required=False)
+    hardware_expertise = _profile_list(required=False)
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -74,7 +84,7 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberAddSerializer(serializers.Serializer):
-    email = serializers.EmailField()
+    email = serializers.EmailField(max_length=EMAIL_MAX_CHARS)
     role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
 
 

@@ -36,6 +36,12 @@ def _user_create(*, email: str, password: str, name: str, account_type: str) -> 
         ) from None
 
 
+def market_party_require(*, user: User) -> None:
+    """Operators see every bid and every escrow: they may never be a party (bid, join a company) themselves."""
+    if user.account_type == User.AccountType.OPERATOR:
+        raise NotPermitted("Operator accounts cannot act as a market party.", code="operator_cannot_trade")
+
+
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:60] or "org"
     slug, n = base, 1
@@ -65,14 +71,35 @@ def engineer_signup(
     return user
 
 
+PROFILE_FIELDS = ("headline", "skills", "hardware_expertise")
+
+
 def engineer_profile_update(*, user: User, **fields) -> EngineerProfile:
+    """Only engineer accounts have a profile: a company or operator account can never make itself one."""
+    if user.account_type != User.AccountType.ENGINEER:
+        raise ValidationFailed(
+            "Only engineer accounts have an engineer profile.",
+            code="not_an_engineer",
+            fields={name: ["engineer accounts only"] for name in fields if name in PROFILE_FIELDS},
+        )
     profile, _ = EngineerProfile.objects.get_or_create(user=user)
-    allowed = {"headline", "skills", "hardware_expertise"}
     for key, value in fields.items():
-        if key in allowed:
+        if key in PROFILE_FIELDS:
             setattr(profile, key, value)
     profile.save()
     return profile
+
+
+@transaction.atomic
+def me_update(*, user: User, **fields) -> User:
+    """The caller's own account: the name, and for engineers the profile; all of it or none."""
+    profile_fields = {name: value for name, value in fields.items() if name in PROFILE_FIELDS}
+    if profile_fields:
+        engineer_profile_update(user=user, **profile_fields)
+    if "name" in fields:
+        user.name = fields["name"]
+        user.save(update_fields=["name"])
+    return user
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,7 @@ def _require_org_admin(*, actor: User, organization: Organization) -> str:
 
 @transaction.atomic
 def membership_add(*, actor: User, organization: Organization, email: str, role: str) -> Membership:
+    organization = Organization.objects.select_for_update().get(pk=organization.pk)
     actor_role = _require_org_admin(actor=actor, organization=organization)
     if role not in Membership.Role.values:
         raise ValidationFailed("Unknown role.", code="invalid_role", fields={"role": ["unknown"]})
@@ -125,6 +153,7 @@ def membership_add(*, actor: User, organization: Organization, email: str, role:
     user = User.objects.filter(email=email.strip().lower()).first()
     if user is None:
         raise NotFound("No account with this email.", code="user_not_found", fields={"email": ["unknown"]})
+    market_party_require(user=user)
     if user.account_type == User.AccountType.ENGINEER:
         raise ValidationFailed(
             "Engineer accounts cannot join a company.", code="engineer_cannot_join", fields={"email": ["engineer"]}
@@ -138,10 +167,21 @@ def membership_add(*, actor: User, organization: Organization, email: str, role:
     return membership
 
 
+def _membership_lock(membership: Membership) -> tuple[Organization, Membership]:
+    """Lock the organization, then re-read the membership: every membership change of one organization queues
+    here, so the owner count and the actor's role each change sees are current (two owners demoting each other
+    at once can no longer both see a second owner)."""
+    organization = Organization.objects.select_for_update().get(pk=membership.organization_id)
+    current = Membership.objects.filter(pk=membership.pk, organization=organization).first()
+    if current is None:
+        raise NotFound("No such member.", code="member_not_found")
+    return organization, current
+
+
 @transaction.atomic
 def membership_change_role(*, actor: User, membership: Membership, role: str) -> Membership:
-    actor_role = _require_org_admin(actor=actor, organization=membership.organization)
-    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    organization, membership = _membership_lock(membership)
+    actor_role = _require_org_admin(actor=actor, organization=organization)
     if role not in Membership.Role.values:
         raise ValidationFailed("Unknown role.", code="invalid_role", fields={"role": ["unknown"]})
     if Membership.Role.OWNER in (role, membership.role) and actor_role != Membership.Role.OWNER:
@@ -156,20 +196,26 @@ def membership_change_role(*, actor: User, membership: Membership, role: str) ->
 
 @transaction.atomic
 def membership_remove(*, actor: User, membership: Membership) -> None:
-    actor_role = _require_org_admin(actor=actor, organization=membership.organization)
-    membership = Membership.objects.select_for_update().get(pk=membership.pk)
-    if membership.role == Membership.Role.OWNER and actor_role != Membership.Role.OWNER:
-        raise NotPermitted("Only owners can remove an owner.")
+    """Owners and admins remove members; any member may leave. Nobody removes the organization's last owner."""
+    organization, membership = _membership_lock(membership)
+    leaving = membership.user_id == actor.pk
+    if not leaving:
+        actor_role = _require_org_admin(actor=actor, organization=organization)
+        if membership.role == Membership.Role.OWNER and actor_role != Membership.Role.OWNER:
+            raise NotPermitted("Only owners can remove an owner.")
     _ensure_an_owner_remains(membership, new_role=None)
-    audit_record(actor=actor, verb="member_removed", obj=membership, from_state=membership.role)
+    audit_record(
+        actor=actor, verb="member_left" if leaving else "member_removed", obj=membership, from_state=membership.role
+    )
     membership.delete()
 
 
 def _ensure_an_owner_remains(membership: Membership, *, new_role: str | None) -> None:
+    """Call with the organization row locked (`_membership_lock`)."""
     if membership.role != Membership.Role.OWNER or new_role == Membership.Role.OWNER:
         return
-    owners = Membership.objects.select_for_update().filter(
+    other_owners = Membership.objects.filter(
         organization_id=membership.organization_id, role=Membership.Role.OWNER
-    )
-    if owners.count() <= 1:
+    ).exclude(pk=membership.pk)
+    if not other_owners.exists():
         raise Conflict("An organization must keep at least one owner.", code="last_owner")

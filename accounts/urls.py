@@ -1,5 +1,6 @@
 from django.urls import path
-from rest_framework.routers import SimpleRouter
+
+from common.routers import IdRouter
 
 from .apis import (
     ApiTokenViewSet,
@@ -11,15 +12,15 @@ from .apis import (
     OrganizationViewSet,
 )
 
-router = SimpleRouter()
+router = IdRouter()
 router.register("tokens", ApiTokenViewSet, basename="token")
 router.register("organizations", OrganizationViewSet, basename="organization")
-router.register(r"organizations/(?P<organization_pk>\d+)/members", MemberViewSet, basename="member")
+router.register("organizations/<id:organization_pk>/members", MemberViewSet, basename="member")
 
 urlpatterns = [
     path("auth/signup/company/", CompanySignupApi.as_view(), name="signup-company"),
     path("auth/signup/engineer/", EngineerSignupApi.as_view(), name="signup-engineer"),
     path("me", MeApi.as_view(), name="me"),
-    path("engineers/<int:user_id>/", EngineerProfileApi.as_view(), name="engineer-profile"),
+    path("engineers/<id:user_id>/", EngineerProfileApi.as_view(), name="engineer-profile"),
     *router.urls,
 ]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import IntegrityError, transaction
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -14,8 +15,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import DomainError
 from .models import IdempotencyRecord
+from .parsers import JsonTooDeepError, PayloadTooLarge
 
+# Subclasses before their bases: the first match names the code.
 DRF_CODES = {
+    JsonTooDeepError: "json_too_deep",
+    PayloadTooLarge: "payload_too_large",
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
     exceptions.PermissionDenied: "permission_denied",
@@ -47,6 +52,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)):
+        exc = PayloadTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -4,6 +4,10 @@ from dataclasses import dataclass
 
 from .errors import ValidationFailed
 
+# The largest amount the platform takes anywhere (budgets, bids): far inside PostgreSQL's bigint even after
+# fees are added, and more than any job is worth in any supported currency's minor units.
+MAX_AMOUNT_MINOR_UNITS = 10**12
+
 # Minor-unit exponents that differ from 2 (Stripe's list of zero- and three-decimal currencies).
 ZERO_DECIMAL = frozenset(
     ["BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"]

@@ -1,8 +1,9 @@
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from accounts.models import Organization
@@ -10,6 +11,8 @@ from accounts.selectors import user_organization_ids
 from common.api import IdempotentCreateMixin, idempotent_response
 from common.errors import NotFound, NotPermitted, ValidationFailed
 from common.models import Artifact
+from common.parsers import JSONParser
+from common.schema import ARCHIVE_DOWNLOAD_RESPONSES
 from verification import selectors as verification_selectors
 from verification.serializers import VerificationRunSerializer
 
@@ -24,6 +27,7 @@ from .serializers import (
     FundingInstructionsSerializer,
     JobCancelSerializer,
     JobSerializer,
+    JobSummarySerializer,
     JobWriteSerializer,
     SubmissionCreateSerializer,
     SubmissionSerializer,
@@ -52,6 +56,7 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
     search_fields = ["title", "description"]
     ordering_fields = ["id", "published_at", "budget_max", "bidding_deadline"]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    idempotent_actions = ("bids",)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -69,7 +74,7 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
         if "ordering" in request.query_params:
             queryset = queryset.order_by(*queryset.query.order_by, "-id")
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(JobSerializer(page, many=True).data)
+        return self.get_paginated_response(JobSummarySerializer(page, many=True, context={"request": request}).data)
 
     def retrieve(self, request, pk=None):
         return Response(JobSerializer(self._job()).data)
@@ -127,7 +132,8 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
         job = job_services.job_cancel(actor=request.user, job=self._job(), **serializer.validated_data)
         return Response(self._fresh(job.pk))
 
-    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses=JobSerializer)
+    @extend_schema(methods=["GET"], responses=ARCHIVE_DOWNLOAD_RESPONSES)
+    @extend_schema(methods=["PUT"], request={"multipart/form-data": UploadSerializer}, responses=JobSerializer)
     @action(detail=True, methods=["put", "get"], parser_classes=[MultiPartParser])
     def package(self, request, pk=None):
         job = self._job()
@@ -138,7 +144,8 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
         job_services.job_attach_package(actor=request.user, job=job, upload=serializer.validated_data["file"])
         return Response(self._fresh(job.pk))
 
-    @extend_schema(request={"multipart/form-data": UploadSerializer}, responses=JobSerializer)
+    @extend_schema(methods=["GET"], responses=ARCHIVE_DOWNLOAD_RESPONSES)
+    @extend_schema(methods=["PUT"], request={"multipart/form-data": UploadSerializer}, responses=JobSerializer)
     @action(detail=True, methods=["put", "get"], url_path="hidden-inputs", parser_classes=[MultiPartParser])
     def hidden_inputs(self, request, pk=None):
         job = self._job()
@@ -151,7 +158,8 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
         job_services.job_attach_hidden_inputs(actor=request.user, job=job, upload=serializer.validated_data["file"])
         return Response(self._fresh(job.pk))
 
-    @extend_schema(request=BidWriteSerializer, responses={200: BidSerializer(many=True), 201: BidSerializer})
+    @extend_schema(methods=["GET"], responses=BidSerializer(many=True))
+    @extend_schema(methods=["POST"], request=BidWriteSerializer, responses={201: BidSerializer})
     @action(detail=True, methods=["get", "post"])
     def bids(self, request, pk=None):
         job = self._job()
@@ -183,6 +191,7 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
 
 class BidViewSet(viewsets.GenericViewSet):
     serializer_class = BidSerializer
+    idempotent_actions = ("accept",)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -224,6 +233,7 @@ class BidViewSet(viewsets.GenericViewSet):
 class ContractViewSet(viewsets.GenericViewSet):
     serializer_class = ContractSerializer
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    idempotent_actions = ("submissions",)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -272,9 +282,11 @@ class ContractViewSet(viewsets.GenericViewSet):
         )
         return Response(ContractSerializer(contract).data)
 
+    @extend_schema(methods=["GET"], responses=SubmissionSerializer(many=True))
     @extend_schema(
+        methods=["POST"],
         request={"multipart/form-data": SubmissionCreateSerializer},
-        responses={200: SubmissionSerializer(many=True), 201: SubmissionSerializer},
+        responses={201: SubmissionSerializer},
     )
     @action(detail=True, methods=["get", "post"])
     def submissions(self, request, pk=None):
@@ -315,7 +327,7 @@ class SubmissionViewSet(viewsets.GenericViewSet):
         return Response(SubmissionSerializer(self._submission()).data)
 
     @extend_schema(responses=VerificationRunSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def verification(self, request, pk=None):
         submission = self._submission()
         runs = verification_selectors.verification_runs_for(
@@ -326,8 +338,14 @@ class SubmissionViewSet(viewsets.GenericViewSet):
         )
         return Response(VerificationRunSerializer(runs, many=True, context={"hidden_inputs_owner": owner}).data)
 
-    @extend_schema(responses={(200, "image/png"): bytes})
-    @action(detail=True, methods=["get"], url_path=r"verification/(?P<run_id>\d+)/plot\.(?P<fmt>png|svg)")
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("run_id", OpenApiTypes.INT, OpenApiParameter.PATH),
+            OpenApiParameter("fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=["png", "svg"]),
+        ],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, (200, "image/svg+xml"): OpenApiTypes.BINARY},
+    )
+    @action(detail=True, methods=["get"], url_path="verification/<id:run_id>/plot.<plot_format:fmt>")
     def verification_plot(self, request, pk=None, run_id=None, fmt="png"):
         submission = self._submission()
         run = (
@@ -348,7 +366,7 @@ class SubmissionViewSet(viewsets.GenericViewSet):
         )
         return Response(SubmissionSerializer(submission).data)
 
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    @extend_schema(responses=ARCHIVE_DOWNLOAD_RESPONSES)
     @action(detail=True, methods=["get"])
     def candidate(self, request, pk=None):
         submission = self._submission()

@@ -1,5 +1,6 @@
 """The example MLP job of `examples/mlp`, packed as uploads: used by the demo data and the tests."""
 
+import gzip
 import importlib.util
 import io
 import json
@@ -13,11 +14,20 @@ EXAMPLE_DIR = Path(settings.BASE_DIR) / "examples" / "mlp"
 
 
 def directory_tar_gz(directory: Path) -> bytes:
+    """The same bytes for the same files, whenever it runs: artifacts are stored and cached by sha256, so an
+    archive stamped with the clock or the checkout's file times would be a new artifact every time."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as archive,
+    ):
         for path in sorted(directory.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
-                archive.add(path, arcname=str(path.relative_to(directory)))
+                info = tarfile.TarInfo(str(path.relative_to(directory)))
+                info.size = path.stat().st_size
+                info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+                with path.open("rb") as content:
+                    archive.addfile(info, content)
     return buffer.getvalue()
 
 

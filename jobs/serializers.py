@@ -1,7 +1,10 @@
 from rest_framework import serializers
 
 from accounts.models import User
+from common.converters import MAX_DATABASE_ID
 from common.models import Artifact, AuditEvent
+from common.money import MAX_AMOUNT_MINOR_UNITS
+from common.parsers import BoundedJSONField
 
 from .models import Bid, Contract, Job, Submission
 
@@ -17,11 +20,20 @@ class OrganizationRefSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
+# Input limits: free text and lists are bounded so one request cannot store (or make every list page serve)
+# megabytes; the request size cap bounds the rest.
+DESCRIPTION_MAX_CHARS = 20_000
+LIST_MAX_ITEMS = 50
+# The job list shows this much of each description; the detail shows all of it.
+LIST_DESCRIPTION_CHARS = 500
+
+
 class JobSerializer(serializers.ModelSerializer):
     organization = OrganizationRefSerializer(read_only=True)
     bid_count = serializers.IntegerField(read_only=True)
     package = ArtifactSerializer(read_only=True)
     hidden_inputs_attached = serializers.SerializerMethodField()
+    description_truncated = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -46,28 +58,66 @@ class JobSerializer(serializers.ModelSerializer):
             "package",
             "hidden_inputs_attached",
             "calibration",
+            "description_truncated",
         ]
 
     def get_hidden_inputs_attached(self, job: Job) -> bool:
         return job.hidden_inputs_id is not None
 
+    def get_description_truncated(self, job: Job) -> bool:
+        return False
+
+
+class JobSummarySerializer(JobSerializer):
+    """A job as the list shows it: the description cut to LIST_DESCRIPTION_CHARS; `url` has the full text."""
+
+    description = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "url"]
+
+    def get_description(self, job: Job) -> str:
+        if len(job.description) <= LIST_DESCRIPTION_CHARS:
+            return job.description
+        return job.description[:LIST_DESCRIPTION_CHARS].rstrip() + "…"
+
+    def get_description_truncated(self, job: Job) -> bool:
+        return len(job.description) > LIST_DESCRIPTION_CHARS
+
+    def get_url(self, job: Job) -> str:
+        path = f"/api/v1/jobs/{job.pk}/"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
 
 class JobWriteSerializer(serializers.Serializer):
-    organization = serializers.IntegerField(required=False, help_text="Defaults to your only organization.")
+    organization = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_DATABASE_ID, help_text="Defaults to your only organization."
+    )
     title = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=DESCRIPTION_MAX_CHARS)
     hardware_class = serializers.CharField(max_length=32)
     currency = serializers.CharField(max_length=3)
-    budget_min = serializers.IntegerField(min_value=1)
-    budget_max = serializers.IntegerField(min_value=1)
+    budget_min = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR_UNITS)
+    budget_max = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR_UNITS)
     bidding_deadline = serializers.DateTimeField()
     visibility = serializers.ChoiceField(choices=Job.Visibility.choices, default=Job.Visibility.PUBLIC)
-    review_window_hours = serializers.IntegerField(min_value=0, default=48)
-    max_submissions = serializers.IntegerField(min_value=1, default=5)
-    criteria = serializers.JSONField(required=False)
+    review_window_hours = serializers.IntegerField(min_value=0, max_value=24 * 30, default=48)
+    max_submissions = serializers.IntegerField(min_value=1, max_value=100, default=5)
+    criteria = BoundedJSONField(required=False)
     invited_engineers = serializers.PrimaryKeyRelatedField(
         queryset=User.objects.filter(account_type=User.AccountType.ENGINEER), many=True, required=False
     )
+
+    def to_internal_value(self, data):
+        # Counted before the field looks each id up, so a long list costs no queries.
+        invited = data.get("invited_engineers") if hasattr(data, "get") else None
+        if hasattr(data, "getlist"):
+            invited = data.getlist("invited_engineers")
+        if isinstance(invited, list) and len(invited) > LIST_MAX_ITEMS:
+            raise serializers.ValidationError({"invited_engineers": [f"at most {LIST_MAX_ITEMS} engineers"]})
+        return super().to_internal_value(data)
 
 
 class UploadSerializer(serializers.Serializer):
@@ -102,7 +152,7 @@ class BidSerializer(serializers.ModelSerializer):
 
 
 class BidWriteSerializer(serializers.Serializer):
-    amount = serializers.IntegerField(min_value=1)
+    amount = serializers.IntegerField(min_value=1, max_value=MAX_AMOUNT_MINOR_UNITS)
     estimated_days = serializers.IntegerField(min_value=1, max_value=365)
     proposal = serializers.CharField(max_length=10_000)
     predicted_speedup = serializers.FloatField(required=False, allow_null=True, min_value=0)

@@ -1,8 +1,8 @@
-from rest_framework.routers import SimpleRouter
+from common.routers import IdRouter
 
 from .apis import BidViewSet, ContractViewSet, JobViewSet, SubmissionViewSet
 
-router = SimpleRouter()
+router = IdRouter()
 router.register("jobs", JobViewSet, basename="job")
 router.register("bids", BidViewSet, basename="bid")
 router.register("contracts", ContractViewSet, basename="contract")

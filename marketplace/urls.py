@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from common import converters  # noqa: F401 - registers the path converters before any app's routes load
 from common.health import SpeedproofHealthView
+from common.views import site_index
 
 api_v1 = [
     path("", include("accounts.urls")),
@@ -12,6 +14,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", site_index, name="site-index"),
     path("admin/", admin.site.urls),
     path("health/", SpeedproofHealthView.as_view(), name="health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -21,3 +24,9 @@ urlpatterns = [
     path("payments/", include("payments.page_urls")),
     path("internal/verification/", include("verification.internal_urls")),
 ]
+
+# JSON in the API's error shape under /api/ and /internal/, Django's pages elsewhere.
+handler400 = "common.error_views.bad_request"
+handler403 = "common.error_views.permission_denied"
+handler404 = "common.error_views.page_not_found"
+handler500 = "common.error_views.server_error"

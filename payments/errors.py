@@ -29,6 +29,12 @@ class EscrowFrozen(Conflict):
     default_code = "escrow_frozen"
 
 
+class PaymentStateConflict(Conflict):
+    """The payment is not in a state that allows this step (paying a paid one, declining a paid one)."""
+
+    default_code = "payment_intent_unexpected_state"
+
+
 class WebhookRejected(ValidationFailed):
     default_code = "webhook_rejected"
 

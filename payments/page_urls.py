@@ -2,9 +2,11 @@
 
 from django.urls import path
 
+from common import converters  # noqa: F401 - registers the converters the routes name
+
 from . import pages
 
 urlpatterns = [
-    path("offline/checkout/<str:payment_intent_id>/", pages.offline_checkout, name="payments-offline-checkout"),
-    path("offline/onboarding/<str:account_id>/", pages.offline_onboarding, name="payments-offline-onboarding"),
+    path("offline/checkout/<provider_id:payment_intent_id>/", pages.offline_checkout, name="payments-offline-checkout"),
+    path("offline/onboarding/<provider_id:account_id>/", pages.offline_onboarding, name="payments-offline-onboarding"),
 ]

@@ -1,9 +1,16 @@
-"""The offline provider's small HTML pages: a checkout with succeed / decline / dispute buttons, and onboarding."""
+"""The offline provider's small HTML pages: a checkout with succeed / decline / dispute buttons, and onboarding.
+
+Like the API, a page answers 404 to anyone it does not belong to, so it reveals neither the amount nor that the
+payment exists: a checkout belongs to the paying organization's members, a payout account to its engineer, and
+both to operators.
+"""
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from accounts.models import User
+from accounts.selectors import user_is_org_member
 from common.errors import DomainError
 
 from . import services
@@ -19,9 +26,21 @@ OUTCOMES = [
 ]
 
 
+def _checkout_visible_to(user: User, escrow: Escrow | None) -> bool:
+    return escrow is not None and (
+        user.is_staff or user_is_org_member(user=user, organization_id=escrow.payer_organization_id)
+    )
+
+
+def _payout_account_visible_to(user: User, account: ConnectedAccount | None) -> bool:
+    return account is not None and (user.is_staff or account.user_id == user.pk)
+
+
 @login_required(login_url=LOGIN_URL)
 def offline_checkout(request: HttpRequest, payment_intent_id: str) -> HttpResponse:
     escrow = Escrow.objects.filter(payment_intent_id=payment_intent_id).first()
+    if not _checkout_visible_to(request.user, escrow):
+        return render(request, "payments/offline_checkout.html", {"escrow": None}, status=404)
     message, status = "", 200
     if request.method == "POST":
         try:
@@ -31,15 +50,16 @@ def offline_checkout(request: HttpRequest, payment_intent_id: str) -> HttpRespon
             message = f"Done: {request.POST.get('outcome')}. The payment's events are being processed."
         except DomainError as exc:
             message, status = exc.message, exc.status_code
-        if escrow is not None:
-            escrow.refresh_from_db()
+        escrow.refresh_from_db()
     context = {"escrow": escrow, "payment_intent_id": payment_intent_id, "outcomes": OUTCOMES, "message": message}
-    return render(request, "payments/offline_checkout.html", context, status=status if escrow else 404)
+    return render(request, "payments/offline_checkout.html", context, status=status)
 
 
 @login_required(login_url=LOGIN_URL)
 def offline_onboarding(request: HttpRequest, account_id: str) -> HttpResponse:
     account = ConnectedAccount.objects.filter(provider_account_id=account_id).first()
+    if not _payout_account_visible_to(request.user, account):
+        return render(request, "payments/offline_onboarding.html", {"account": None}, status=404)
     message, status = "", 200
     if request.method == "POST":
         try:
@@ -47,11 +67,10 @@ def offline_onboarding(request: HttpRequest, account_id: str) -> HttpResponse:
             message = "Onboarding complete: transfers will be enabled shortly."
         except DomainError as exc:
             message, status = exc.message, exc.status_code
-        if account is not None:
-            account.refresh_from_db()
+        account.refresh_from_db()
     return render(
         request,
         "payments/offline_onboarding.html",
         {"account": account, "account_id": account_id, "message": message},
-        status=status if account else 404,
+        status=status,
     )

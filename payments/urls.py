@@ -2,15 +2,17 @@
 
 from django.urls import path
 
+from common import converters  # noqa: F401 - registers the converters the routes name
+
 from . import apis, webhooks
 
 app_name = "payments"
 
 urlpatterns = [
-    path("escrows/<int:escrow_id>/", apis.EscrowSummaryApi.as_view(), name="escrow-summary"),
+    path("escrows/<id:escrow_id>/", apis.EscrowSummaryApi.as_view(), name="escrow-summary"),
     path("onboarding/", apis.OnboardingApi.as_view(), name="onboarding"),
     path(
-        "offline/payment-intents/<str:payment_intent_id>/confirm/",
+        "offline/payment-intents/<provider_id:payment_intent_id>/confirm/",
         apis.OfflinePaymentConfirmApi.as_view(),
         name="offline-confirm",
     ),

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # `make run`: the whole service on embedded defaults (SQLite, local files, filesystem broker,
 # offline payments): web on 127.0.0.1:8000, a Celery worker, a verification worker and beat.
-# Ctrl-C stops them all.
+# Ctrl-C stops them all. SPEEDPROOF_VAR_DIR (default var/) holds the database, files, broker and cache;
+# SPEEDPROOF_PORT (default 8000) is the web server's port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DJANGO_SETTINGS_MODULE="${DJANGO_SETTINGS_MODULE:-marketplace.settings.local}"
+export SPEEDPROOF_VAR_DIR="${SPEEDPROOF_VAR_DIR:-$PWD/var}"
+PORT="${SPEEDPROOF_PORT:-8000}"
+export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:$PORT}"
 BIN=.venv/bin
 HARDWARE_CLASS="${LOCAL_HARDWARE_CLASS:-cpu-x86}"
-mkdir -p var/broker var/broker-processed var/broker-control var/media
+VAR="$SPEEDPROOF_VAR_DIR"
+mkdir -p "$VAR/broker" "$VAR/broker-processed" "$VAR/broker-control" "$VAR/media"
 
 $BIN/python manage.py migrate --no-input
-$BIN/python manage.py seed_demo
-SIGNING_KEY="$PWD/var/verification-signing-key.pem"
+$BIN/python manage.py seed_demo >/dev/null
+SIGNING_KEY="$VAR/verification-signing-key.pem"
 $BIN/python manage.py verification_key "$SIGNING_KEY"
 
 pids=()
@@ -30,9 +35,17 @@ env -u DATABASE_URL -u STRIPE_SECRET_KEY -u DJANGO_SECRET_KEY VERIFICATION_SIGNI
   $BIN/celery -A verification.worker worker -Q "verify.$HARDWARE_CLASS" -n "verify@%h" \
   --concurrency 1 --prefetch-multiplier 1 --loglevel INFO &
 pids+=($!)
-$BIN/celery -A marketplace beat --loglevel INFO --schedule var/celerybeat-schedule &
+$BIN/celery -A marketplace beat --loglevel INFO --schedule "$VAR/celerybeat-schedule" &
 pids+=($!)
-$BIN/python manage.py runserver 127.0.0.1:8000 --noreload &
+$BIN/python manage.py runserver "127.0.0.1:$PORT" --noreload &
 pids+=($!)
-echo "Speedproof is running on http://127.0.0.1:8000/ (API docs: /api/docs/, admin: /admin/). Ctrl-C stops it."
+
+# The credentials come last, after the servers' banners, so they are not lost among them.
+for _ in $(seq 120); do
+  $BIN/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/', timeout=2)" \
+    2>/dev/null && break
+  sleep 0.5
+done
+cat "$VAR/demo-accounts.txt"
+echo "Speedproof is running on http://127.0.0.1:$PORT/ (credentials also in $VAR/demo-accounts.txt). Ctrl-C stops it."
 wait -n "${pids[@]}"

@@ -11,10 +11,11 @@ from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.errors import NotFound
+from common.errors import NotFound, ValidationFailed
 
 from . import services
 from .models import VerificationRun
+from .report_schema import report_shape_errors
 
 ARTIFACT_FIELDS = services.ARTIFACT_FIELDS
 EARLY_ARTIFACT_FIELDS = ("package", "candidate")
@@ -115,6 +116,14 @@ class RunHeartbeatApi(RunTokenView):
 class ResultSerializer(serializers.Serializer):
     report = serializers.DictField()
     certificate = serializers.DictField()
+
+    def validate_report(self, report: dict) -> dict:
+        errors = report_shape_errors(report)
+        if errors:
+            raise ValidationFailed(
+                "The report does not have the runner's report shape.", code="invalid_report", fields=errors
+            )
+        return report
 
 
 class RunResultApi(RunTokenView):

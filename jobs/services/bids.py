@@ -6,8 +6,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import user_is_org_admin, user_is_org_member
+from accounts.services import market_party_require
 from common.errors import Conflict, IllegalTransition, NotPermitted, ValidationFailed
-from common.money import fee_for
+from common.money import MAX_AMOUNT_MINOR_UNITS, fee_for
 from common.services import audit_record
 from common.transitions import transition_apply
 from payments.services import escrow_open
@@ -16,7 +17,7 @@ from ..models import Bid, Contract, Job
 from ..states import BID_TRANSITIONS, JOB_TRANSITIONS
 from .contracts import contract_reference
 
-MAX_BID_AMOUNT = 10**12
+MAX_BID_AMOUNT = MAX_AMOUNT_MINOR_UNITS
 BID_FIELDS = {"amount", "estimated_days", "proposal", "predicted_speedup"}
 
 
@@ -37,6 +38,7 @@ def _validate_bid_fields(fields: dict) -> dict:
 
 
 def _require_biddable(job: Job, engineer: User) -> None:
+    market_party_require(user=engineer)
     if engineer.account_type != User.AccountType.ENGINEER:
         raise NotPermitted("Only engineer accounts can bid.", code="not_an_engineer")
     if user_is_org_member(user=engineer, organization_id=job.organization_id):

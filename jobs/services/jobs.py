@@ -10,7 +10,7 @@ from accounts.models import Organization, User
 from accounts.selectors import user_is_org_admin, user_is_org_member
 from common.archives import archive_validate
 from common.errors import IllegalTransition, NotPermitted, ValidationFailed
-from common.money import currency_validate
+from common.money import MAX_AMOUNT_MINOR_UNITS, currency_validate
 from common.services import artifact_store, audit_record
 from common.transitions import transition_apply
 from verification.models import VerificationRun
@@ -67,6 +67,9 @@ def _validate_fields(fields: dict[str, Any], *, current: Job | None = None) -> d
     budget_max = cleaned.get("budget_max", current.budget_max if current else None)
     if budget_min is not None and budget_min <= 0:
         errors["budget_min"] = ["must be positive (minor units)"]
+    for name in ("budget_min", "budget_max"):
+        if cleaned.get(name) is not None and cleaned[name] > MAX_AMOUNT_MINOR_UNITS:
+            errors[name] = [f"at most {MAX_AMOUNT_MINOR_UNITS} (minor units)"]
     if budget_min is not None and budget_max is not None and budget_max < budget_min:
         errors["budget_max"] = ["must be at least budget_min"]
     deadline = cleaned.get("bidding_deadline")
@@ -175,6 +178,8 @@ def job_update(*, actor: User, job: Job, invited_engineers: list[User] | None = 
 
 def _attach_archive(*, actor: User, job: Job, upload, field: str, require_manifest: bool) -> Job:
     info = archive_validate(fileobj=upload, size=upload.size, field=field, require_manifest=require_manifest)
+    # Stored (hashed and written, idempotent by sha256) before the lock, so the transaction stays short.
+    artifact = artifact_store(fileobj=upload, archive_format=info.archive_format)
     with transaction.atomic():
         job = job_lock(job.pk)
         _require_member(actor, job.organization_id)
@@ -182,7 +187,6 @@ def _attach_archive(*, actor: User, job: Job, upload, field: str, require_manife
             raise IllegalTransition(
                 "Benchmark files can change only before the job has bids.", code="job_artifacts_frozen"
             )
-        artifact = artifact_store(fileobj=upload, archive_format=info.archive_format)
         setattr(job, field, artifact)
         job.save(update_fields=[field, "updated_at"])
         audit_record(

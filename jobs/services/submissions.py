@@ -34,6 +34,8 @@ def submission_create(*, actor: User, contract: Contract, upload, notes: str = "
     """Record an engineer's candidate as the next attempt and queue its verification."""
     # Validate before taking any lock: archive inspection reads the whole upload.
     info = archive_validate(fileobj=upload, size=upload.size, field="candidate", require_manifest=False)
+    # Stored (hashed and written, idempotent by sha256) before the lock too, so the transaction stays short.
+    artifact = artifact_store(fileobj=upload, archive_format=info.archive_format)
     with transaction.atomic():
         contract = contract_lock(contract.pk)
         if contract.engineer_id != actor.pk:
@@ -48,7 +50,6 @@ def submission_create(*, actor: User, contract: Contract, upload, notes: str = "
             raise IllegalTransition("The contract's deadline has passed.", code="contract_deadline_passed")
         if contract.attempts_left <= 0:
             raise IllegalTransition("No attempts are left on this contract.", code="attempts_exhausted")
-        artifact = artifact_store(fileobj=upload, archive_format=info.archive_format)
         Contract.objects.filter(pk=contract.pk).update(submissions_used=F("submissions_used") + 1)
         contract.refresh_from_db(fields=["submissions_used"])
         submission = Submission.objects.create(

@@ -1,5 +1,6 @@
 """Settings shared by every environment; everything deployment-specific comes from the environment."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -7,10 +8,11 @@ import environ
 from common.logging import build_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
+# Everything the embedded defaults keep on disk: the SQLite database, media, the broker's folders, the cache.
+VAR_DIR = Path(env("SPEEDPROOF_VAR_DIR", default=str(BASE_DIR / "var")))
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="local-development-only-not-secret")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -28,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_celery_beat",
     "health_check",
+    "axes",
     "common",
     "accounts",
     "payments",
@@ -37,6 +40,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "common.middleware.JsonErrorPagesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -44,6 +48,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "common.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "marketplace.urls"
@@ -66,9 +73,59 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+SQLITE_BUSY_TIMEOUT_SECONDS = env.int("SQLITE_BUSY_TIMEOUT_SECONDS", default=30)
+
+
+def sqlite_options(database: dict) -> None:
+    """Make one SQLite file dependable for several processes (web, workers, beat) writing at once.
+
+    WAL lets readers go on while one process writes; writers queue for up to the busy timeout instead of failing
+    with "database is locked"; and every transaction takes the write lock when it begins (IMMEDIATE), because a
+    transaction that reads first and upgrades to a write later cannot wait for the lock, it fails at once.
+    """
+    if database["ENGINE"] != "django.db.backends.sqlite3" or database["NAME"] == ":memory:":
+        return
+    Path(database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    database.setdefault("OPTIONS", {}).update(
+        {
+            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000};"
+            ),
+        }
+    )
+
+
+sqlite_options(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
+# The browsable API's and the admin's logins land somewhere that exists.
+LOGIN_REDIRECT_URL = "/api/v1/"
+# Password guessing on the login forms (/api-auth/login/, /admin/login/): django-axes refuses a username from an
+# address for 15 minutes after 10 failures, even with the right password, and answers 429. Attempts are rows in
+# the database (locked while counted), so every web process sees the same count with or without Redis; the address
+# is REMOTE_ADDR, which a client cannot forge (behind a proxy, set AXES_IPWARE_* so its header is read instead).
+# Unlock early with `manage.py axes_reset_username <email>`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_DISABLE_ACCESS_LOG = True  # only failures are kept: successful logins would grow a table nobody prunes
+AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False  # no banner line in every process and management command
+AXES_USERNAME_FORM_FIELD = "username"  # what the login forms post (the email)
+AXES_USERNAME_CALLABLE = "accounts.authentication.login_username"
+# Invalid bearer tokens from one client address, per minute, before the API answers 429 to it.
+BEARER_AUTH_FAILURES_PER_MINUTE = env.int("BEARER_AUTH_FAILURES_PER_MINUTE", default=30)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -91,10 +148,21 @@ REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Web, workers and beat are separate processes that coordinate through the cache (the webhook drain's
+    # debounce key, throttling counters): with no Redis it is a folder they all share, never per-process memory.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
 
 # Celery: with no broker configured, a real worker process still runs, on kombu's filesystem transport.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem"):
+    for folder in ("broker", "broker-processed", "broker-control"):
+        (VAR_DIR / folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     {
         "data_folder_in": str(VAR_DIR / "broker"),
@@ -130,8 +198,14 @@ REST_FRAMEWORK = {
         "rest_framework.filters.SearchFilter",
         "rest_framework.filters.OrderingFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "common.schema.SpeedproofAutoSchema",
     "EXCEPTION_HANDLER": "common.api.exception_handler",
+    # Size cap and nesting limit on every JSON body (common/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "common.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_CLASSES": ["common.throttling.AnonRateThrottle", "common.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env("THROTTLE_ANON", default="120/min"),
@@ -145,6 +219,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Ids in paths go through common.converters' bounded `id` converter.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
+    "POSTPROCESSING_HOOKS": [
+        "common.schema.schema_enums_postprocess",
+        "drf_spectacular.hooks.postprocess_schema_enums",
+    ],
 }
 
 # Marketplace configuration.

@@ -4,10 +4,11 @@ and raise only common.errors / payments.errors (RetryableError for anything wort
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from common.parsers import JsonTooDeep, json_loads_bounded
 
 from ..errors import NotSupported, WebhookRejected
 
@@ -192,7 +193,9 @@ class PaymentProvider(abc.ABC):
 def event_from_body(payload: bytes, *, what: str) -> ProviderEvent:
     """Parse a webhook body whose signature the provider has verified; `what` names the event in the refusal."""
     try:
-        data = json.loads(payload)
+        data = json_loads_bounded(payload)
+    except JsonTooDeep as exc:
+        raise WebhookRejected(str(exc), code="json_too_deep") from exc
     except ValueError as exc:
         raise WebhookRejected("The webhook body is not JSON.", code="malformed_webhook") from exc
     if not isinstance(data, dict) or data.get("object") != "event" or not data.get("id"):

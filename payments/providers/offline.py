@@ -3,7 +3,8 @@
 Objects are Stripe-shaped dicts kept in our own database (payments.OfflineObject), so every process (web,
 worker, the checkout page) sees the same state. Funding waits for a confirm step (`funding_simulate`, driven by
 the offline confirm API and the small checkout page); the events it produces are stored and processed
-through the same path as Stripe's webhooks. Ids derive from the idempotency key, so a replay finds the object.
+through the same path as Stripe's webhooks. Ids are random, like Stripe's (an id that a page or a link carries
+must not be guessable); the idempotency key is what stays deterministic, and it maps a replay to its object.
 """
 
 from __future__ import annotations
@@ -11,13 +12,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils.crypto import salted_hmac
 
-from ..errors import IdempotencyConflict, ProviderObjectMissing, ProviderRejected, WebhookRejected
+from ..errors import (
+    IdempotencyConflict,
+    PaymentStateConflict,
+    ProviderObjectMissing,
+    ProviderRejected,
+    WebhookRejected,
+)
 from ..models import OfflineIdempotencyKey, OfflineObject
 from .base import (
     ConnectedAccountInfo,
@@ -40,6 +49,17 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256(":".join(parts).encode()).hexdigest()[:24]
 
 
+def _random_id(prefix: str) -> str:
+    return f"{prefix}_off_{secrets.token_urlsafe(18)}"
+
+
+def offline_webhook_secret(*, connect: bool) -> str:
+    """The webhook secret of an installation that configured none: derived from SECRET_KEY, so it differs per
+    installation and a secret written in the code cannot sign events for any of them."""
+    purpose = "connect" if connect else "account"
+    return "whsec_" + salted_hmac("speedproof.payments.offline.webhook-secret", purpose, algorithm="sha256").hexdigest()
+
+
 def _fingerprint(endpoint: str, params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps([endpoint, params], sort_keys=True, default=str).encode()).hexdigest()
 
@@ -49,8 +69,8 @@ class OfflineProvider(PaymentProvider):
 
     def __init__(self, *, base_url: str, webhook_secret: str, connect_webhook_secret: str, tolerance: int = 300):
         self._base_url = base_url.rstrip("/")
-        self._webhook_secret = webhook_secret or "whsec_offline"
-        self._connect_webhook_secret = connect_webhook_secret or self._webhook_secret
+        self._webhook_secret = webhook_secret or offline_webhook_secret(connect=False)
+        self._connect_webhook_secret = connect_webhook_secret or webhook_secret or offline_webhook_secret(connect=True)
         self._tolerance = tolerance
 
     # ---- store helpers -------------------------------------------------------------------------
@@ -124,7 +144,7 @@ class OfflineProvider(PaymentProvider):
         }
 
         def create() -> dict:
-            pi_id = f"pi_off_{_digest(idempotency_key)}"
+            pi_id = _random_id("pi")
             return self._save(
                 {
                     "id": pi_id,
@@ -212,12 +232,12 @@ class OfflineProvider(PaymentProvider):
                 events.append(("payment_intent.succeeded", pi))
             elif outcome == "decline":
                 if pi["status"] != "requires_payment_method":
-                    raise ProviderRejected(f"This PaymentIntent is {pi['status']}; it cannot be declined now.")
+                    raise PaymentStateConflict(f"This PaymentIntent is {pi['status']}; it cannot be declined now.")
                 pi["last_payment_error"] = {"type": "card_error", "code": "card_declined", "message": DECLINE_MESSAGE}
                 self._save(pi, group=pi.get("transfer_group") or "")
                 events.append(("payment_intent.payment_failed", pi))
             elif outcome == "succeed":
-                raise ProviderRejected(f"This PaymentIntent is {pi['status']}; it cannot be paid now.")
+                raise PaymentStateConflict(f"This PaymentIntent is {pi['status']}; it cannot be paid now.")
             if outcome == "dispute":
                 charge = self._load(pi["latest_charge"], "charge", lock=True)
                 dispute = {
@@ -237,7 +257,7 @@ class OfflineProvider(PaymentProvider):
                 events += [("charge.dispute.created", dispute), ("charge.dispute.funds_withdrawn", dispute)]
             elif outcome in {"dispute_won", "dispute_lost"}:
                 if not pi.get("latest_charge"):
-                    raise ProviderRejected("This payment has no charge to dispute.")
+                    raise PaymentStateConflict("This payment has no charge to dispute.")
                 dispute = self._load(f"dp_off_{_digest(pi['latest_charge'])}", "dispute", lock=True)
                 dispute["status"] = "won" if outcome == "dispute_won" else "lost"
                 self._save(dispute)
@@ -293,7 +313,7 @@ class OfflineProvider(PaymentProvider):
                         code="balance_insufficient",
                     )
             tr = {
-                "id": f"tr_off_{_digest(idempotency_key)}",
+                "id": _random_id("tr"),
                 "object": "transfer",
                 "amount": amount,
                 "amount_reversed": 0,
@@ -328,7 +348,7 @@ class OfflineProvider(PaymentProvider):
             tr["reversed"] = tr["amount_reversed"] == tr["amount"]
             self._save(tr, group=tr.get("transfer_group") or "")
             rev = {
-                "id": f"trr_off_{_digest(idempotency_key)}",
+                "id": _random_id("trr"),
                 "object": "transfer_reversal",
                 "amount": amount,
                 "currency": tr["currency"],
@@ -380,7 +400,7 @@ class OfflineProvider(PaymentProvider):
             charge["refunded"] = charge["amount_refunded"] == charge["amount"]
             self._save(charge)
             re = {
-                "id": f"re_off_{_digest(idempotency_key)}",
+                "id": _random_id("re"),
                 "object": "refund",
                 "amount": amount,
                 "currency": charge["currency"],
@@ -418,7 +438,7 @@ class OfflineProvider(PaymentProvider):
         def create() -> dict:
             return self._save(
                 {
-                    "id": f"acct_off_{_digest(idempotency_key)}",
+                    "id": _random_id("acct"),
                     "object": "account",
                     "email": email,
                     "capabilities": {"transfers": "inactive"},
@@ -477,6 +497,6 @@ class OfflineProvider(PaymentProvider):
         expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256).hexdigest()
         if not any(hmac.compare_digest(expected, sig) for sig in signatures):
             raise WebhookRejected("Invalid signature.", code="invalid_signature")
-        if timestamp < time.time() - self._tolerance:
-            raise WebhookRejected("Stale signature timestamp.", code="invalid_signature")
+        if abs(time.time() - timestamp) > self._tolerance:
+            raise WebhookRejected("Signature timestamp outside the tolerance.", code="invalid_signature")
         return event_from_body(payload, what="an event")

@@ -8,6 +8,7 @@ controller properties (Express dashboard, the platform collects fees and bears l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -283,6 +284,13 @@ class StripeProvider(PaymentProvider):
             stripe.WebhookSignature.verify_header(payload, signature, secret, self._tolerance)
         except stripe.SignatureVerificationError as exc:
             raise WebhookRejected("Invalid or stale Stripe signature.", code="invalid_signature") from exc
+        # The SDK only refuses timestamps too far in the past; a captured event signed with a clock set ahead
+        # would otherwise stay replayable for as long as that clock is ahead.
+        timestamp = int(
+            next(value for key, value in (part.split("=", 1) for part in signature.split(",")) if key == "t")
+        )
+        if timestamp > time.time() + self._tolerance:
+            raise WebhookRejected("Stripe signature timestamp is in the future.", code="invalid_signature")
         return event_from_body(payload, what="a Stripe event")
 
 

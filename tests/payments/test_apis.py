@@ -88,7 +88,10 @@ def test_offline_confirm_action_for_payer_admins_and_staff_only(api_client_for, 
     assert response.status_code == 200 and response.json()["escrow_id"] == escrow.pk
     assert Escrow.objects.get(pk=escrow.pk).status == Escrow.Status.FUNDED
     again = api_client_for(admin).post(url, {"outcome": "succeed"}, format="json")
-    assert again.status_code == 502  # already paid: the provider refuses
+    assert again.status_code == 409  # already paid: a conflict with the payment's state, not a provider failure
+    assert again.json()["error"]["code"] == "payment_intent_unexpected_state"
+    declined_late = api_client_for(admin).post(url, {"outcome": "decline"}, format="json")
+    assert declined_late.status_code == 409
     assert (
         api_client_for(admin)
         .post("/api/v1/payments/offline/payment-intents/pi_nope/confirm/", {"outcome": "succeed"}, format="json")
@@ -126,5 +129,18 @@ def test_offline_checkout_page(client, parties, settle, offline_world):
     assert response.status_code == 200
     assert Escrow.objects.get(pk=escrow.pk).status == Escrow.Status.FUNDED
     client.force_login(UserFactory(account_type=User.AccountType.COMPANY))
-    assert client.post(url, {"outcome": "dispute"}).status_code == 403
+    assert client.post(url, {"outcome": "dispute"}).status_code == 404  # not the payer: not revealed
     assert client.get("/payments/offline/checkout/pi_missing/").status_code == 404
+
+
+def test_confirming_a_paid_payment_again_on_the_checkout_page_is_409(client, parties, settle, offline_world):
+    from payments import services
+
+    admin, org, engineer = parties
+    escrow = open_escrow(org, engineer)
+    pi = settle(services.escrow_funding_start, escrow_id=escrow.pk, actor=admin).payment_intent_id
+    url = f"/payments/offline/checkout/{pi}/"
+    client.force_login(admin)
+    assert settle(client.post, url, {"outcome": "succeed"}).status_code == 200
+    assert client.post(url, {"outcome": "succeed"}).status_code == 409
+    assert Escrow.objects.get(pk=escrow.pk).status == Escrow.Status.FUNDED

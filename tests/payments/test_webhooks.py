@@ -183,3 +183,66 @@ def test_connect_events_update_the_engineers_account(parties, settle, stripe_wor
     account.refresh_from_db()
     assert account.transfers_active
     assert ProviderOperation.objects.get(escrow=escrow).status == "succeeded"
+
+
+def test_events_timestamped_beyond_the_tolerance_in_the_future_are_refused(client, any_provider):
+    response = _post(client, _event(), timestamp=int(time.time()) + 301)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_small_clock_skew_into_the_future_is_accepted(client, settle, any_provider):
+    assert settle(_post, client, _event(), timestamp=int(time.time()) + 60).status_code == 200
+
+
+def test_offline_provider_without_a_configured_secret_refuses_the_old_built_in_one(client, settings):
+    settings.PAYMENT_PROVIDER = "offline"
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    settings.STRIPE_CONNECT_WEBHOOK_SECRET = ""
+    for url in (URL, CONNECT_URL):
+        response = _post(client, _event(), url=url, secret="whsec_offline")
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "invalid_signature"
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_offline_secret_is_derived_per_installation(settings):
+    from payments.providers.offline import offline_webhook_secret
+
+    settings.SECRET_KEY = "installation-one-secret-key-for-tests"
+    first = offline_webhook_secret(connect=False)
+    assert first.startswith("whsec_") and first != "whsec_offline"
+    assert offline_webhook_secret(connect=True) != first
+    settings.SECRET_KEY = "installation-two-secret-key-for-tests"
+    assert offline_webhook_secret(connect=False) != first
+
+
+DEEP_BODIES = {
+    "arrays": "[" * 1000 + "]" * 1000,
+    "objects": '{"a":' * 1000 + "1" + "}" * 1000,
+    "inside an event": json.dumps(_event())[:-1] + ', "extra": ' + "[" * 100_000 + "]" * 100_000 + "}",
+}
+
+
+@pytest.mark.parametrize("shape", DEEP_BODIES)
+@pytest.mark.parametrize("url, secret", [(URL, WEBHOOK_SECRET), (CONNECT_URL, CONNECT_SECRET)])
+def test_validly_signed_deeply_nested_bodies_are_400(client, any_provider, url, secret, shape):
+    body = DEEP_BODIES[shape]
+    response = Client(raise_request_exception=False).post(
+        url, data=body, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(body, secret)
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "json_too_deep"
+    assert WebhookEvent.objects.count() == 0
+
+
+def test_bodies_over_the_request_size_cap_are_json_413(any_provider, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    payload = json.dumps(_event(padding="x" * 4096))
+    for url in (URL, CONNECT_URL):
+        response = Client(raise_request_exception=False).post(
+            url, data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=sign(payload, WEBHOOK_SECRET)
+        )
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"

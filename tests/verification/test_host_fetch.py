@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 import math
 import os
 import stat
-import tarfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories.archives import directory_tar_gz
 from verification import host
 
 
@@ -224,12 +223,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mlp"
 
 
 def _tar_gz(directory: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(
-            directory, arcname=directory.name, filter=lambda member: None if "__pycache__" in member.name else member
-        )
-    return buffer.getvalue()
+    return directory_tar_gz(directory, arcname=directory.name)
 
 
 def _example_hidden_inputs(directory: Path) -> Path:

@@ -150,3 +150,110 @@ def test_a_calibration_is_told_the_budget_its_job_will_be_verified_with(make_run
     run, token = make_run(kind=VerificationRun.Kind.CALIBRATION)
     spec = _client(token).post(f"/internal/verification/runs/{run.pk}/start/").json()
     assert (spec["budget_pairs"], spec["verification_budget_pairs"]) == (run.budget_pairs, 24)
+
+
+def _started(make_run):
+    run, token = make_run()
+    client = _client(token)
+    client.post(f"/internal/verification/runs/{run.pk}/start/")
+    return run, client
+
+
+def _without(report: dict, path: str) -> dict:
+    *parents, last = path.split(".")
+    holder = report
+    for name in parents:
+        holder = holder[name]
+    del holder[last]
+    return report
+
+
+def _replace(report: dict, path: str, value) -> dict:
+    *parents, last = path.split(".")
+    holder = report
+    for name in parents:
+        holder = holder[int(name)] if isinstance(holder, list) else holder[name]
+    holder[int(last) if isinstance(holder, list) else last] = value
+    return report
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda r: _without(r, "criteria"), "report"),
+        (lambda r: _without(r, "correctness"), "report"),
+        (lambda r: _without(r, "timings.finished_at"), "report.timings"),
+        (lambda r: _replace(r, "criteria", "all good"), "report.criteria"),
+        (lambda r: _replace(r, "criteria.0", "all good"), "report.criteria[0]"),
+        (lambda r: _replace(r, "criteria.0.estimate", "fast"), "report.criteria[0].estimate"),
+        (lambda r: _replace(r, "environment", ["x"]), "report.environment"),
+        (lambda r: _replace(r, "runs", 3), "report.runs"),
+        (lambda r: _replace(r, "tier", {"index": 10**20}), "report.tier.index"),
+        (lambda r: _replace(r, "payout_fraction", "all"), "report.payout_fraction"),
+        (lambda r: _replace(r, "measurements", [1, 2]), "report.measurements[0]"),
+        (lambda r: _replace(r, "decision", {"PASS": True}), "report.decision"),
+        (lambda r: _replace(r, "calibration", {"criteria": [{"smallest_verifiable_speedup": "x"}]}), None),
+    ],
+)
+def test_a_signed_but_malformed_report_is_400_and_records_nothing(make_run, signing_key, mutate, field):
+    run, client = _started(make_run)
+    report, certificate = signed(run, signing_key)
+    response = client.post(
+        f"/internal/verification/runs/{run.pk}/result/",
+        {"report": mutate(report), "certificate": certificate},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_report"
+    if field:
+        assert field in error["fields"], error["fields"]
+    run.refresh_from_db()
+    assert run.status == VerificationRun.Status.RUNNING and run.report in ({}, None)
+    # The host can still post its real result.
+    report, certificate = signed(run, signing_key)
+    ok = client.post(
+        f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json"
+    )
+    assert ok.json() == {"status": "passed"}
+
+
+def test_a_non_dict_certificate_or_report_is_400(make_run, signing_key):
+    run, client = _started(make_run)
+    for body in ({"report": [], "certificate": {}}, {"report": {}, "certificate": "sig"}, ["report"], "x"):
+        response = client.post(f"/internal/verification/runs/{run.pk}/result/", body, format="json")
+        assert response.status_code == 400, (body, response.content)
+        assert response.json()["error"]["code"] in {"validation_failed", "invalid_report"}
+
+
+DEEP = {"arrays": "[" * 1000 + "]" * 1000, "objects": '{"a":' * 1000 + "1" + "}" * 1000}
+
+
+@pytest.mark.parametrize("shape", DEEP)
+@pytest.mark.parametrize("endpoint", ["result/", "heartbeat/", "failure/"])
+def test_deeply_nested_json_to_the_host_api_is_400(make_run, signing_key, endpoint, shape):
+    run, client = _started(make_run)
+    body = '{"report": %s, "progress": %s}' % (DEEP[shape], DEEP[shape])
+    response = client.post(f"/internal/verification/runs/{run.pk}/{endpoint}", body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "json_too_deep"
+
+
+def test_a_result_over_the_size_cap_is_json_413(make_run, signing_key, settings):
+    run, client = _started(make_run)
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
+    report, certificate = signed(run, signing_key)
+    report["logs"] = {"baseline": "x" * 8192}
+    response = client.post(
+        f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json"
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("run_id", ["9223372036854775808", "99999999999999999999"])
+def test_out_of_range_run_ids_are_json_404(make_run, run_id):
+    _, token = make_run()
+    for endpoint in ("start/", "heartbeat/", "result/", "failure/", "artifacts/package/"):
+        response = _client(token).post(f"/internal/verification/runs/{run_id}/{endpoint}", {}, format="json")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

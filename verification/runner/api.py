@@ -194,7 +194,7 @@ class _Session:
         for label, path in (("package", package), ("candidate", candidate), ("hidden inputs", hidden)):
             if path is not None and not path.exists():
                 raise ArchiveError(f"{label} not found: {path}")
-        self.package_dir = materialize(package, scratch / "package")
+        self.package_dir = materialize(package, scratch / "package", require_manifest=True)
         self.candidate_dir = materialize(candidate, scratch / "candidate")
         self.sha["package"] = sha256_of(self.package_dir)
         self.sha["candidate"] = sha256_of(self.candidate_dir)

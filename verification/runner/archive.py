@@ -5,17 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
-import tarfile
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-MAX_UNPACKED_BYTES = 2 << 30
-MAX_MEMBERS = 100_000
+from .archive_rules import ArchiveLimits, ArchiveViolation, archive_walk
 
 
 class ArchiveError(ValueError):
-    pass
+    def __init__(self, message: str, *, code: str = "archive_invalid"):
+        super().__init__(message)
+        self.code = code
 
 
 def is_archive(path: Path) -> bool:
@@ -23,11 +21,14 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and (name.endswith((".tar.gz", ".tgz", ".tar", ".zip")))
 
 
-def materialize(source: Path, destination: Path) -> Path:
-    """``source`` as a directory under ``destination``: archives are unpacked (regular files and
-    directories only; absolute paths, ``..``, links and devices are refused), directories copied, so
-    later changes to the source cannot change what is measured. Everything ends up world-readable
-    and read-only, as the sandbox's unprivileged uid needs."""
+def materialize(
+    source: Path, destination: Path, *, require_manifest: bool = False, limits: ArchiveLimits | None = None
+) -> Path:
+    """``source`` as a directory under ``destination``: archives are unpacked under the rules the platform
+    checked them against at upload (``archive_rules``: regular files and directories only, no absolute
+    paths, ``..``, links or devices, size caps; a package's manifest), directories copied, so later changes
+    to the source cannot change what is measured. Everything ends up world-readable and read-only, as the
+    sandbox's unprivileged uid needs."""
     destination.mkdir(parents=True, exist_ok=True)
     target = destination / "root"
     if source.is_dir():
@@ -35,64 +36,26 @@ def materialize(source: Path, destination: Path) -> Path:
         # host files (read by the root runner) into the sandbox.
         shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     elif is_archive(source):
-        _unpack(source, target)
+        _unpack(source, target, require_manifest=require_manifest, limits=limits)
     else:
         raise ArchiveError(f"{source}: not a directory or a .tar.gz/.tgz/.tar/.zip archive")
     _normalise_permissions(target)
     return _single_top_directory(target)
 
 
-def _safe_member_path(root: Path, name: str) -> Path:
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts:
-        raise ArchiveError(f"unsafe path in archive: {name!r}")
-    return root.joinpath(*[p for p in pure.parts if p not in ("", ".")])
-
-
-def _unpack(source: Path, target: Path) -> None:
+def _unpack(source: Path, target: Path, *, require_manifest: bool, limits: ArchiveLimits | None) -> None:
     target.mkdir(parents=True)
-    total = 0
-    if source.name.lower().endswith(".zip"):
-        with zipfile.ZipFile(source) as archive:
-            members = archive.infolist()
-            if len(members) > MAX_MEMBERS:
-                raise ArchiveError("too many files in archive")
-            for member in members:
-                mode = (member.external_attr >> 16) & 0o170000
-                if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                    raise ArchiveError(f"links and special files are not allowed: {member.filename!r}")
-                path = _safe_member_path(target, member.filename)
-                if member.is_dir():
-                    path.mkdir(parents=True, exist_ok=True)
-                    continue
-                total += member.file_size
-                if total > MAX_UNPACKED_BYTES:
-                    raise ArchiveError("archive too large when unpacked")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as src, open(path, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        return
-    with tarfile.open(source, mode="r:*") as archive:
-        members = archive.getmembers()
-        if len(members) > MAX_MEMBERS:
-            raise ArchiveError("too many files in archive")
-        for member in members:
-            path = _safe_member_path(target, member.name)
-            if member.isdir():
-                path.mkdir(parents=True, exist_ok=True)
-                continue
-            if not member.isfile():
-                raise ArchiveError(f"links and special files are not allowed: {member.name!r}")
-            total += member.size
-            if total > MAX_UNPACKED_BYTES:
-                raise ArchiveError("archive too large when unpacked")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            extracted = archive.extractfile(member)
-            assert extracted is not None
-            with extracted, open(path, "wb") as dst:
-                shutil.copyfileobj(extracted, dst)
-            if member.mode & 0o111:
-                path.chmod(0o755)
+    try:
+        with open(source, "rb") as handle:
+            archive_walk(
+                handle,
+                size=source.stat().st_size,
+                limits=limits or ArchiveLimits.from_environment(),
+                require_manifest=require_manifest,
+                destination=target,
+            )
+    except ArchiveViolation as violation:
+        raise ArchiveError(f"{source.name}: {violation.message} ({violation.code})", code=violation.code) from violation
 
 
 def _normalise_permissions(root: Path) -> None:

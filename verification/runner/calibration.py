@@ -53,7 +53,7 @@ def calibrate(
     scratch = Path(tempfile.mkdtemp(prefix="speedproof-calibrate-", dir=work_dir))
     scratch.chmod(0o700)  # host-private: the sandbox sees only the subtrees bound into it
     try:
-        package_dir = materialize(Path(package), scratch / "package")
+        package_dir = materialize(Path(package), scratch / "package", require_manifest=True)
         manifest = load_manifest(package_dir)
         # The candidate is the baseline itself, measured for exactly ``pairs`` pairs.
         report = run_verification(

@@ -1,9 +1,13 @@
 """Demo data for `make run`: a company with an admin and a member, two engineers, an operator, one open job.
 
-Safe to run again: existing demo accounts are reused and fresh API tokens are printed each time.
+Safe to run again: existing demo accounts are reused and fresh API tokens are printed each time. The same box is
+written to `var/demo-accounts.txt` (readable by its owner only: the tokens are live credentials), which `make run`
+prints again, last, once every process is up.
 """
 
+import os
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -23,6 +27,21 @@ COMPANY_MEMBER = "member@acme.example"
 ENGINEERS = ("ada@engineers.example", "grace@engineers.example")
 OPERATOR = "operator@speedproof.example"
 DEMO_JOB_TITLE = "Make our MLP inference 2x faster"
+DEMO_ACCOUNTS_FILE = "demo-accounts.txt"
+
+
+def boxed(lines: list[str]) -> str:
+    width = max(len(line) for line in lines)
+    rule = "+" + "-" * (width + 2) + "+"
+    return "\n".join([rule, *(f"| {line:<{width}} |" for line in lines), rule])
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    path.chmod(0o600)
 
 
 class Command(BaseCommand):
@@ -37,11 +56,15 @@ class Command(BaseCommand):
         )
         self._job(admin)
         users = [admin, User.objects.get(email=COMPANY_MEMBER), *engineers, operator]
-        self.stdout.write("Demo accounts (password for all: %s):" % PASSWORD)
+        lines = [f"Demo accounts (password for all: {PASSWORD})", ""]
         for user in users:
             ApiToken.objects.filter(user=user, name="demo", revoked_at=None).update(revoked_at=timezone.now())
             token = api_token_create(user=user, name="demo").secret
-            self.stdout.write(f"  {user.email:<32} {user.account_type:<9} token: {token}")
+            lines.append(f"{user.email:<30} {user.account_type:<9} Authorization: Bearer {token}")
+        lines += ["", f"API {settings.PUBLIC_BASE_URL}/api/v1/   docs /api/docs/   admin /admin/"]
+        box = boxed(lines)
+        self.stdout.write(box)
+        transaction.on_commit(lambda: write_private(Path(settings.VAR_DIR) / DEMO_ACCOUNTS_FILE, box + "\n"))
 
     def _company(self) -> User:
         admin = User.objects.filter(email=COMPANY_ADMIN).first()

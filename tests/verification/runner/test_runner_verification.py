@@ -7,13 +7,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import uuid
-import zipfile
 
 import pytest
 from runner_testlib import REPO, candidate_with, package_with, processes_matching
 
+from tests.factories.archives import directory_tar_gz, make_tar_gz, make_zip
 from verification.runner import generate_signing_key, run_verification, verify_certificate
 from verification.runner.certificate import CertificateError
 
@@ -221,10 +220,8 @@ def test_archives_and_process_mode(tmp_path, hidden_inputs):
     candidate = tmp_path / "cand"
     candidate.mkdir()
     (candidate / "run.py").write_text(slow.replace("DELAY", "0.0"))
-    with tarfile.open(tmp_path / "pkg.tar.gz", "w:gz") as archive:
-        archive.add(package, arcname="pkg")
-    with zipfile.ZipFile(tmp_path / "cand.zip", "w") as archive:
-        archive.write(candidate / "run.py", "run.py")
+    (tmp_path / "pkg.tar.gz").write_bytes(directory_tar_gz(package, arcname="pkg"))
+    (tmp_path / "cand.zip").write_bytes(make_zip({"run.py": (candidate / "run.py").read_bytes()}))
     criteria = {
         "criteria": [
             {"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 1.5},
@@ -243,12 +240,9 @@ def test_archives_and_process_mode(tmp_path, hidden_inputs):
 
 def test_archive_with_path_traversal_is_refused(tmp_path, hidden_inputs, criteria):
     evil = tmp_path / "evil.tar.gz"
-    payload = tmp_path / "payload.txt"
-    payload.write_text("x")
-    with tarfile.open(evil, "w:gz") as archive:
-        archive.add(payload, arcname="../../escaped.txt")
+    evil.write_bytes(make_tar_gz({"../../escaped.txt": b"x"}))
     report = _verify(evil, evil, hidden_inputs, criteria)
-    assert report.decision == "ERROR" and "unsafe path" in report.reason
+    assert report.decision == "ERROR" and "archive_path_traversal" in report.reason
     assert report.exit_code == 3
 
 
