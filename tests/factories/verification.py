@@ -37,7 +37,7 @@ def fake_report(run: VerificationRun, *, decision="PASS", fraction=1.0, estimate
         "timings": {"finished_at": "2026-11-28T00:00:00+00:00"},
         "environment": {"cpu_model": "test", "cpu_count": 2},
         "measurements": [],
-        "logs": {"baseline": "secret stderr"},
+        "logs": [{"role": "baseline", "phase": "measure", "stderr": "secret stderr"}],
     }
 
 

@@ -243,7 +243,7 @@ def test_a_result_over_the_size_cap_is_json_413(make_run, signing_key, settings)
     run, client = _started(make_run)
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4096
     report, certificate = signed(run, signing_key)
-    report["logs"] = {"baseline": "x" * 8192}
+    report["logs"] = [{"role": "baseline", "phase": "measure", "stderr": "x" * 8192}]
     response = client.post(
         f"/internal/verification/runs/{run.pk}/result/", {"report": report, "certificate": certificate}, format="json"
     )
