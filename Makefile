@@ -31,8 +31,10 @@ test: $(VENV)/.dev-installed system-deps-test
 
 # Lint, then the unit and API tests without the real-process suites (e2e, browser, chaos, fuzz), in parallel,
 # keeping the test databases between runs. `make test` stays the whole suite, and is what CI runs.
+# Tests that start sandboxes run after, one at a time (they share uid 65534's process limit).
 check: lint system-deps-run
-	scripts/run_tests.sh -m "not e2e and not browser and not chaos and not fuzz" --reuse-db -n 2 -q
+	scripts/run_tests.sh -m "not e2e and not browser and not chaos and not fuzz and not sandbox" --reuse-db -n 2 -q
+	scripts/run_tests.sh -m "sandbox and not e2e and not browser and not chaos and not fuzz" --reuse-db -q
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -51,6 +51,8 @@ def bench_env(args: argparse.Namespace) -> dict[str, str]:
             "DJANGO_SETTINGS_MODULE": args.settings,
             "DJANGO_SECRET_KEY": "bench-only-not-secret",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+            # Plain HTTP on loopback, as behind the TLS-terminating proxy production settings expect.
+            "DJANGO_SECURE_SSL_REDIRECT": "false",
             "DATABASE_URL": f"{args.postgres_url.rstrip('/')}/{args.database}",
             "DATABASE_CONN_MAX_AGE": "600",
             "REDIS_URL": args.redis_url,

@@ -242,6 +242,8 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": args.settings,
         "DJANGO_SECRET_KEY": "bench-only-" + uuid.uuid4().hex,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Plain HTTP on loopback, as behind the TLS-terminating proxy production settings expect.
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": f"{pg_url}/{dbname}",
         "DATABASE_CONN_MAX_AGE": "600",
         "REDIS_URL": redis_url,

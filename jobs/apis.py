@@ -10,6 +10,7 @@ from accounts.models import Organization
 from accounts.selectors import user_organization_ids
 from common.api import IdempotentCreateMixin, idempotent_response
 from common.errors import NotFound, NotPermitted, ValidationFailed
+from common.http_cache import IF_NONE_MATCH_HEADER, NOT_MODIFIED_RESPONSE, cached_response, conditional_get
 from common.models import Artifact
 from common.parsers import JSONParser
 from common.schema import ARCHIVE_DOWNLOAD_RESPONSES
@@ -19,6 +20,7 @@ from verification.serializers import VerificationRunSerializer
 from . import selectors
 from .filters import JobFilter
 from .models import Bid, Contract, Job, Submission
+from .response_cache import job_cache_scope
 from .serializers import (
     AuditEventSerializer,
     BidSerializer,
@@ -69,15 +71,35 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
     def _fresh(self, job_id: int):
         return JobSerializer(self.get_queryset().get(pk=job_id)).data
 
+    @extend_schema(
+        parameters=[IF_NONE_MATCH_HEADER],
+        responses={200: JobSummarySerializer(many=True), 304: NOT_MODIFIED_RESPONSE},
+    )
     def list(self, request):
-        queryset = self.filter_queryset(self.get_queryset())
-        if "ordering" in request.query_params:
-            queryset = queryset.order_by(*queryset.query.order_by, "-id")
-        page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(JobSummarySerializer(page, many=True, context={"request": request}).data)
+        viewer_scope, cache_scope = job_cache_scope(user=request.user)
 
+        def build() -> Response:
+            jobs = selectors.job_list_for_scope(scope=viewer_scope).select_related("package")
+            queryset = self.filter_queryset(jobs)
+            if "ordering" in request.query_params:
+                queryset = queryset.order_by(*queryset.query.order_by, "-id")
+            page = self.paginate_queryset(queryset)
+            summaries = JobSummarySerializer(page, many=True, context={"request": request}).data
+            return self.get_paginated_response(summaries)
+
+        return cached_response(request, namespace="jobs:list", scope=cache_scope, build=build)
+
+    @extend_schema(parameters=[IF_NONE_MATCH_HEADER], responses={200: JobSerializer, 304: NOT_MODIFIED_RESPONSE})
     def retrieve(self, request, pk=None):
-        return Response(JobSerializer(self._job()).data)
+        viewer_scope, cache_scope = job_cache_scope(user=request.user)
+
+        def build() -> Response:
+            job = selectors.job_list_for_scope(scope=viewer_scope).select_related("package").filter(pk=int(pk)).first()
+            if job is None:
+                raise NotFound("No such job.", code="job_not_found")
+            return Response(JobSerializer(job).data)
+
+        return cached_response(request, namespace="jobs:detail", scope=cache_scope, build=build)
 
     @extend_schema(request=JobWriteSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):
@@ -326,7 +348,10 @@ class SubmissionViewSet(viewsets.GenericViewSet):
     def retrieve(self, request, pk=None):
         return Response(SubmissionSerializer(self._submission()).data)
 
-    @extend_schema(responses=VerificationRunSerializer(many=True))
+    @extend_schema(
+        parameters=[IF_NONE_MATCH_HEADER],
+        responses={200: VerificationRunSerializer(many=True), 304: NOT_MODIFIED_RESPONSE},
+    )
     @action(detail=True, methods=["get"], pagination_class=None)
     def verification(self, request, pk=None):
         submission = self._submission()
@@ -336,7 +361,10 @@ class SubmissionViewSet(viewsets.GenericViewSet):
         owner = request.user.is_staff or selectors.job_hidden_inputs_visible(
             user=request.user, job=submission.contract.job
         )
-        return Response(VerificationRunSerializer(runs, many=True, context={"hidden_inputs_owner": owner}).data)
+        # Polled while a run progresses: an unchanged status costs the client a 304.
+        return conditional_get(
+            request, Response(VerificationRunSerializer(runs, many=True, context={"hidden_inputs_owner": owner}).data)
+        )
 
     @extend_schema(
         parameters=[

@@ -5,6 +5,7 @@ import re
 from typing import Any
 
 from common.errors import ValidationFailed
+from verification.runner.criteria import CriteriaError, parse_sandbox_policy
 
 MEASURED_METRICS = ("wall_time", "peak_memory", "latency", "throughput", "cpu_time")
 REPORTED_METRIC = re.compile(r"^reported:[a-z][a-z0-9_]{0,63}$")
@@ -116,13 +117,25 @@ def criteria_validate(raw: Any) -> dict:
     if tiers_out and tiers_out[-1]["fraction"] != 1.0:
         error(f"tiers[{len(tiers_out) - 1}].fraction", "the last tier pays 100% (fraction 1.0)")
 
+    # The runner's rule, mapped to a field error: every category a job names none for fails.
+    sandbox_policy: dict[str, str] = {}
+    try:
+        sandbox_policy = parse_sandbox_policy(raw.get("sandbox_policy"))
+    except CriteriaError as problem:
+        error(problem.field or "sandbox_policy", str(problem))
+
     if errors:
         raise ValidationFailed(
             "The success criteria are invalid.",
             code="invalid_criteria",
             fields={f"criteria.{path}": messages for path, messages in errors.items()},
         )
-    return {"criteria": criteria_out, "correctness": correctness_out, "tiers": tiers_out}
+    return {
+        "criteria": criteria_out,
+        "correctness": correctness_out,
+        "tiers": tiers_out,
+        "sandbox_policy": sandbox_policy,
+    }
 
 
 def tier_fraction_bps(fraction: float) -> int:

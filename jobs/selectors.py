@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -9,8 +11,56 @@ from common.models import AuditEvent
 from .models import Bid, Contract, Job, Submission
 
 
+@dataclass(frozen=True)
+class JobViewerScope:
+    """Viewers with equal scopes see the same jobs; `job_list_for_scope` is the one place that says which."""
+
+    kind: str  # "staff", "organizations", "engineer" (invited and own-bid jobs too) or "public"
+    organization_ids: tuple[int, ...] = ()
+    engineer_id: int | None = None
+
+
+def job_list_scope(*, user: User) -> JobViewerScope:
+    """The user's scope as `job_list_visible` applies it (no query for engineers)."""
+    if user.is_staff:
+        return JobViewerScope("staff")
+    if user.account_type != User.AccountType.ENGINEER:  # engineers never join organizations
+        return JobViewerScope("organizations", tuple(sorted(user_organization_ids(user=user))))
+    return JobViewerScope("engineer", engineer_id=user.pk)
+
+
 def job_list_visible(*, user: User) -> QuerySet[Job]:
     """Jobs the user may see: their organization's (drafts too), and published public or invited ones."""
+    return job_list_for_scope(scope=job_list_scope(user=user))
+
+
+def job_viewer_scope(*, user: User) -> JobViewerScope:
+    """The user's scope, narrowed to "public" when they see exactly the public jobs (so they share its cache)."""
+    scope = job_list_scope(user=user)
+    if scope.kind == "organizations" and not scope.organization_ids:
+        return JobViewerScope("public")
+    if scope.kind == "engineer" and not _engineer_sees_unlisted(user):
+        return JobViewerScope("public")
+    return scope
+
+
+def _engineer_sees_unlisted(engineer: User) -> bool:
+    """Whether an invitation or an own bid shows the engineer a published job that is not public."""
+    return (
+        Job.objects.exclude(status=Job.Status.DRAFT)
+        .exclude(visibility=Job.Visibility.PUBLIC)
+        .filter(_invited_or_bid_on(engineer.pk))
+        .exists()
+    )
+
+
+def _invited_or_bid_on(engineer_id: int) -> Q:
+    invited_ids = Job.invited_engineers.through.objects.filter(user_id=engineer_id).values("job_id")
+    own_bid_ids = Bid.objects.filter(engineer_id=engineer_id).values("job_id")
+    return Q(pk__in=invited_ids) | Q(pk__in=own_bid_ids)
+
+
+def job_list_for_scope(*, scope: JobViewerScope) -> QuerySet[Job]:
     # A correlated subquery, not a join: the paginator's COUNT stays a plain count over jobs, and bids are
     # counted only for the rows of the page.
     active_bids = (
@@ -23,16 +73,14 @@ def job_list_visible(*, user: User) -> QuerySet[Job]:
     jobs = Job.objects.select_related("organization").annotate(
         bid_count=Coalesce(Subquery(active_bids, output_field=IntegerField()), 0)
     )
-    if user.is_staff:
+    if scope.kind == "staff":
         return jobs.order_by("-id")
     published = ~Q(status=Job.Status.DRAFT)
     visible = published & Q(visibility=Job.Visibility.PUBLIC)
-    if user.account_type != User.AccountType.ENGINEER:  # engineers never join organizations
-        visible |= Q(organization_id__in=user_organization_ids(user=user))
-    else:
-        invited_ids = Job.invited_engineers.through.objects.filter(user_id=user.pk).values("job_id")
-        own_bid_ids = Bid.objects.filter(engineer=user).values("job_id")
-        visible |= published & (Q(pk__in=invited_ids) | Q(pk__in=own_bid_ids))
+    if scope.kind == "organizations":
+        visible |= Q(organization_id__in=scope.organization_ids)
+    elif scope.kind == "engineer":
+        visible |= published & _invited_or_bid_on(scope.engineer_id)
     return jobs.filter(visible).order_by("-id")
 
 

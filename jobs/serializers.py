@@ -248,11 +248,20 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 class FundingInstructionsSerializer(serializers.Serializer):
-    """How the company pays: Stripe.js confirms `client_secret`; the offline provider's page is `confirm_url`."""
+    """How the company pays, two ways, whichever succeeds first funds the contract (a second payment is refunded):
+    send the payer to `checkout_url` (Stripe's hosted Checkout page; the offline provider's confirm page), or confirm
+    `client_secret` with Stripe.js / the mobile SDKs using `publishable_key`."""
 
     provider = serializers.CharField()
     payment_intent_id = serializers.CharField()
-    client_secret = serializers.CharField(allow_null=True)
+    client_secret = serializers.CharField(allow_null=True, help_text="The PaymentIntent's client secret (Stripe).")
+    publishable_key = serializers.CharField(
+        allow_null=True, help_text="The Stripe publishable key to confirm `client_secret` with (Stripe)."
+    )
+    checkout_session_id = serializers.CharField(allow_null=True)
+    checkout_url = serializers.CharField(
+        allow_null=True, help_text="A hosted payment page to send the payer to; null once it has been used."
+    )
     confirm_url = serializers.CharField(allow_null=True)
     amount = serializers.IntegerField()
     currency = serializers.CharField()

@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common import converters  # noqa: F401 - registers the path converters before any app's routes load
-from common.health import SpeedproofHealthView
+from common.health import SpeedproofHealthView, liveness
 from common.views import site_index
 
 api_v1 = [
@@ -11,12 +11,15 @@ api_v1 = [
     path("", include("jobs.urls")),
     path("payments/", include("payments.urls")),
     path("verification/", include("verification.urls")),
+    path("webhooks/", include("notifications.urls")),
 ]
 
 urlpatterns = [
     path("", site_index, name="site-index"),
     path("admin/", admin.site.urls),
     path("health/", SpeedproofHealthView.as_view(), name="health"),
+    path("health/live/", liveness, name="health-live"),
+    path("health/ready/", SpeedproofHealthView.as_view(), name="health-ready"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include(api_v1)),

@@ -42,3 +42,10 @@ class WebhookRejected(ValidationFailed):
 class NotSupported(DomainError):
     status_code = 404
     default_code = "not_supported_by_provider"
+
+
+class WebhookNotConfigured(DomainError):
+    """A Stripe webhook endpoint whose signing secret is not set: nothing can be verified, so nothing is taken."""
+
+    status_code = 503
+    default_code = "webhook_secret_not_configured"

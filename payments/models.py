@@ -32,6 +32,8 @@ class Escrow(TimeStampedModel):
     funding_deadline = models.DateTimeField()
     funding_attempt = models.PositiveIntegerField(default=1)
     payment_intent_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # The hosted Checkout page offered with the PaymentIntent; Stripe creates the page's own intent on payment.
+    checkout_session_id = models.CharField(max_length=255, blank=True, db_index=True)
     charge_id = models.CharField(max_length=255, blank=True, db_index=True)
     funding_failure_reason = models.CharField(max_length=500, blank=True)
     # Cumulative release decisions, written under the row lock together with the ledger allocation.
@@ -62,6 +64,17 @@ class Escrow(TimeStampedModel):
         return self.amount + self.fee
 
 
+class PaymentCustomer(TimeStampedModel):
+    """The paying organization's customer at the provider, created once (idempotency key per organization)."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.PROTECT, related_name="payment_customer")
+    provider_customer_id = models.CharField(max_length=255, unique=True)
+    email = models.EmailField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.provider_customer_id} ({self.organization})"
+
+
 class ConnectedAccount(TimeStampedModel):
     """An engineer's payout account at the provider (Stripe Connect Express-style, platform bears losses)."""
 
@@ -86,6 +99,7 @@ class ProviderOperation(TimeStampedModel):
     class Kind(models.TextChoices):
         TRANSFER = "transfer", "Transfer to engineer"
         REFUND = "refund", "Refund to company"
+        DUPLICATE_REFUND = "duplicate_refund", "Refund of a second payment for the same escrow"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -104,6 +118,8 @@ class ProviderOperation(TimeStampedModel):
     last_error = models.TextField(blank=True)
     reason = models.CharField(max_length=255, blank=True)
     verification_run_id = models.CharField(max_length=128, blank=True)
+    # Set for a duplicate refund: the second PaymentIntent that paid an already funded escrow.
+    payment_intent_id = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -264,3 +280,14 @@ class OfflineIdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class PaymentsInstallation(models.Model):
+    """One row per database: a random id, made at first use, that namespaces the keys we send to Stripe."""
+
+    singleton = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    installation_id = models.CharField(max_length=32, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.installation_id

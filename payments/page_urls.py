@@ -8,5 +8,7 @@ from . import pages
 
 urlpatterns = [
     path("offline/checkout/<provider_id:payment_intent_id>/", pages.offline_checkout, name="payments-offline-checkout"),
+    path("checkout/done/", pages.checkout_returned, {"outcome": "done"}, name="payments-checkout-done"),
+    path("checkout/cancelled/", pages.checkout_returned, {"outcome": "cancelled"}, name="payments-checkout-cancelled"),
     path("offline/onboarding/<provider_id:account_id>/", pages.offline_onboarding, name="payments-offline-onboarding"),
 ]

@@ -74,3 +74,15 @@ def offline_onboarding(request: HttpRequest, account_id: str) -> HttpResponse:
         {"account": account, "account_id": account_id, "message": message},
         status=status,
     )
+
+
+def checkout_returned(request: HttpRequest, *, outcome: str) -> HttpResponse:
+    """Where Stripe Checkout sends the payer back. It shows no payment data (anyone may open it): funding is
+    decided by the webhooks, never by arriving here."""
+    message = {
+        "done": "Thank you. The contract shows as funded as soon as Stripe confirms the payment.",
+        "cancelled": "The payment was not made. You can start it again from the contract.",
+    }[outcome]
+    return HttpResponse(
+        f"<!doctype html><title>Speedproof payment</title><p>{message}</p>", content_type="text/html; charset=utf-8"
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -31,15 +32,24 @@ from common.errors import (
     RetryableError,
     ValidationFailed,
 )
-from common.money import currency_validate
+from common.money import amount_round_down, charge_amount_validate, currency_amount_step, currency_validate_settlement
 from common.services import audit_record
 from common.transitions import transition_apply
 
 from . import signals
 from .errors import EscrowFrozen, FundingFailed, WebhookRejected
 from .ledger import A, ledger_balances, ledger_post
-from .models import ConnectedAccount, Escrow, LedgerEntry, ProviderOperation, ReconciliationIssue, WebhookEvent
-from .providers.base import ConnectedAccountInfo, Dispute, Funding, ProviderEvent, Refund, Transfer
+from .models import (
+    ConnectedAccount,
+    Escrow,
+    LedgerEntry,
+    PaymentCustomer,
+    PaymentsInstallation,
+    ProviderOperation,
+    ReconciliationIssue,
+    WebhookEvent,
+)
+from .providers.base import CheckoutSession, ConnectedAccountInfo, Dispute, Funding, ProviderEvent, Refund, Transfer
 from .providers.factory import payment_provider
 
 logger = logging.getLogger(__name__)
@@ -59,9 +69,15 @@ STALE_CLAIM = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class FundingInstructions:
+    """Two ways to pay the same escrow: the hosted `checkout_url`, or `client_secret` + `publishable_key` in the
+    client's own UI (Stripe.js). Whichever succeeds first funds it; a second payment is refunded in full."""
+
     provider: str
     payment_intent_id: str
     client_secret: str | None
+    publishable_key: str | None
+    checkout_session_id: str | None
+    checkout_url: str | None
     confirm_url: str | None
     amount: int
     currency: str
@@ -159,7 +175,15 @@ def escrow_open(
         raise ValidationFailed("The fee must be a non-negative integer of minor units.", fields={"fee": ["invalid"]})
     if not reference or len(reference) > 64:
         raise ValidationFailed("A reference of at most 64 characters is required.", fields={"reference": ["invalid"]})
-    currency = currency_validate(currency)
+    currency = currency_validate_settlement(currency)
+    step = currency_amount_step(currency)
+    if amount % step or fee % step:
+        raise ValidationFailed(
+            f"{currency} amounts and fees must be multiples of {step} minor units.",
+            code="amount_not_payable_step",
+            fields={"amount": [f"a multiple of {step}"]},
+        )
+    charge_amount_validate(amount + fee, currency)
     with transaction.atomic():
         existing = Escrow.objects.select_for_update().filter(reference=reference).first()
         if existing is None:
@@ -195,12 +219,58 @@ def escrow_open(
         return existing
 
 
+def idempotency_namespace() -> str:
+    """What every key we send to the provider is prefixed with: `<PAYMENTS_IDEMPOTENCY_PREFIX>:<installation id>`.
+
+    The prefix names the deployment (two environments sharing a Stripe account never replay each other's objects);
+    the installation id is random per database, made at first use, so two databases never share keys either.
+    Both are stable, so a retry within one deployment sends the very same key.
+    """
+    row = PaymentsInstallation.objects.filter(pk=1).first()
+    if row is None:
+        try:
+            with transaction.atomic():
+                row = PaymentsInstallation.objects.create(pk=1, installation_id=secrets.token_hex(8))
+        except IntegrityError:  # another process made it first
+            row = PaymentsInstallation.objects.get(pk=1)
+    return f"{settings.PAYMENTS_IDEMPOTENCY_PREFIX}:{row.installation_id}"
+
+
 def _funding_key(escrow: Escrow) -> str:
     return f"fund:{escrow.pk}" if escrow.funding_attempt == 1 else f"fund:{escrow.pk}:{escrow.funding_attempt}"
 
 
+def payment_customer_ensure(*, organization: Organization, email: str) -> str:
+    """The organization's customer at the provider, created once: the idempotency key is per organization, so
+    concurrent or repeated calls (even after a crash between the call and the insert) name one customer."""
+    existing = PaymentCustomer.objects.filter(organization=organization).first()
+    if existing is not None:
+        return existing.provider_customer_id
+    customer = payment_provider().customer_create(
+        email=email,
+        name=organization.name,
+        metadata={"organization_id": str(organization.pk)},
+        idempotency_key=f"customer:organization:{organization.pk}",
+    )
+    with transaction.atomic():
+        row, created = PaymentCustomer.objects.get_or_create(
+            organization=organization, defaults={"provider_customer_id": customer.id, "email": email}
+        )
+        if created:
+            audit_record(actor=None, verb="payment_customer_created", obj=row, data={"customer": customer.id})
+    return row.provider_customer_id
+
+
+def _checkout_key(escrow: Escrow, previous_session_id: str) -> str:
+    base = f"checkout:{escrow.pk}:{escrow.funding_attempt}"
+    return f"{base}:after:{previous_session_id}" if previous_session_id else base
+
+
 def escrow_funding_start(*, escrow_id: int, actor: User | None) -> FundingInstructions:
-    """Create (or find again) the PaymentIntent for amount + fee. Call it outside any transaction."""
+    """Create (or find again) the PaymentIntent for amount + fee and a hosted Checkout Session beside it.
+
+    Call it outside any transaction: the provider calls happen with no lock held.
+    """
     provider = payment_provider()
     with transaction.atomic():
         escrow = _lock(escrow_id)
@@ -212,11 +282,18 @@ def escrow_funding_start(*, escrow_id: int, actor: User | None) -> FundingInstru
             raise IllegalTransition(f"Cannot fund: the escrow is {escrow.status}.", fields={"status": [escrow.status]})
         if escrow.funding_deadline <= timezone.now():
             raise IllegalTransition("The funding deadline has passed.", code="funding_deadline_passed")
+        # Never start a charge that could not be paid out or that Stripe would refuse.
+        currency_validate_settlement(escrow.currency)
+        charge_amount_validate(escrow.total, escrow.currency)
         payment_intent_id, key, attempt = escrow.payment_intent_id, _funding_key(escrow), escrow.funding_attempt
+        session_id = escrow.checkout_session_id
         if payment_intent_id is None:
             audit_record(actor=actor, verb="escrow_funding_started", obj=escrow, data={"idempotency_key": key})
-    # Committed: now the network call, holding no lock.
+    payer_email = actor.email if actor is not None and actor.email else None
+    metadata = {"escrow_id": str(escrow.pk), "reference": escrow.reference}
+    # Committed: now the network calls, holding no lock.
     try:
+        customer_id = payment_customer_ensure(organization=escrow.payer_organization, email=payer_email or "")
         if payment_intent_id:
             funding = provider.funding_get(payment_intent_id=payment_intent_id)
         else:
@@ -224,8 +301,24 @@ def escrow_funding_start(*, escrow_id: int, actor: User | None) -> FundingInstru
                 amount=escrow.total,
                 currency=escrow.currency,
                 transfer_group=_transfer_group(escrow),
-                metadata={"escrow_id": str(escrow.pk), "reference": escrow.reference},
+                metadata=metadata,
                 idempotency_key=key,
+                customer_id=customer_id,
+                receipt_email=payer_email,
+            )
+        session = provider.checkout_get(session_id=session_id) if session_id else None
+        if session is None or session.status == "expired":
+            session = provider.checkout_create(
+                amount=escrow.total,
+                currency=escrow.currency,
+                description=f"Speedproof {escrow.reference}",
+                customer_id=customer_id,
+                receipt_email=payer_email,
+                transfer_group=_transfer_group(escrow),
+                metadata=metadata,
+                success_url=settings.CHECKOUT_SUCCESS_URL,
+                cancel_url=settings.CHECKOUT_CANCEL_URL,
+                idempotency_key=_checkout_key(escrow, session_id),
             )
     except FundingFailed as exc:
         # The provider keeps the declined answer under this idempotency key: the next attempt needs a new one.
@@ -233,13 +326,22 @@ def escrow_funding_start(*, escrow_id: int, actor: User | None) -> FundingInstru
         raise
     with transaction.atomic():
         escrow = _lock(escrow_id)
+        fields = []
         if escrow.payment_intent_id is None and escrow.funding_attempt == attempt:
             escrow.payment_intent_id = funding.id
-            escrow.save(update_fields=["payment_intent_id", "updated_at"])
+            fields.append("payment_intent_id")
+        if escrow.checkout_session_id == session_id and session.id != session_id:
+            escrow.checkout_session_id = session.id
+            fields.append("checkout_session_id")
+        if fields:
+            escrow.save(update_fields=[*fields, "updated_at"])
     return FundingInstructions(
         provider=provider.name,
         payment_intent_id=funding.id,
         client_secret=funding.client_secret,
+        publishable_key=(settings.STRIPE_PUBLISHABLE_KEY or None) if funding.client_secret else None,
+        checkout_session_id=session.id,
+        checkout_url=session.url if session.status == "open" else None,
         confirm_url=provider.funding_confirm_url(payment_intent_id=funding.id),
         amount=funding.amount,
         currency=escrow.currency,
@@ -272,8 +374,27 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
     with transaction.atomic():
         escrow = _lock(escrow_id)
         if funding.id != escrow.payment_intent_id:
-            return escrow
+            if not _funding_belongs(escrow, funding) or not funding.succeeded:
+                return escrow
+            if escrow.status == S.PENDING_FUNDING or (escrow.status == S.CANCELLED and not _funding_booked(escrow)):
+                # The Checkout page's own intent paid first: it funds the escrow, the direct one is cancelled.
+                superseded = escrow.payment_intent_id
+                escrow.payment_intent_id = funding.id
+                escrow.save(update_fields=["payment_intent_id", "updated_at"])
+                audit_record(
+                    actor=None,
+                    verb="escrow_funding_intent_switched",
+                    obj=escrow,
+                    data={"payment_intent": funding.id, "superseded": superseded or ""},
+                )
+                if superseded:
+                    _enqueue("funding_intent_cancel", superseded)
+            else:
+                _duplicate_refund_mark(escrow, funding)
+                return escrow
         if funding.succeeded:
+            if escrow.status == S.PENDING_FUNDING and escrow.checkout_session_id:
+                _enqueue("escrow_checkout_close", escrow.pk)
             if escrow.status in (S.PENDING_FUNDING, S.CANCELLED):
                 escrow.charge_id = funding.charge_id or ""
                 if funding.amount != escrow.total:
@@ -329,12 +450,116 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
     return escrow
 
 
+def _funding_belongs(escrow: Escrow, funding: Funding) -> bool:
+    """An intent of this escrow (ours or Checkout's): our metadata and transfer group, the escrow's total."""
+    return (
+        funding.metadata.get("escrow_id") == str(escrow.pk)
+        and funding.transfer_group == _transfer_group(escrow)
+        and funding.currency == escrow.currency
+    )
+
+
+def _funding_booked(escrow: Escrow) -> bool:
+    return escrow.ledger_transactions.filter(idempotency_key=f"fund:{escrow.pk}").exists()
+
+
+def _duplicate_refund_mark(escrow: Escrow, funding: Funding) -> None:
+    """A second successful payment for an escrow already paid (Checkout and the direct intent both paid): it never
+    enters the escrow's ledger and goes back in full, once (the operation's key is per PaymentIntent)."""
+    op, created = ProviderOperation.objects.get_or_create(
+        idempotency_key=f"refund_duplicate:{funding.id}",
+        defaults={
+            "escrow": escrow,
+            "kind": ProviderOperation.Kind.DUPLICATE_REFUND,
+            "amount": funding.amount,
+            "currency": funding.currency,
+            "payment_intent_id": funding.id,
+            "reason": "second payment for an escrow already paid",
+        },
+    )
+    if created:
+        audit_record(
+            actor=None,
+            verb="escrow_duplicate_payment",
+            obj=escrow,
+            data={"payment_intent": funding.id, "amount": funding.amount},
+        )
+        _enqueue("payment_operation_execute", op.pk)
+
+
+def funding_intent_cancel(*, payment_intent_id: str) -> None:
+    """Cancel a superseded PaymentIntent that has not started; one that went through is refunded by the sync."""
+    provider = payment_provider()
+    funding = provider.funding_get(payment_intent_id=payment_intent_id)
+    if funding.status in ("requires_payment_method", "requires_confirmation", "requires_action"):
+        try:
+            funding = provider.funding_cancel(payment_intent_id=funding.id, idempotency_key=f"cancel:{funding.id}")
+        except RetryableError:
+            raise
+        except DomainError:
+            funding = provider.funding_get(payment_intent_id=funding.id)
+    escrow_id = funding.metadata.get("escrow_id", "")
+    if funding.succeeded and escrow_id.isdigit():
+        escrow_funding_sync(escrow_id=int(escrow_id), funding=funding)
+
+
+def escrow_checkout_close(*, escrow_id: int) -> None:
+    """The escrow is paid or cancelled: expire its Checkout Session if still open, and act on one already paid."""
+    escrow = Escrow.objects.get(pk=escrow_id)
+    if not escrow.checkout_session_id or escrow.status == S.PENDING_FUNDING:
+        return
+    provider = payment_provider()
+    session = provider.checkout_get(session_id=escrow.checkout_session_id)
+    if session.status == "open":
+        try:
+            session = provider.checkout_expire(session_id=session.id, idempotency_key=f"checkout_expire:{session.id}")
+        except RetryableError:
+            raise
+        except DomainError:
+            session = provider.checkout_get(session_id=session.id)
+    escrow_checkout_sync(escrow_id=escrow_id, session=session)
+
+
+def escrow_checkout_sync(*, escrow_id: int, session: CheckoutSession) -> Escrow | None:
+    """Act on a Checkout Session's current state: its PaymentIntent (re-fetched) goes through the funding sync."""
+    if not session.payment_intent_id:
+        return None
+    funding = payment_provider().funding_get(payment_intent_id=session.payment_intent_id)
+    return escrow_funding_sync(escrow_id=escrow_id, funding=funding)
+
+
+def _funding_in_flight(escrow: Escrow) -> bool:
+    """True when a payment for the escrow has started (e.g. a bank debit `processing`) or already succeeded:
+    the funding deadline applies only to payments that have not started. Provider calls, no lock held."""
+    provider = payment_provider()
+    try:
+        intents = [escrow.payment_intent_id] if escrow.payment_intent_id else []
+        if escrow.checkout_session_id:
+            session = provider.checkout_get(session_id=escrow.checkout_session_id)
+            if session.payment_intent_id and session.payment_intent_id not in intents:
+                intents.append(session.payment_intent_id)
+        for payment_intent_id in intents:
+            funding = provider.funding_get(payment_intent_id=payment_intent_id)
+            if funding.succeeded:
+                escrow_funding_sync(escrow_id=escrow.pk, funding=funding)
+                return True
+            if funding.status == "processing":
+                return True
+    except DomainError as exc:
+        # Unknown state: do not cancel on a guess; the next sweep asks again.
+        logger.warning("funding state of escrow %s unavailable: %s", escrow.pk, exc.message)
+        return True
+    return False
+
+
 def _cancel_locked(escrow: Escrow, *, reason: str) -> None:
     escrow.status_reason = reason[:255]
     _move(escrow, S.CANCELLED, verb="escrow_cancelled", data={"reason": reason}, fields=["status_reason"])
     signals.escrow_cancelled.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason, status=escrow.status))
     if escrow.payment_intent_id:
         _enqueue("escrow_funding_cancel", escrow.pk)
+    if escrow.checkout_session_id:
+        _enqueue("escrow_checkout_close", escrow.pk)
 
 
 def escrow_cancel_unfunded(*, escrow_id: int, reason: str) -> Escrow:
@@ -351,7 +576,13 @@ def escrow_cancel_unfunded(*, escrow_id: int, reason: str) -> Escrow:
 
 
 def escrow_expire_unfunded(*, escrow_id: int) -> bool:
-    """Cancel an escrow whose funding deadline has passed; False when it is funded or not yet due."""
+    """Cancel an escrow whose funding deadline has passed; False when it is funded, not yet due, or its payment
+    has started (a PaymentIntent `processing` is left to finish)."""
+    escrow = Escrow.objects.filter(pk=escrow_id).first()
+    if escrow is None or escrow.status != S.PENDING_FUNDING or escrow.funding_deadline > timezone.now():
+        return False
+    if _funding_in_flight(escrow):
+        return False
     with transaction.atomic():
         escrow = _lock(escrow_id)
         if escrow.status != S.PENDING_FUNDING or escrow.funding_deadline > timezone.now():
@@ -407,8 +638,10 @@ def escrow_release(*, escrow_id: int, fraction_bps: int, reason: str, verificati
             raise IllegalTransition(
                 f"Cannot release: the escrow is {escrow.status}.", fields={"status": [escrow.status]}
             )
-        target_amount = escrow.amount * fraction_bps // FULL_BPS
-        target_fee = escrow.fee * fraction_bps // FULL_BPS
+        # Rounded down to the currency's amount step (three-decimal currencies: multiples of 10), so every transfer
+        # and the final refund are amounts Stripe accepts; the full fraction still releases exactly amount and fee.
+        target_amount = amount_round_down(escrow.amount * fraction_bps // FULL_BPS, escrow.currency)
+        target_fee = amount_round_down(escrow.fee * fraction_bps // FULL_BPS, escrow.currency)
         delta_amount = target_amount - escrow.released_amount
         delta_fee = target_fee - escrow.released_fee
         key = f"release:{escrow.pk}:{fraction_bps}"
@@ -559,19 +792,21 @@ def payment_operation_execute(*, operation_id: int) -> ProviderOperation:
 
         return _operation_call(op, transfer, lambda made: operation_transfer_record(operation_id=op.pk, transfer=made))
 
+    refunded_intent = op.payment_intent_id or escrow.payment_intent_id
+
     def refund() -> Refund:
         found = None
         if op.attempts:
             found = next(
                 (
                     r
-                    for r in provider.refunds_list(payment_intent_id=escrow.payment_intent_id)
+                    for r in provider.refunds_list(payment_intent_id=refunded_intent)
                     if r.metadata.get("operation_key") == op.idempotency_key
                 ),
                 None,
             )
         return found or provider.refund_create(
-            payment_intent_id=escrow.payment_intent_id,
+            payment_intent_id=refunded_intent,
             amount=op.amount,
             metadata=metadata,
             idempotency_key=op.idempotency_key,
@@ -625,6 +860,18 @@ def operation_transfer_record(*, operation_id: int, transfer: Transfer) -> Provi
 def operation_refund_record(*, operation_id: int, refund: Refund) -> ProviderOperation:
     with transaction.atomic():
         op, escrow = _operation_lock(operation_id)
+        if op.kind == ProviderOperation.Kind.DUPLICATE_REFUND:
+            if not op.provider_object_id:
+                op.status = ProviderOperation.Status.SUCCEEDED
+                op.provider_object_id = refund.id
+                op.save(update_fields=["status", "provider_object_id", "updated_at"])
+                audit_record(
+                    actor=None,
+                    verb="escrow_duplicate_payment_refunded",
+                    obj=escrow,
+                    data={"refund": refund.id, "payment_intent": op.payment_intent_id, "amount": op.amount},
+                )
+            return op
         if not op.provider_object_id:
             op.status = ProviderOperation.Status.SUCCEEDED
             op.provider_object_id = refund.id
@@ -895,8 +1142,20 @@ def offline_onboarding_complete(*, account_id: str, actor: User) -> None:
 # ---- webhook events ------------------------------------------------------------------------------
 
 
+def webhook_event_ignored(*, event: ProviderEvent, source: str) -> bool:
+    """Stripe sends connected accounts' test-mode events to a live platform's Connect endpoint as well as to its
+    test one (https://stripe.com/docs/connect/webhooks): they are answered 200 and neither stored nor acted on.
+    The account endpoint receives only its own mode's events, so a mismatch there is still refused."""
+    return source == "connect" and settings.STRIPE_LIVEMODE and not event.livemode
+
+
 def webhook_event_store(*, event: ProviderEvent, source: str) -> bool:
-    """Store a verified event once (the unique event id settles races) and queue it; True if it was new."""
+    """Store a verified event once (the unique event id settles races) and queue it; True if it was new.
+
+    A test-mode event at a live deployment's Connect endpoint is not stored (False): see webhook_event_ignored.
+    """
+    if webhook_event_ignored(event=event, source=source):
+        return False
     if event.livemode != settings.STRIPE_LIVEMODE and source != "offline":
         raise WebhookRejected("The event's livemode does not match this deployment.", code="livemode_mismatch")
     fields = {

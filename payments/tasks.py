@@ -30,6 +30,16 @@ def escrow_funding_cancel(escrow_id: int) -> None:
     services.escrow_funding_cancel(escrow_id=escrow_id)
 
 
+@shared_task(**RETRY)
+def funding_intent_cancel(payment_intent_id: str) -> None:
+    services.funding_intent_cancel(payment_intent_id=payment_intent_id)
+
+
+@shared_task(**RETRY)
+def escrow_checkout_close(escrow_id: int) -> None:
+    services.escrow_checkout_close(escrow_id=escrow_id)
+
+
 @shared_task
 def escrows_expire_unfunded() -> int:
     return services.escrows_expire_unfunded()

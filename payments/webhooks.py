@@ -16,6 +16,7 @@ from common.api import error_body
 from common.errors import DomainError
 
 from . import services
+from .errors import WebhookNotConfigured
 from .models import ConnectedAccount, Escrow, ProviderOperation, WebhookEvent
 from .providers.factory import payment_provider
 
@@ -32,7 +33,14 @@ def _receive(request: HttpRequest, *, connect: bool) -> JsonResponse:
         event = payment_provider().webhook_parse(
             payload=payload, signature=request.headers.get("Stripe-Signature"), connect=connect
         )
-        created = services.webhook_event_store(event=event, source="connect" if connect else "account")
+        source = "connect" if connect else "account"
+        if services.webhook_event_ignored(event=event, source=source):
+            logger.info("test-mode event %s (%s) ignored at the live Connect endpoint", event.id, event.type)
+            return JsonResponse({"received": True, "ignored": "test_mode_event"}, status=200)
+        created = services.webhook_event_store(event=event, source=source)
+    except WebhookNotConfigured as exc:
+        logger.error("webhook refused: %s", exc.message)
+        return JsonResponse(error_body(exc.code, exc.message), status=503)
     except DomainError as exc:
         logger.warning("webhook rejected: %s", exc.message)
         return JsonResponse(error_body(exc.code, exc.message), status=400)
@@ -62,12 +70,28 @@ def _payload_object(event: WebhookEvent) -> dict:
     return (event.payload.get("data") or {}).get("object") or {}
 
 
+def _escrow_named_in(event: WebhookEvent) -> Escrow | None:
+    """The escrow an object's metadata names (a Checkout Session and the intent Stripe made for it carry ours)."""
+    escrow_id = str((_payload_object(event).get("metadata") or {}).get("escrow_id") or "")
+    return Escrow.objects.filter(pk=int(escrow_id)).first() if escrow_id.isdigit() and len(escrow_id) < 19 else None
+
+
 def _payment_intent(event: WebhookEvent) -> str:
-    escrow = Escrow.objects.filter(payment_intent_id=event.object_id).first()
+    escrow = Escrow.objects.filter(payment_intent_id=event.object_id).first() or _escrow_named_in(event)
     if escrow is None:
         return IGNORED
     funding = payment_provider().funding_get(payment_intent_id=event.object_id)
+    # The sync checks that the re-fetched intent really belongs to this escrow before acting on it.
     services.escrow_funding_sync(escrow_id=escrow.pk, funding=funding)
+    return PROCESSED
+
+
+def _checkout_session(event: WebhookEvent) -> str:
+    escrow = Escrow.objects.filter(checkout_session_id=event.object_id).first() or _escrow_named_in(event)
+    if escrow is None:
+        return IGNORED
+    session = payment_provider().checkout_get(session_id=event.object_id)
+    services.escrow_checkout_sync(escrow_id=escrow.pk, session=session)
     return PROCESSED
 
 
@@ -131,6 +155,10 @@ HANDLERS = {
     "payment_intent.canceled": _payment_intent,
     "payment_intent.processing": _payment_intent,
     "payment_intent.requires_action": _payment_intent,
+    "checkout.session.completed": _checkout_session,
+    "checkout.session.async_payment_succeeded": _checkout_session,
+    "checkout.session.async_payment_failed": _checkout_session,
+    "checkout.session.expired": _checkout_session,
     "charge.refunded": _refund_related,
     "charge.refund.updated": _refund_related,
     "refund.created": _refund_related,

@@ -41,6 +41,34 @@ MEASUREMENT = {
     },
 }
 
+SANDBOX_ACTION = {"enum": ["fail", "report"]}
+COUNT = {"type": "integer", "minimum": 0}
+
+# What the parties' views and the certificate read of a run's sandbox violations (runner/violations.py).
+SANDBOX_VIOLATIONS = {
+    "type": "object",
+    "required": ["policy", "observed"],
+    "properties": {
+        "policy": {"type": "object", "maxProperties": 50, "additionalProperties": SANDBOX_ACTION},
+        "observed": {
+            "type": "array",
+            "maxItems": 200,
+            "items": {
+                "type": "object",
+                "required": ["role", "category", "inputs", "action", "runs", "events"],
+                "properties": {
+                    "role": {"enum": ["baseline", "candidate"]},
+                    "category": {"type": "string", "maxLength": 64},
+                    "inputs": {"enum": ["public", "hidden"]},
+                    "action": SANDBOX_ACTION,
+                    "runs": COUNT,
+                    "events": COUNT,
+                },
+            },
+        },
+    },
+}
+
 REPORT_SCHEMA = {
     "type": "object",
     "required": [
@@ -62,6 +90,8 @@ REPORT_SCHEMA = {
         "runner_version": {"type": "string", "maxLength": 100},
         "decision": {"enum": ["PASS", "FAIL", "INCONCLUSIVE", "ERROR"]},
         "reason": {"type": "string"},
+        "reason_code": {"type": ["string", "null"], "maxLength": 64},
+        "sandbox_violations": SANDBOX_VIOLATIONS,
         "payout_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
         "tier": {
             "type": ["object", "null"],
@@ -111,7 +141,21 @@ REPORT_SCHEMA = {
                             "smallest_verifiable_speedup": NUMBER_OR_NULL,
                         },
                     },
-                }
+                },
+                "sandbox_violations": {
+                    "type": "array",
+                    "maxItems": 50,
+                    "items": {
+                        "type": "object",
+                        "required": ["category", "runs", "events", "job_action"],
+                        "properties": {
+                            "category": {"type": "string", "maxLength": 64},
+                            "runs": COUNT,
+                            "events": COUNT,
+                            "job_action": SANDBOX_ACTION,
+                        },
+                    },
+                },
             },
         },
     },

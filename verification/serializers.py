@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from .models import SigningKey, VerificationRun
 from .runner.decision import summarise as run_summary
+from .runner.violations import violations_public
 
 # Fields whose text can carry hidden-input data (the candidate's own output, the baseline's expected
 # values), shown only to the company that owns the hidden inputs and to operators.
@@ -13,7 +14,7 @@ REPORT_FIELDS_OWNER_ONLY = ("logs",)
 MEASUREMENT_FIELDS_OWNER_ONLY = ("error", "reported")
 # Likewise on hidden inputs: the exit status it picks, and what it tried that the sandbox blocked
 # (with counts it picks). Warm-up runs see only the public inputs.
-HIDDEN_RUN_FIELDS_OWNER_ONLY = ("exit_code", "blocked")
+HIDDEN_RUN_FIELDS_OWNER_ONLY = ("exit_code", "blocked", "violations")
 PER_REQUEST_LATENCIES = ("latencies_seconds", "repeat_latencies_seconds")
 # A difference's path that names no dict keys, only positions (reports from before runners wrote
 # ``position`` hold only ``where``).
@@ -32,6 +33,9 @@ def report_for_engineer(report: dict) -> dict:
     ]
     if "blocked_actions" in report:
         view["blocked_actions"] = _blocked_for_engineer(report["blocked_actions"] or [])
+    if "sandbox_violations" in report:
+        # Categories, the policy's action and how many runs: the certificate's own account of them.
+        view["sandbox_violations"] = violations_public(report["sandbox_violations"])
     return view
 
 

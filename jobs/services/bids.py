@@ -8,14 +8,23 @@ from accounts.models import User
 from accounts.selectors import user_is_org_admin, user_is_org_member
 from accounts.services import market_party_require
 from common.errors import Conflict, IllegalTransition, NotPermitted, ValidationFailed
-from common.money import MAX_AMOUNT_MINOR_UNITS, fee_for
+from common.money import (
+    MAX_AMOUNT_MINOR_UNITS,
+    charge_amount_validate,
+    currency_validate_settlement,
+    fee_for,
+    funded_total,
+)
 from common.services import audit_record
 from common.transitions import transition_apply
+from notifications import event_types
 from payments.services import escrow_open
 
 from ..models import Bid, Contract, Job
+from ..response_cache import job_views_changed
 from ..states import BID_TRANSITIONS, JOB_TRANSITIONS
 from .contracts import contract_reference
+from .events import bid_event_emit, contract_event_emit
 
 MAX_BID_AMOUNT = MAX_AMOUNT_MINOR_UNITS
 BID_FIELDS = {"amount", "estimated_days", "proposal", "predicted_speedup"}
@@ -35,6 +44,14 @@ def _validate_bid_fields(fields: dict) -> dict:
     if errors:
         raise ValidationFailed("The bid has invalid fields.", fields=errors)
     return fields
+
+
+def _validate_bid_payable(job: Job, amount: int) -> None:
+    """The contract this bid would become must be chargeable and payable: settled currency, Stripe's limits."""
+    currency = currency_validate_settlement(job.currency)
+    charge_amount_validate(
+        amount, currency, field="amount", charged=funded_total(amount, currency, settings.PLATFORM_FEE_BPS)
+    )
 
 
 def _require_biddable(job: Job, engineer: User) -> None:
@@ -72,6 +89,7 @@ def bid_place(
             "predicted_speedup": predicted_speedup,
         }
     )
+    _validate_bid_payable(job, amount)
     if Bid.objects.filter(job=job, engineer=actor, status__in=Bid.ACTIVE_STATUSES).exists():
         raise Conflict("You already have an active bid on this job; update it instead.", code="bid_exists")
     try:
@@ -87,6 +105,8 @@ def bid_place(
     except IntegrityError:
         raise Conflict("You already have an active bid on this job; update it instead.", code="bid_exists") from None
     audit_record(actor=actor, verb="bid_placed", obj=bid, to_state=bid.status, data={"job": job.pk})
+    bid_event_emit(event_type=event_types.BID_PLACED, bid=bid)
+    job_views_changed(job=job)
     return bid
 
 
@@ -101,6 +121,7 @@ def bids_decline_pending(*, job: Job, actor: User | None, reason: str, exclude_i
             verb="bid_declined",
             data={"reason": reason},
         )
+        bid_event_emit(event_type=event_types.BID_DECLINED, bid=bid)
 
 
 def _lock_own_pending_bid(actor: User, bid: Bid) -> tuple[Job, Bid]:
@@ -124,6 +145,8 @@ def bid_update(*, actor: User, bid: Bid, **fields) -> Bid:
     if job.status != Job.Status.OPEN or job.bidding_deadline <= timezone.now():
         raise IllegalTransition("Bids can change only while the job is open for bids.", code="bidding_closed")
     _validate_bid_fields(fields)
+    if "amount" in fields:
+        _validate_bid_payable(job, fields["amount"])
     for name, value in fields.items():
         setattr(bid, name, value)
     bid.save()
@@ -140,8 +163,11 @@ def bid_update(*, actor: User, bid: Bid, **fields) -> Bid:
 
 @transaction.atomic
 def bid_withdraw(*, actor: User, bid: Bid) -> Bid:
-    _, bid = _lock_own_pending_bid(actor, bid)
-    return transition_apply(bid, to=Bid.Status.WITHDRAWN, allowed=BID_TRANSITIONS, actor=actor, verb="bid_withdrawn")
+    job, bid = _lock_own_pending_bid(actor, bid)
+    transition_apply(bid, to=Bid.Status.WITHDRAWN, allowed=BID_TRANSITIONS, actor=actor, verb="bid_withdrawn")
+    bid_event_emit(event_type=event_types.BID_WITHDRAWN, bid=bid)
+    job_views_changed(job=job)
+    return bid
 
 
 @transaction.atomic
@@ -162,6 +188,7 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
     transition_apply(
         job, to=Job.Status.AWARDED, allowed=JOB_TRANSITIONS, actor=actor, verb="job_awarded", data={"bid": bid.pk}
     )
+    job_views_changed(job=job)
     contract = Contract.objects.create(
         job=job,
         bid=bid,
@@ -169,7 +196,7 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
         engineer_id=bid.engineer_id,
         currency=job.currency,
         amount=bid.amount,
-        platform_fee=fee_for(bid.amount, settings.PLATFORM_FEE_BPS),
+        platform_fee=fee_for(bid.amount, settings.PLATFORM_FEE_BPS, currency=job.currency),
         submission_limit=job.max_submissions,
         deadline=timezone.now() + timedelta(days=bid.estimated_days),
     )
@@ -190,4 +217,6 @@ def bid_accept(*, actor: User, bid: Bid) -> Contract:
         to_state=contract.status,
         data={"bid": bid.pk, "job": job.pk},
     )
+    bid_event_emit(event_type=event_types.BID_ACCEPTED, bid=bid)
+    contract_event_emit(event_type=event_types.CONTRACT_FUNDING_REQUIRED, contract=contract)
     return contract

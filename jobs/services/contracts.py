@@ -11,12 +11,15 @@ from accounts.selectors import user_is_org_admin
 from common.errors import IllegalTransition, NotPermitted
 from common.services import audit_record
 from common.transitions import transition_apply
+from notifications import event_types
 from payments import selectors as payments_selectors
 from payments import services as payments
 from payments.errors import EscrowFrozen
 
 from ..models import Contract, Job, Submission
+from ..response_cache import job_views_changed
 from ..states import CONTRACT_TRANSITIONS, JOB_TRANSITIONS
+from .events import contract_event_emit, escrow_event_emit, escrow_settled_event_emit
 
 log = structlog.get_logger(__name__)
 FULL_BPS = 10_000
@@ -83,6 +86,7 @@ def contract_cancel_unfunded(*, actor: User | None, contract: Contract, reason: 
             verb="job_cancelled",
             data={"reason": reason},
         )
+        job_views_changed(job=job)
     return contract
 
 
@@ -112,6 +116,8 @@ def contract_activate(*, contract_id: int, actor: User | None = None, reason: st
         update_fields=["status_reason"],
     )
     transition_apply(job, to=Job.Status.IN_PROGRESS, allowed=JOB_TRANSITIONS, actor=actor, verb="job_started")
+    contract_event_emit(event_type=event_types.CONTRACT_FUNDED, contract=contract)
+    job_views_changed(job=job)
     return contract
 
 
@@ -199,6 +205,7 @@ def contract_release_earned(*, contract_id: int, force: bool = False) -> Contrac
             to_state=contract.status,
             data={"bps": contract.earned_bps},
         )
+        escrow_event_emit(event_type=event_types.ESCROW_RELEASED, contract=contract)
         if contract.earned_bps == FULL_BPS:
             _close(contract, job, to=Contract.Status.COMPLETED, reason="top tier reached")
     return contract
@@ -217,6 +224,7 @@ def _close(contract: Contract, job: Job, *, to: str, reason: str) -> None:
     )
     job_to = Job.Status.COMPLETED if to == Contract.Status.COMPLETED else Job.Status.CANCELLED
     transition_apply(job, to=job_to, allowed=JOB_TRANSITIONS, actor=None, verb=f"job_{job_to}", data={"reason": reason})
+    job_views_changed(job=job)
 
 
 def contract_settlement_schedule(*, contract: Contract, job: Job) -> None:
@@ -287,6 +295,7 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
             log.info("settlement_postponed_chargeback_open", contract_id=contract.pk)
             return contract  # the settle beat task tries again once the chargeback is settled
         contract.release_due_at = contract.settle_due_at = None
+        escrow_settled_event_emit(contract=contract)
         contract.save(update_fields=["release_due_at", "settle_due_at", "updated_at"])
         _close(
             contract,
@@ -335,6 +344,7 @@ def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> 
         to_state=contract.status,
         data={"reason": reason},
     )
+    contract_event_emit(event_type=event_types.DISPUTE_OPENED, contract=contract)
     return contract
 
 
@@ -365,6 +375,7 @@ def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, no
             to_state=contract.status,
             data={"outcome": "released" if release else "withheld", "earned_bps": withheld_bps, "note": note},
         )
+        contract_event_emit(event_type=event_types.DISPUTE_RESOLVED, contract=contract)
         if release:
             _release_on_commit(contract.pk)
         # A contract out of attempts or time waited for the ruling to settle.

@@ -10,17 +10,26 @@ from accounts.models import Organization, User
 from accounts.selectors import user_is_org_admin, user_is_org_member
 from common.archives import archive_validate
 from common.errors import IllegalTransition, NotPermitted, ValidationFailed
-from common.money import MAX_AMOUNT_MINOR_UNITS, currency_validate
+from common.money import (
+    MAX_AMOUNT_MINOR_UNITS,
+    charge_amount_validate,
+    currency_validate,
+    currency_validate_settlement,
+    funded_total,
+)
 from common.services import artifact_store, audit_record
 from common.transitions import transition_apply
+from notifications import event_types
 from verification.models import VerificationRun
 from verification.services import verification_run_create
 
 from ..criteria import criteria_validate
 from ..models import Contract, Job
+from ..response_cache import job_views_changed
 from ..states import JOB_TRANSITIONS
 from .bids import bids_decline_pending
 from .contracts import contract_cancel_locked
+from .events import job_event_emit
 
 CALIBRATION_PREFIX = "calibration:job:"
 
@@ -81,9 +90,24 @@ def _validate_fields(fields: dict[str, Any], *, current: Job | None = None) -> d
         errors["review_window_hours"] = ["at most 720 hours"]
     if errors:
         raise ValidationFailed("The job has invalid fields.", code="validation_failed", fields=errors)
+    _validate_payable_budget(cleaned, current=current)
     if "criteria" in cleaned and cleaned["criteria"]:
         cleaned["criteria"] = criteria_validate(cleaned["criteria"])
     return cleaned
+
+
+def _validate_payable_budget(cleaned: dict[str, Any], *, current: Job | None) -> None:
+    """A budget whose bids could not be charged (or paid out) is refused now, not when a contract is funded."""
+    currency = cleaned.get("currency", current.currency if current else None)
+    if currency is None:
+        return
+    if "currency" in cleaned:
+        cleaned["currency"] = currency = currency_validate_settlement(currency)
+    for name in ("budget_min", "budget_max"):
+        amount = cleaned.get(name, getattr(current, name, None) if current else None)
+        if amount is not None and (name in cleaned or "currency" in cleaned):
+            charged = funded_total(amount, currency, settings.PLATFORM_FEE_BPS)
+            charge_amount_validate(amount, currency, field=name, charged=charged)
 
 
 @transaction.atomic
@@ -128,6 +152,7 @@ def job_create(
     if invited_engineers:
         job.invited_engineers.set(_engineers_only(invited_engineers))
     audit_record(actor=actor, verb="job_created", obj=job, to_state=job.status)
+    job_views_changed(job=job)
     return job
 
 
@@ -173,6 +198,7 @@ def job_update(*, actor: User, job: Job, invited_engineers: list[User] | None = 
         to_state=job.status,
         data={"fields": sorted(changed)},
     )
+    job_views_changed(job=job)
     return job
 
 
@@ -197,6 +223,7 @@ def _attach_archive(*, actor: User, job: Job, upload, field: str, require_manife
             to_state=job.status,
             data={"sha256": artifact.sha256, "size": artifact.size},
         )
+        job_views_changed(job=job)
     return job
 
 
@@ -233,6 +260,8 @@ def job_publish(*, actor: User, job: Job) -> Job:
         verb="job_published",
         update_fields=["published_at", "calibration"],
     )
+    job_event_emit(event_type=event_types.JOB_PUBLISHED, job=job)
+    job_views_changed(job=job)
     # Bidders see how noisy the job's hardware is before they commit to a speedup.
     verification_run_create(
         kind=VerificationRun.Kind.CALIBRATION,
@@ -268,11 +297,14 @@ def job_record_calibration(*, job_id: int, run_id: int, run_status: str, report:
                 f"{entry['metric']} speedup >= {threshold:g} is inside the noise floor: the run budget can verify "
                 f"only speedups of about {detectable:.3g}x or more on this hardware."
             )
+    violations = (report or {}).get("calibration", {}).get("sandbox_violations", [])
+    flags += _baseline_violation_flags(violations)
     job.calibration = {
         "status": "done" if run_status == VerificationRun.Status.PASSED else "error",
         "run": run_id,
         "criteria": measured,
         "flags": flags,
+        "sandbox_violations": violations,
     }
     job.save(update_fields=["calibration", "updated_at"])
     audit_record(
@@ -283,7 +315,26 @@ def job_record_calibration(*, job_id: int, run_id: int, run_status: str, report:
         to_state=job.status,
         data={"flags": len(flags)},
     )
+    job_event_emit(event_type=event_types.JOB_CALIBRATED, job=job)
+    job_views_changed(job=job)
     return job
+
+
+def _baseline_violation_flags(violations: list[dict]) -> list[str]:
+    """The company's own package attempting what the sandbox forbids: the A/A reports it rather than
+    failing, so the job keeps its noise measurement, and the company learns before bidders do."""
+    flags = []
+    for entry in violations:
+        category, runs = entry.get("category"), entry.get("runs")
+        if entry.get("job_action") == "fail":
+            consequence = (
+                "a candidate that keeps this behaviour FAILs with sandbox_violation: remove it from the package "
+                f'or set sandbox_policy.{category} to "report"'
+            )
+        else:
+            consequence = f'the job\'s sandbox_policy.{category} is "report", so candidates are not failed for it'
+        flags.append(f"The baseline itself triggered the sandbox's {category} check in {runs} run(s): {consequence}.")
+    return flags
 
 
 @transaction.atomic
@@ -303,6 +354,7 @@ def job_cancel(*, actor: User, job: Job, reason: str = "") -> Job:
         data={"reason": reason},
     )
     bids_decline_pending(job=job, actor=actor, reason="job_cancelled")
+    job_views_changed(job=job)
     contract = Contract.objects.select_for_update().filter(job=job).first()
     if contract is not None:
         contract_cancel_locked(contract=contract, actor=actor, reason="job_cancelled")
@@ -318,6 +370,7 @@ def job_expire(*, job_id: int) -> Job | None:
         return None
     transition_apply(job, to=Job.Status.EXPIRED, allowed=JOB_TRANSITIONS, actor=None, verb="job_expired")
     bids_decline_pending(job=job, actor=None, reason="job_expired")
+    job_views_changed(job=job)
     return job
 
 

@@ -8,6 +8,7 @@ from common.archives import archive_validate
 from common.errors import IllegalTransition, NotPermitted
 from common.services import artifact_store, audit_record
 from common.transitions import transition_apply
+from notifications import event_types
 from verification.models import VerificationRun
 from verification.selectors import verification_run_latest
 from verification.services import verification_run_create
@@ -16,6 +17,7 @@ from ..criteria import tier_fraction_bps
 from ..models import Contract, Job, Submission
 from ..states import SUBMISSION_TRANSITIONS
 from .contracts import contract_lock, contract_record_earning, contract_settlement_schedule
+from .events import submission_event_emit, verification_event_emit
 
 SUBJECT_PREFIX = "submission:"
 RUN_STATUS_TO_SUBMISSION = {
@@ -83,6 +85,7 @@ def submission_create(*, actor: User, contract: Contract, upload, notes: str = "
             actor=actor,
             verb="submission_verifying",
         )
+        submission_event_emit(event_type=event_types.SUBMISSION_RECEIVED, submission=submission, contract=contract)
     return submission
 
 
@@ -99,6 +102,9 @@ def submission_record_verification(
         return None
     transition_apply(
         submission, to=to, allowed=SUBMISSION_TRANSITIONS, actor=None, verb=f"submission_{to}", data={"run": run_id}
+    )
+    verification_event_emit(
+        event_type=event_types.VERIFICATION_COMPLETED, submission=submission, contract=contract, run_id=run_id
     )
     if to == Submission.Status.PASSED:
         contract_record_earning(

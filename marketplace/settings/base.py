@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "payments",
     "verification",
     "jobs",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -243,6 +244,11 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = build_logging(json=LOG_JSON, level=LOG_LEVEL)
 # An open job stays awardable this long after its bidding deadline before it expires.
 JOB_AWARD_WINDOW_DAYS = env.int("JOB_AWARD_WINDOW_DAYS", default=14)
+# Job list and detail responses are cached per visibility scope (common/http_cache.py) for at most this many
+# seconds; every change a scope can see invalidates its entries sooner. 0 turns the cache off.
+API_RESPONSE_CACHE_SECONDS = env.int("API_RESPONSE_CACHE_SECONDS", default=300)
+# Readiness (/health/, /health/ready/) reuses each process's dependency probes for this long.
+HEALTH_PROBE_CACHE_SECONDS = env.float("HEALTH_PROBE_CACHE_SECONDS", default=5.0)
 
 # Payments: one provider, chosen once by payments.providers.factory from these settings.
 PAYMENT_PROVIDER = env("PAYMENT_PROVIDER", default="offline")  # "offline" or "stripe"
@@ -255,8 +261,18 @@ STRIPE_API_VERSION = env("STRIPE_API_VERSION", default="2025-09-30.clover")
 STRIPE_LIVEMODE = env.bool("STRIPE_LIVEMODE", default=False)
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
+# Keys sent to Stripe are "<prefix>:<installation id>:<our key>" (payments/README.md, "Idempotency keys").
+PAYMENTS_IDEMPOTENCY_PREFIX = env("PAYMENTS_IDEMPOTENCY_PREFIX", default="sp")
 FUNDING_DEADLINE_DAYS = env.int("FUNDING_DEADLINE_DAYS", default=7)
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# Jobs may only be posted in these currencies: the platform account settles (holds a balance) in them, and
+# Stripe transfers must be in the currency of the charge's balance transaction.
+PLATFORM_SETTLEMENT_CURRENCIES = env.list("PLATFORM_SETTLEMENT_CURRENCIES", default=["USD"])
+# Where Stripe Checkout sends the payer back ({CHECKOUT_SESSION_ID} is Stripe's template variable).
+CHECKOUT_SUCCESS_URL = env(
+    "CHECKOUT_SUCCESS_URL", default=PUBLIC_BASE_URL + "/payments/checkout/done/?session_id={CHECKOUT_SESSION_ID}"
+)
+CHECKOUT_CANCEL_URL = env("CHECKOUT_CANCEL_URL", default=PUBLIC_BASE_URL + "/payments/checkout/cancelled/")
 
 CELERY_BEAT_SCHEDULE = {
     "jobs-expire-overdue": {"task": "jobs.tasks.jobs_expire_overdue", "schedule": 300.0},
@@ -281,3 +297,33 @@ CELERY_BEAT_SCHEDULE["verification-watchdog"] = {"task": "verification.tasks.ver
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 CELERY_BEAT_SCHEDULE["jobs-release-due"] = {"task": "jobs.tasks.contracts_release_due", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["jobs-settle-due"] = {"task": "jobs.tasks.contracts_settle_due", "schedule": 60.0}
+
+# Outbound webhooks (notifications; docs/webhooks.md). Safe by default: https only, no loopback; the local
+# settings allow both for `make run`, tests turn them on where they need them.
+WEBHOOKS_REQUIRE_HTTPS = env.bool("WEBHOOKS_REQUIRE_HTTPS", default=True)
+WEBHOOKS_ALLOW_LOOPBACK = env.bool("WEBHOOKS_ALLOW_LOOPBACK", default=False)
+WEBHOOKS_API_VERSION = "v1"
+WEBHOOKS_SECRET_OVERLAP_HOURS = env.int("WEBHOOKS_SECRET_OVERLAP_HOURS", default=24)
+WEBHOOKS_RETRY_WINDOW_HOURS = 72
+WEBHOOKS_DISABLE_AFTER_HOURS = 72
+WEBHOOKS_RETRY_BASE_SECONDS = 30
+WEBHOOKS_RETRY_MAX_SECONDS = 4 * 3600
+WEBHOOKS_CONNECT_TIMEOUT_SECONDS = 3
+WEBHOOKS_READ_TIMEOUT_SECONDS = 5
+WEBHOOKS_TOTAL_TIMEOUT_SECONDS = 10
+WEBHOOKS_RESPONSE_MAX_BYTES = 2048
+WEBHOOKS_MAX_ENDPOINTS_PER_OWNER = 20
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
+    **SPECTACULAR_SETTINGS.get("ENUM_NAME_OVERRIDES", {}),
+    "WebhookDeliveryStatusEnum": "notifications.models.Delivery.Status",
+    # The job's status appears on several serializers (detail, list summary, events): one enum for all.
+    "JobStatusEnum": "jobs.models.Job.Status",
+}
+# A pending delivery overdue by this much lost its countdown message: the sweep queues it again.
+WEBHOOKS_SWEEP_GRACE_SECONDS = 120
+CELERY_BEAT_SCHEDULE["notifications-deliveries-sweep"] = {
+    "task": "notifications.tasks.deliveries_enqueue_overdue",
+    "schedule": 60.0,
+}
+# Mail (a disabled webhook endpoint's owner is told): printed to the console unless configured otherwise.
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -21,7 +21,9 @@ _proxy_ssl_header = env("DJANGO_SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWAR
 SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header, "https") if _proxy_ssl_header else None
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 # In-network callers speak plain HTTP to the container: the compose health check and verification hosts.
-SECURE_REDIRECT_EXEMPT = env.list("DJANGO_SECURE_REDIRECT_EXEMPT", default=[r"^health/$", r"^internal/"])
+SECURE_REDIRECT_EXEMPT = env.list(
+    "DJANGO_SECURE_REDIRECT_EXEMPT", default=[r"^health/((live|ready)/)?$", r"^internal/"]
+)
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 # Preloading is a commitment browsers ship and that takes months to undo: only when deliberately configured.

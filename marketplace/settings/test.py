@@ -30,3 +30,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "test-media")))
 REST_FRAMEWORK = {**REST_FRAMEWORK}  # noqa: F405
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"anon": "10000/min", "user": "100000/min"}
+# The test platform settles in several currencies (as a Stripe account with extra settlement currencies enabled),
+# so the suite covers zero- and three-decimal amounts; tests that check the settlement rule narrow it.
+PLATFORM_SETTLEMENT_CURRENCIES = ["USD", "EUR", "JPY", "KWD"]

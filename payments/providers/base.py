@@ -34,6 +34,26 @@ class Funding:
 
 
 @dataclass(frozen=True)
+class Customer:
+    """The paying organization at the provider (receipts, saved payment methods, the dashboard)."""
+
+    id: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    """A hosted payment page. Stripe creates its own PaymentIntent when the payer confirms (API 2022-08-01+)."""
+
+    id: str
+    url: str | None
+    status: str  # open, complete, expired
+    payment_status: str  # paid, unpaid, no_payment_required
+    payment_intent_id: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Transfer:
     id: str
     amount: int
@@ -113,8 +133,45 @@ class PaymentProvider(abc.ABC):
     # Funding: a PaymentIntent for amount + fee on the platform account.
     @abc.abstractmethod
     def funding_create(
-        self, *, amount: int, currency: str, transfer_group: str, metadata: Mapping[str, str], idempotency_key: str
+        self,
+        *,
+        amount: int,
+        currency: str,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        customer_id: str | None = None,
+        receipt_email: str | None = None,
     ) -> Funding: ...
+
+    # The paying organization, created once per organization (deterministic idempotency key).
+    @abc.abstractmethod
+    def customer_create(
+        self, *, email: str, name: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> Customer: ...
+
+    # A hosted checkout page (mode payment) for the same amount, transfer group and metadata as the funding.
+    @abc.abstractmethod
+    def checkout_create(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        description: str,
+        customer_id: str,
+        receipt_email: str | None,
+        transfer_group: str,
+        metadata: Mapping[str, str],
+        success_url: str,
+        cancel_url: str,
+        idempotency_key: str,
+    ) -> CheckoutSession: ...
+
+    @abc.abstractmethod
+    def checkout_get(self, *, session_id: str) -> CheckoutSession: ...
+
+    @abc.abstractmethod
+    def checkout_expire(self, *, session_id: str, idempotency_key: str) -> CheckoutSession: ...
 
     @abc.abstractmethod
     def funding_get(self, *, payment_intent_id: str) -> Funding: ...

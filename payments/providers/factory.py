@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .base import PaymentProvider
 
+_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,40}")
 _lock = threading.Lock()
 _cache: dict[tuple, PaymentProvider] = {}
 _override: list[PaymentProvider] = []
@@ -30,16 +32,42 @@ def provider_settings_check() -> None:
             "The offline payment provider moves no real money and is refused in production settings; "
             "set PAYMENT_PROVIDER=stripe or, deliberately, OFFLINE_PAYMENTS_ALLOWED_IN_PRODUCTION=true."
         )
-    if name == "stripe" and not settings.STRIPE_SECRET_KEY:
+    prefix = settings.PAYMENTS_IDEMPOTENCY_PREFIX
+    if not _PREFIX.fullmatch(prefix):
+        raise ImproperlyConfigured(
+            f"PAYMENTS_IDEMPOTENCY_PREFIX must be 1-40 letters, digits, '-', '_' or '.', not {prefix!r}."
+        )
+    if name == "stripe":
+        _stripe_mode_check(settings.STRIPE_SECRET_KEY, settings.STRIPE_LIVEMODE)
+
+
+def _stripe_mode_check(secret_key: str, livemode: bool) -> None:
+    """The key's prefix says which mode Stripe will use; STRIPE_LIVEMODE must say the same (webhooks check it)."""
+    if not secret_key:
         raise ImproperlyConfigured("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY.")
+    from .stripe import secret_key_livemode
+
+    key_live = secret_key_livemode(secret_key)
+    if key_live is None:
+        raise ImproperlyConfigured(
+            "STRIPE_SECRET_KEY must be a Stripe secret or restricted key (sk_live_, rk_live_, sk_test_ or rk_test_); "
+            f"it starts with {secret_key[:3]!r}."
+        )
+    if key_live != livemode:
+        key_mode, setting = ("live", "false") if key_live else ("test", "true")
+        raise ImproperlyConfigured(
+            f"STRIPE_SECRET_KEY is a {key_mode}-mode key but STRIPE_LIVEMODE={setting}; "
+            f"set STRIPE_LIVEMODE={'true' if key_live else 'false'} or use the other key."
+        )
 
 
 def _build(name: str) -> PaymentProvider:
     provider_settings_check()
     if name == "stripe":
+        from ..services import idempotency_namespace
         from .stripe import stripe_provider_from_settings
 
-        return stripe_provider_from_settings(settings)
+        return stripe_provider_from_settings(settings, idempotency_namespace=idempotency_namespace)
     from .offline import OfflineProvider
 
     return OfflineProvider(
@@ -60,6 +88,7 @@ def payment_provider() -> PaymentProvider:
         settings.STRIPE_WEBHOOK_SECRET,
         settings.STRIPE_CONNECT_WEBHOOK_SECRET,
         settings.PUBLIC_BASE_URL,
+        settings.PAYMENTS_IDEMPOTENCY_PREFIX,
     )
     provider = _cache.get(key)
     if provider is None:

@@ -20,6 +20,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils.crypto import salted_hmac
 
+from common.money import STRIPE_MAXIMUM_CHARGE, currency_amount_step, currency_minimum_charge
+
 from ..errors import (
     IdempotencyConflict,
     PaymentStateConflict,
@@ -29,7 +31,9 @@ from ..errors import (
 )
 from ..models import OfflineIdempotencyKey, OfflineObject
 from .base import (
+    CheckoutSession,
     ConnectedAccountInfo,
+    Customer,
     Dispute,
     Funding,
     OnboardingLink,
@@ -58,6 +62,17 @@ def offline_webhook_secret(*, connect: bool) -> str:
     installation and a secret written in the code cannot sign events for any of them."""
     purpose = "connect" if connect else "account"
     return "whsec_" + salted_hmac("speedproof.payments.offline.webhook-secret", purpose, algorithm="sha256").hexdigest()
+
+
+def _amount_check(amount: int, currency: str, *, charge: bool) -> None:
+    """Stripe's amount rules, so the offline provider refuses what Stripe would (docs.stripe.com/currencies)."""
+    step = currency_amount_step(currency)
+    if amount % step:
+        raise ProviderRejected(f"Invalid amount: {currency.lower()} amounts must end in 0.", code="invalid_amount")
+    if charge and amount < currency_minimum_charge(currency):
+        raise ProviderRejected("Amount is below the minimum charge amount.", code="amount_too_small")
+    if charge and amount > STRIPE_MAXIMUM_CHARGE:
+        raise ProviderRejected("Amount must be no more than 99999999.", code="amount_too_large")
 
 
 def _fingerprint(endpoint: str, params: Mapping[str, Any]) -> str:
@@ -135,15 +150,20 @@ class OfflineProvider(PaymentProvider):
         raise ProviderRejected("Could not number the event.", code="event_conflict")
 
     # ---- funding -------------------------------------------------------------------------------
-    def funding_create(self, *, amount, currency, transfer_group, metadata, idempotency_key) -> Funding:
+    def funding_create(
+        self, *, amount, currency, transfer_group, metadata, idempotency_key, customer_id=None, receipt_email=None
+    ) -> Funding:
         params = {
             "amount": amount,
             "currency": currency.lower(),
             "transfer_group": transfer_group,
             "metadata": dict(metadata),
+            "customer": customer_id,
+            "receipt_email": receipt_email,
         }
 
         def create() -> dict:
+            _amount_check(amount, currency, charge=True)
             pi_id = _random_id("pi")
             return self._save(
                 {
@@ -158,6 +178,8 @@ class OfflineProvider(PaymentProvider):
                     "last_payment_error": None,
                     "transfer_group": transfer_group,
                     "metadata": dict(metadata),
+                    "customer": customer_id,
+                    "receipt_email": receipt_email,
                     "livemode": False,
                     "created": int(time.time()),
                 },
@@ -166,6 +188,137 @@ class OfflineProvider(PaymentProvider):
 
         pi, _ = self._idempotent(idempotency_key, "payment_intents.create", params, create)
         return self._funding(pi)
+
+    # ---- customers and checkout ----------------------------------------------------------------
+    def customer_create(self, *, email, name, metadata, idempotency_key) -> Customer:
+        params = {"email": email, "name": name, "metadata": dict(metadata)}
+
+        def create() -> dict:
+            return self._save(
+                {
+                    "id": _random_id("cus"),
+                    "object": "customer",
+                    "email": email,
+                    "name": name,
+                    "metadata": dict(metadata),
+                    "livemode": False,
+                }
+            )
+
+        customer, _ = self._idempotent(idempotency_key, "customers.create", params, create)
+        return Customer(id=customer["id"], email=customer.get("email"))
+
+    def _checkout(self, cs: dict) -> CheckoutSession:
+        return CheckoutSession(
+            id=cs["id"],
+            url=cs.get("url"),
+            status=cs["status"],
+            payment_status=cs["payment_status"],
+            payment_intent_id=cs.get("payment_intent"),
+            metadata=cs.get("metadata") or {},
+        )
+
+    def checkout_create(
+        self,
+        *,
+        amount,
+        currency,
+        description,
+        customer_id,
+        receipt_email,
+        transfer_group,
+        metadata,
+        success_url,
+        cancel_url,
+        idempotency_key,
+    ) -> CheckoutSession:
+        """The offline "hosted page" is the confirm page of the transfer group's open intent (one is created when
+        there is none), so a checkout and a direct confirmation can never both take the company's money."""
+        params = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "customer": customer_id,
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+
+        def create() -> dict:
+            open_intents = [
+                row.data
+                for row in OfflineObject.objects.filter(object_type="payment_intent", group=transfer_group)
+                if row.data["status"] == "requires_payment_method" and row.data["amount"] == amount
+            ]
+            pi = (
+                open_intents[-1]
+                if open_intents
+                else self._funding_raw(
+                    self.funding_create(
+                        amount=amount,
+                        currency=currency,
+                        transfer_group=transfer_group,
+                        metadata=metadata,
+                        idempotency_key=f"{idempotency_key}:intent",
+                        customer_id=customer_id,
+                        receipt_email=receipt_email,
+                    ).id
+                )
+            )
+            return self._save(
+                {
+                    "id": _random_id("cs"),
+                    "object": "checkout.session",
+                    "mode": "payment",
+                    "url": self.funding_confirm_url(payment_intent_id=pi["id"]),
+                    "status": "open",
+                    "payment_status": "unpaid",
+                    "payment_intent": pi["id"],
+                    "customer": customer_id,
+                    "amount_total": amount,
+                    "currency": currency.lower(),
+                    "metadata": dict(metadata),
+                    "success_url": success_url,
+                    "cancel_url": cancel_url,
+                    "livemode": False,
+                },
+                group=pi["id"],
+            )
+
+        cs, _ = self._idempotent(idempotency_key, "checkout.sessions.create", params, create)
+        return self._checkout(cs)
+
+    def _funding_raw(self, payment_intent_id: str) -> dict:
+        return self._load(payment_intent_id, "payment_intent")
+
+    def checkout_get(self, *, session_id) -> CheckoutSession:
+        return self._checkout(self._load(session_id, "checkout.session"))
+
+    def checkout_expire(self, *, session_id, idempotency_key) -> CheckoutSession:
+        with transaction.atomic():
+            cs = self._load(session_id, "checkout.session", lock=True)
+            if cs["status"] == "expired":
+                return self._checkout(cs)
+            if cs["status"] != "open":
+                raise ProviderRejected(
+                    f"This Checkout Session is {cs['status']}; only open sessions can be expired.",
+                    code="checkout_session_unexpected_state",
+                )
+            cs.update(status="expired", url=None)
+            self._save(cs, group=cs.get("payment_intent") or "")
+        self._event("checkout.session.expired", cs)
+        return self._checkout(cs)
+
+    def _sessions_complete(self, pi: dict) -> list[tuple[str, dict]]:
+        """The payer paid on the page a session points at: its open sessions are complete."""
+        events = []
+        for row in OfflineObject.objects.select_for_update().filter(object_type="checkout.session", group=pi["id"]):
+            cs = row.data
+            if cs["status"] == "open":
+                cs.update(status="complete", payment_status="paid", url=None)
+                self._save(cs, group=pi["id"])
+                events.append(("checkout.session.completed", cs))
+        return events
 
     def _funding(self, pi: dict) -> Funding:
         error = pi.get("last_payment_error") or None
@@ -230,6 +383,7 @@ class OfflineProvider(PaymentProvider):
                 )
                 self._save(pi, group=pi.get("transfer_group") or "")
                 events.append(("payment_intent.succeeded", pi))
+                events += self._sessions_complete(pi)
             elif outcome == "decline":
                 if pi["status"] != "requires_payment_method":
                     raise PaymentStateConflict(f"This PaymentIntent is {pi['status']}; it cannot be declined now.")
@@ -294,6 +448,7 @@ class OfflineProvider(PaymentProvider):
         }
 
         def create() -> dict:
+            _amount_check(amount, currency, charge=False)
             account = self._load(destination, "account", lock=True)
             if account["capabilities"].get("transfers") != "active":
                 raise ProviderRejected(
@@ -385,6 +540,7 @@ class OfflineProvider(PaymentProvider):
 
         def create() -> dict:
             pi = self._load(payment_intent_id, "payment_intent")
+            _amount_check(amount, pi["currency"], charge=False)
             if not pi.get("latest_charge"):
                 raise ProviderRejected(
                     "This PaymentIntent has no successful charge to refund.", code="charge_not_found"

@@ -16,9 +16,18 @@ import stripe
 
 from common.errors import RetryableError
 
-from ..errors import FundingFailed, IdempotencyConflict, ProviderObjectMissing, ProviderRejected, WebhookRejected
+from ..errors import (
+    FundingFailed,
+    IdempotencyConflict,
+    ProviderObjectMissing,
+    ProviderRejected,
+    WebhookNotConfigured,
+    WebhookRejected,
+)
 from .base import (
+    CheckoutSession,
     ConnectedAccountInfo,
+    Customer,
     Dispute,
     Funding,
     OnboardingLink,
@@ -31,6 +40,14 @@ from .base import (
 )
 
 T = TypeVar("T")
+
+# A secret (sk_) or restricted (rk_) key names its mode in its prefix (https://docs.stripe.com/keys).
+_KEY_MODES = {"sk_live_": True, "rk_live_": True, "sk_test_": False, "rk_test_": False}
+
+
+def secret_key_livemode(secret_key: str) -> bool | None:
+    """True for a live key, False for a test key, None when the prefix is not one Stripe issues."""
+    return next((live for prefix, live in _KEY_MODES.items() if secret_key.startswith(prefix)), None)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -101,6 +118,17 @@ def _funding(pi: Any) -> Funding:
     )
 
 
+def _checkout(cs: Any) -> CheckoutSession:
+    return CheckoutSession(
+        id=cs["id"],
+        url=_get(cs, "url"),
+        status=_get(cs, "status", ""),
+        payment_status=_get(cs, "payment_status", ""),
+        payment_intent_id=_id(_get(cs, "payment_intent")),
+        metadata=_metadata(cs),
+    )
+
+
 def _transfer(tr: Any) -> Transfer:
     return Transfer(
         id=tr["id"],
@@ -163,6 +191,7 @@ class StripeProvider(PaymentProvider):
         connect_webhook_secret: str,
         webhook_tolerance: int = 300,
         http_client: stripe.HTTPClient | None = None,
+        idempotency_namespace: str | Callable[[], str] = "",
     ):
         self._client = stripe.StripeClient(
             secret_key,
@@ -173,30 +202,96 @@ class StripeProvider(PaymentProvider):
         self._webhook_secret = webhook_secret
         self._connect_webhook_secret = connect_webhook_secret
         self._tolerance = webhook_tolerance
+        # A callable is resolved at the first keyed request (it may read the database), then kept.
+        self._namespace = idempotency_namespace
+
+    def _opts(self, idempotency_key: str) -> dict[str, str]:
+        """Request options: our deterministic key inside this deployment's namespace (see payments/README.md)."""
+        if callable(self._namespace):
+            self._namespace = self._namespace()
+        return {"idempotency_key": f"{self._namespace}:{idempotency_key}" if self._namespace else idempotency_key}
 
     # Funding
-    def funding_create(self, *, amount, currency, transfer_group, metadata, idempotency_key) -> Funding:
-        params = {
+    def funding_create(
+        self, *, amount, currency, transfer_group, metadata, idempotency_key, customer_id=None, receipt_email=None
+    ) -> Funding:
+        params: dict[str, Any] = {
             "amount": amount,
             "currency": currency.lower(),
             "transfer_group": transfer_group,
             "metadata": dict(metadata),
             "automatic_payment_methods": {"enabled": True},
         }
-        return _funding(
-            _call(lambda: self._client.v1.payment_intents.create(params, {"idempotency_key": idempotency_key}))
-        )
+        if customer_id:
+            params["customer"] = customer_id
+        if receipt_email:
+            params["receipt_email"] = receipt_email
+        return _funding(_call(lambda: self._client.v1.payment_intents.create(params, self._opts(idempotency_key))))
 
     def funding_get(self, *, payment_intent_id) -> Funding:
         return _funding(_call(lambda: self._client.v1.payment_intents.retrieve(payment_intent_id)))
 
     def funding_cancel(self, *, payment_intent_id, idempotency_key) -> Funding:
         return _funding(
-            _call(
-                lambda: self._client.v1.payment_intents.cancel(
-                    payment_intent_id, {}, {"idempotency_key": idempotency_key}
-                )
-            )
+            _call(lambda: self._client.v1.payment_intents.cancel(payment_intent_id, {}, self._opts(idempotency_key)))
+        )
+
+    # Customers and Checkout
+    def customer_create(self, *, email, name, metadata, idempotency_key) -> Customer:
+        params: dict[str, Any] = {"name": name, "metadata": dict(metadata)}
+        if email:
+            params["email"] = email
+        customer = _call(lambda: self._client.v1.customers.create(params, self._opts(idempotency_key)))
+        return Customer(id=customer["id"], email=_get(customer, "email"))
+
+    def checkout_create(
+        self,
+        *,
+        amount,
+        currency,
+        description,
+        customer_id,
+        receipt_email,
+        transfer_group,
+        metadata,
+        success_url,
+        cancel_url,
+        idempotency_key,
+    ) -> CheckoutSession:
+        payment_intent_data: dict[str, Any] = {
+            "transfer_group": transfer_group,
+            "metadata": dict(metadata),
+            "description": description,
+        }
+        if receipt_email:
+            payment_intent_data["receipt_email"] = receipt_email
+        params = {
+            "mode": "payment",
+            "customer": customer_id,
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount,
+                        "product_data": {"name": description},
+                    },
+                    "quantity": 1,
+                }
+            ],
+            "payment_intent_data": payment_intent_data,
+            "metadata": dict(metadata),
+            "client_reference_id": metadata.get("reference") or transfer_group,
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        return _checkout(_call(lambda: self._client.v1.checkout.sessions.create(params, self._opts(idempotency_key))))
+
+    def checkout_get(self, *, session_id) -> CheckoutSession:
+        return _checkout(_call(lambda: self._client.v1.checkout.sessions.retrieve(session_id)))
+
+    def checkout_expire(self, *, session_id, idempotency_key) -> CheckoutSession:
+        return _checkout(
+            _call(lambda: self._client.v1.checkout.sessions.expire(session_id, {}, self._opts(idempotency_key)))
         )
 
     # Transfers
@@ -212,7 +307,7 @@ class StripeProvider(PaymentProvider):
         }
         if source_transaction:
             params["source_transaction"] = source_transaction
-        return _transfer(_call(lambda: self._client.v1.transfers.create(params, {"idempotency_key": idempotency_key})))
+        return _transfer(_call(lambda: self._client.v1.transfers.create(params, self._opts(idempotency_key))))
 
     def transfer_get(self, *, transfer_id) -> Transfer:
         return _transfer(_call(lambda: self._client.v1.transfers.retrieve(transfer_id)))
@@ -220,7 +315,7 @@ class StripeProvider(PaymentProvider):
     def transfer_reverse(self, *, transfer_id, amount, idempotency_key) -> TransferReversal:
         rev = _call(
             lambda: self._client.v1.transfers.reversals.create(
-                transfer_id, {"amount": amount}, {"idempotency_key": idempotency_key}
+                transfer_id, {"amount": amount}, self._opts(idempotency_key)
             )
         )
         return TransferReversal(
@@ -237,7 +332,7 @@ class StripeProvider(PaymentProvider):
     # Refunds
     def refund_create(self, *, payment_intent_id, amount, metadata, idempotency_key) -> Refund:
         params = {"payment_intent": payment_intent_id, "amount": amount, "metadata": dict(metadata)}
-        return _refund(_call(lambda: self._client.v1.refunds.create(params, {"idempotency_key": idempotency_key})))
+        return _refund(_call(lambda: self._client.v1.refunds.create(params, self._opts(idempotency_key))))
 
     def refund_get(self, *, refund_id) -> Refund:
         return _refund(_call(lambda: self._client.v1.refunds.retrieve(refund_id)))
@@ -259,7 +354,7 @@ class StripeProvider(PaymentProvider):
             "capabilities": {"transfers": {"requested": True}},
             "metadata": dict(metadata),
         }
-        return _account(_call(lambda: self._client.v1.accounts.create(params, {"idempotency_key": idempotency_key})))
+        return _account(_call(lambda: self._client.v1.accounts.create(params, self._opts(idempotency_key))))
 
     def account_get(self, *, account_id) -> ConnectedAccountInfo:
         return _account(_call(lambda: self._client.v1.accounts.retrieve(account_id)))
@@ -280,6 +375,9 @@ class StripeProvider(PaymentProvider):
 
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
         secret = self._connect_webhook_secret if connect else self._webhook_secret
+        if not secret:
+            setting = "STRIPE_CONNECT_WEBHOOK_SECRET" if connect else "STRIPE_WEBHOOK_SECRET"
+            raise WebhookNotConfigured(f"This endpoint cannot verify Stripe events until {setting} is set.")
         try:
             stripe.WebhookSignature.verify_header(payload, signature, secret, self._tolerance)
         except stripe.SignatureVerificationError as exc:
@@ -294,7 +392,9 @@ class StripeProvider(PaymentProvider):
         return event_from_body(payload, what="a Stripe event")
 
 
-def stripe_provider_from_settings(settings: Any, http_client: Any = None) -> StripeProvider:
+def stripe_provider_from_settings(
+    settings: Any, http_client: Any = None, idempotency_namespace: str | Callable[[], str] = ""
+) -> StripeProvider:
     return StripeProvider(
         secret_key=settings.STRIPE_SECRET_KEY,
         api_version=settings.STRIPE_API_VERSION,
@@ -303,4 +403,5 @@ def stripe_provider_from_settings(settings: Any, http_client: Any = None) -> Str
         connect_webhook_secret=settings.STRIPE_CONNECT_WEBHOOK_SECRET,
         webhook_tolerance=settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS,
         http_client=http_client,
+        idempotency_namespace=idempotency_namespace,
     )

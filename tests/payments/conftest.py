@@ -104,6 +104,16 @@ class World:
             pass
         self.deliver()
 
+    def pay_checkout(self, session_id: str, *, processing: bool = False) -> None:
+        """The payer completes the hosted Checkout page (offline: its confirm page)."""
+        if self.fake is None:
+            session = self.provider.checkout_get(session_id=session_id)
+            for event in self.provider.funding_simulate(payment_intent_id=session.payment_intent_id, outcome="succeed"):
+                services.webhook_event_store(event=event, source="offline")
+            return
+        self.fake.checkout_pay(session_id, processing=processing)
+        self.deliver()
+
     @property
     def fake_client(self) -> stripe.StripeClient:
         return stripe.StripeClient("sk_test_fake", http_client=self.fake, max_network_retries=0)

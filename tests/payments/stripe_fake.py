@@ -54,6 +54,24 @@ ROUTES: list[tuple[str, str, str, str]] = [
         "pi_cancel",
         "_payment_intent_cancel_params.PaymentIntentCancelParams",
     ),
+    (
+        "POST",
+        r"/v1/checkout/sessions",
+        "checkout_create",
+        "checkout._session_create_params.SessionCreateParams",
+    ),
+    (
+        "GET",
+        r"/v1/checkout/sessions/(?P<id>[^/]+)",
+        "checkout_retrieve",
+        "checkout._session_retrieve_params.SessionRetrieveParams",
+    ),
+    (
+        "POST",
+        r"/v1/checkout/sessions/(?P<id>[^/]+)/expire",
+        "checkout_expire",
+        "checkout._session_expire_params.SessionExpireParams",
+    ),
     ("GET", r"/v1/charges/(?P<id>[^/]+)", "charge_retrieve", "_charge_retrieve_params.ChargeRetrieveParams"),
     ("POST", r"/v1/transfers", "transfer_create", "_transfer_create_params.TransferCreateParams"),
     ("GET", r"/v1/transfers", "transfer_list", "_transfer_list_params.TransferListParams"),
@@ -83,6 +101,44 @@ REQUEST_OPTION_KEYS = {
     "content_type",
     "headers",
 }
+
+
+# Stripe's published minimum charge amounts for the currencies the tests use (minor units); the maximum is eight
+# digits; three-decimal currencies take only amounts whose last digit is 0 (docs.stripe.com/currencies).
+MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "jpy": 50, "chf": 50, "cad": 50, "aud": 50}
+MAXIMUM_CHARGE = 99_999_999
+THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}
+
+
+def _amount_check(amount: int, currency: str, *, param: str = "amount", charge: bool = True) -> None:
+    currency = currency.lower()
+    if currency in THREE_DECIMAL and amount % 10:
+        raise FakeError(
+            400,
+            "invalid_request_error",
+            f"Invalid amount: {currency} amounts must be rounded to the nearest ten (the last digit 0).",
+            code="invalid_amount",
+            param=param,
+        )
+    if not charge:
+        return
+    minimum = MINIMUM_CHARGE.get(currency, 500 if currency in THREE_DECIMAL else 50)
+    if amount < minimum:
+        raise FakeError(
+            400,
+            "invalid_request_error",
+            f"Amount must be at least {minimum} {currency} minor units",
+            code="amount_too_small",
+            param=param,
+        )
+    if amount > MAXIMUM_CHARGE:
+        raise FakeError(
+            400,
+            "invalid_request_error",
+            "Amount must be no more than 99999999",
+            code="amount_too_large",
+            param=param,
+        )
 
 
 class FakeError(Exception):
@@ -119,7 +175,7 @@ def _listify(node: Any) -> Any:
 
 
 def _params_class(dotted: str) -> type:
-    module, name = dotted.split(".")
+    module, name = dotted.rsplit(".", 1)
     return getattr(importlib.import_module(f"stripe.params.{module}"), name)
 
 
@@ -192,6 +248,7 @@ class FakeStripe(stripe.HTTPClient):
         self.failures: Counter = Counter()
         self.random = random.Random(seed)
         self.livemode = False
+        self.checkout_intent_data: dict[str, dict] = {}
 
     # Retries are instant here: the SDK's backoff would only slow the tests down.
     def _sleep_time_seconds(self, num_retries: int) -> float:
@@ -371,14 +428,9 @@ class FakeStripe(stripe.HTTPClient):
     # -- payment intents and charges
     def pi_create(self, params):
         amount = self._int(params, "amount")
-        if amount < 50:
-            raise FakeError(
-                400,
-                "invalid_request_error",
-                "Amount must be at least $0.50 usd",
-                code="amount_too_small",
-                param="amount",
-            )
+        _amount_check(amount, params["currency"])
+        if params.get("customer"):
+            self._get(params["customer"], "customer")
         pi = self._new(
             "payment_intent",
             "pi",
@@ -396,9 +448,65 @@ class FakeStripe(stripe.HTTPClient):
             processing=None,
             transfer_data=None,
             description=params.get("description"),
+            receipt_email=params.get("receipt_email"),
         )
         pi["client_secret"] = f"{pi['id']}_secret_fake"
         return pi
+
+    # -- checkout sessions (mode=payment: the PaymentIntent is created when the payer confirms, API 2022-08-01+)
+    def checkout_create(self, params):
+        if params.get("mode") != "payment":
+            raise FakeError(400, "invalid_request_error", "Only mode=payment is modelled.", param="mode")
+        items = params.get("line_items") or []
+        if not items or not all("price_data" in item for item in items):
+            raise FakeError(
+                400, "invalid_request_error", "line_items with price_data are required.", param="line_items"
+            )
+        currency = items[0]["price_data"]["currency"]
+        amount = sum(int(item["price_data"]["unit_amount"]) * int(item.get("quantity", 1)) for item in items)
+        _amount_check(amount, currency, param="line_items[0][price_data][unit_amount]")
+        if not params.get("success_url"):
+            raise FakeError(400, "invalid_request_error", "Missing required param: success_url.", param="success_url")
+        customer = params.get("customer")
+        if customer:
+            self._get(customer, "customer")
+        cs = self._new(
+            "checkout.session",
+            "cs_test",
+            mode="payment",
+            status="open",
+            payment_status="unpaid",
+            payment_intent=None,
+            amount_subtotal=amount,
+            amount_total=amount,
+            currency=currency,
+            customer=customer,
+            customer_email=None,
+            client_reference_id=params.get("client_reference_id"),
+            metadata=params.get("metadata") or {},
+            success_url=params["success_url"],
+            cancel_url=params.get("cancel_url"),
+            expires_at=int(time.time()) + 24 * 3600,
+        )
+        cs["url"] = f"https://checkout.stripe.com/c/pay/{cs['id']}"
+        self.checkout_intent_data[cs["id"]] = dict(params.get("payment_intent_data") or {})
+        return cs
+
+    def checkout_retrieve(self, params, id):
+        return self._get(id, "checkout.session")
+
+    def checkout_expire(self, params, id):
+        cs = self._get(id, "checkout.session")
+        if cs["status"] != "open":
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f'Only Checkout Sessions with a status in ["open"] can be expired. This session has a status of '
+                f"{cs['status']}.",
+            )
+        cs.update(status="expired", url=None)
+        self._event("checkout.session.expired", cs)
+        return cs
 
     def pi_retrieve(self, params, id):
         return self._get(id, "payment_intent")
@@ -480,6 +588,7 @@ class FakeStripe(stripe.HTTPClient):
     # -- transfers
     def transfer_create(self, params):
         amount = self._int(params, "amount")
+        _amount_check(amount, params["currency"], charge=False)
         account = self.objects.get(params["destination"])
         if account is None or account.get("object") != "account":
             raise FakeError(
@@ -591,6 +700,7 @@ class FakeStripe(stripe.HTTPClient):
             )
         remaining = charge["amount"] - charge["amount_refunded"]
         amount = self._int(params, "amount") if "amount" in params else remaining
+        _amount_check(amount, charge["currency"], charge=False)
         if charge["amount_refunded"] >= charge["amount"]:
             raise FakeError(
                 400,
@@ -696,6 +806,47 @@ class FakeStripe(stripe.HTTPClient):
             capability.update(account=account_id, id="transfers", status="active")
             self._event("capability.updated", capability, account=account_id)
             return self._event("account.updated", acct, account=account_id)
+
+    def checkout_pay(self, session_id: str, payment_method: str = "pm_card_visa", *, processing: bool = False) -> dict:
+        """The payer completes the hosted page: Checkout creates its PaymentIntent from payment_intent_data, then
+        it succeeds (a card) or stays `processing` (a delayed method, e.g. a bank debit)."""
+        with self.lock:
+            cs = self._get(session_id, "checkout.session")
+            if cs["status"] != "open":
+                raise FakeError(400, "invalid_request_error", f"This Checkout Session is {cs['status']}.")
+            data = self.checkout_intent_data[session_id]
+            pi = self.pi_create(
+                {
+                    "amount": cs["amount_total"],
+                    "currency": cs["currency"],
+                    "customer": cs["customer"],
+                    "transfer_group": data.get("transfer_group"),
+                    "metadata": data.get("metadata") or {},
+                    "description": data.get("description"),
+                    "receipt_email": data.get("receipt_email"),
+                }
+            )
+            cs["payment_intent"] = pi["id"]
+            if processing:
+                pi.update(status="processing", payment_method=payment_method)
+                self._event("payment_intent.processing", pi)
+                cs.update(status="complete", payment_status="unpaid", url=None)
+                return self._event("checkout.session.completed", cs)
+            self.pi_confirm({"payment_method": payment_method}, id=pi["id"])
+            cs.update(status="complete", payment_status="paid", url=None)
+            return self._event("checkout.session.completed", cs)
+
+    def payment_intent_settle(self, payment_intent_id: str) -> dict:
+        """A `processing` payment (bank debit) clears."""
+        with self.lock:
+            pi = self._get(payment_intent_id, "payment_intent")
+            pi["status"] = "requires_confirmation"
+            self.pi_confirm({"payment_method": pi.get("payment_method") or "pm_card_visa"}, id=pi["id"])
+            for cs in self.of_kind("checkout.session"):
+                if cs.get("payment_intent") == pi["id"]:
+                    cs["payment_status"] = "paid"
+                    self._event("checkout.session.async_payment_succeeded", cs)
+            return pi
 
     def dispute_open(self, charge_id: str) -> dict:
         with self.lock:

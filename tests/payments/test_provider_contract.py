@@ -221,3 +221,74 @@ def test_webhook_parse_verifies_signature_and_tolerance(world, connect):
             world.provider.webhook_parse(payload=payload.encode(), signature=bad, connect=connect)
     with pytest.raises(WebhookRejected):
         world.provider.webhook_parse(payload=payload.encode() + b" ", signature=sign(payload, secret), connect=connect)
+
+
+def _checkout(world, key="checkout:c1", customer_id=None, amount=22_000, currency="USD"):
+    customer_id = (
+        customer_id
+        or world.provider.customer_create(
+            email="pay@example.test", name="Acme", metadata={"organization_id": "1"}, idempotency_key="customer:1"
+        ).id
+    )
+    return world.provider.checkout_create(
+        amount=amount,
+        currency=currency,
+        description="Speedproof contract:1",
+        customer_id=customer_id,
+        receipt_email="pay@example.test",
+        transfer_group="escrow_c1",
+        metadata={"escrow_id": "c1", "reference": "contract:1"},
+        success_url="http://t/done",
+        cancel_url="http://t/cancel",
+        idempotency_key=key,
+    )
+
+
+def test_customers_are_created_once_per_key(world):
+    first = world.provider.customer_create(
+        email="pay@example.test", name="Acme", metadata={"organization_id": "1"}, idempotency_key="customer:1"
+    )
+    again = world.provider.customer_create(
+        email="pay@example.test", name="Acme", metadata={"organization_id": "1"}, idempotency_key="customer:1"
+    )
+    assert first.id == again.id and first.email == "pay@example.test"
+    with pytest.raises(IdempotencyConflict):
+        world.provider.customer_create(
+            email="other@example.test", name="Acme", metadata={}, idempotency_key="customer:1"
+        )
+
+
+def test_checkout_sessions_open_replay_complete_and_expire(world):
+    session = _checkout(world)
+    assert (session.status, session.payment_status) == ("open", "unpaid") and session.url.startswith("http")
+    assert _checkout(world).id == session.id
+    assert world.provider.checkout_get(session_id=session.id).metadata["escrow_id"] == "c1"
+    world.pay_checkout(session.id)
+    paid = world.provider.checkout_get(session_id=session.id)
+    assert (paid.status, paid.payment_status) == ("complete", "paid")
+    funding = world.provider.funding_get(payment_intent_id=paid.payment_intent_id)
+    assert funding.succeeded and funding.transfer_group == "escrow_c1" and funding.metadata["escrow_id"] == "c1"
+    with pytest.raises(ProviderRejected):
+        world.provider.checkout_expire(session_id=session.id, idempotency_key="expire:1")
+    other = _checkout(world, key="checkout:c2")
+    expired = world.provider.checkout_expire(session_id=other.id, idempotency_key="expire:2")
+    assert (expired.status, expired.url) == ("expired", None)
+
+
+def test_three_decimal_amounts_must_end_in_zero_and_charges_respect_the_limits(world):
+    with pytest.raises(ProviderRejected):
+        world.provider.funding_create(amount=49, currency="USD", transfer_group="g", metadata={}, idempotency_key="m")
+    with pytest.raises(ProviderRejected):
+        world.provider.funding_create(
+            amount=100_000_000, currency="USD", transfer_group="g", metadata={}, idempotency_key="x"
+        )
+    with pytest.raises(ProviderRejected):
+        world.provider.funding_create(
+            amount=12_345, currency="KWD", transfer_group="g", metadata={}, idempotency_key="kwd:1"
+        )
+    assert (
+        world.provider.funding_create(
+            amount=12_340, currency="KWD", transfer_group="g", metadata={}, idempotency_key="kwd:2"
+        ).amount
+        == 12_340
+    )

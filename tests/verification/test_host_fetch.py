@@ -20,6 +20,9 @@ import pytest
 from tests.factories.archives import directory_tar_gz
 from verification import host
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 
 class _Platform:
     """Serves bytes by artifact name and counts the requests for each."""

@@ -23,12 +23,22 @@ import numpy as np
 from . import correctness, stats
 from .archive import ArchiveError, materialize, sha256_of
 from .certificate import sign_report
-from .criteria import Criteria, CriteriaError
-from .decision import ERROR, FAIL, PASS, MissingMeasurement, Pair, SequentialDecision, caching_flag
+from .criteria import Criteria, CriteriaError, default_sandbox_policy
+from .decision import (
+    ERROR,
+    FAIL,
+    PASS,
+    MissingMeasurement,
+    Pair,
+    SequentialDecision,
+    caching_flag,
+    settle_undecided,
+)
 from .manifest import Manifest, ManifestError, load_manifest
 from .measure import REFERENCES_DIR, Executor, InputItem, RunRecord, list_inputs
 from .report import Report, environment_fingerprint, scrub
 from .sandbox import INPUTS_MOUNT, RunOutcome, SandboxError, SandboxProcess, SandboxSpec, default_runtime_paths
+from .violations import SANDBOX_VIOLATION, violations_refused, violations_summarise
 
 DEFAULT_BUDGET_PAIRS = 40
 FAILED_RUN_LOG_CHARS = 300
@@ -70,10 +80,11 @@ ProgressCallback = Callable[[Progress], None]
 class _Stop(Exception):
     """Ends the measurement early with a decision (a failed candidate run, wrong outputs...)."""
 
-    def __init__(self, decision: str, reason: str) -> None:
+    def __init__(self, decision: str, reason: str, code: str | None = None) -> None:
         super().__init__(reason)
         self.decision = decision
         self.reason = reason
+        self.code = code  # a stable name for the reason, e.g. "sandbox_violation"
 
 
 def run_verification(
@@ -289,7 +300,26 @@ class _Session:
         if phase == "measure":
             self.runs_done += 1
         self._notify(phase)
+        if role == "candidate" and record.ok:
+            # A run that failed on its own (a fork bomb stopped by the process limit, say) keeps its
+            # own reason; what it attempted is listed all the same.
+            self._enforce_sandbox_policy(record)
         return record
+
+    def _enforce_sandbox_policy(self, record: RunRecord) -> None:
+        """Stop at the candidate's first run that attempted what the job's policy fails: whatever it
+        measures, the company does not pay for code that probes its verifier. The reason names the
+        categories only (the counts stay in the report: the candidate chose them)."""
+        assert self.criteria is not None
+        refused = violations_refused(record.violations, self.criteria.sandbox_policy)
+        if refused:
+            where = "a warm-up run on the public inputs" if record.phase == "warmup" else "a measured run"
+            raise _Stop(
+                FAIL,
+                f"{SANDBOX_VIOLATION}: the candidate attempted what its sandbox forbids ({', '.join(refused)}) "
+                f"in {where}; the job's sandbox_policy fails a verification for it",
+                code=SANDBOX_VIOLATION,
+            )
 
     def _check_outputs(self, baseline: RunRecord, candidate: RunRecord, *, public: bool) -> None:
         assert self.criteria is not None
@@ -437,8 +467,9 @@ class _Session:
 
     def report(self, started_at: datetime, elapsed: float) -> Report:
         decision_state = self.decision
+        reason_code = None
         if self.stop is not None:
-            verdict, reason = self.stop.decision, self.stop.reason
+            verdict, reason, reason_code = self.stop.decision, self.stop.reason, self.stop.code
         elif decision_state is not None:
             verdict = decision_state.overall()
             reason = _reason(verdict, decision_state, len(self.pairs), self.budget)
@@ -455,9 +486,9 @@ class _Session:
         return Report(
             decision=verdict,
             reason=reason,
-            criteria=[s.to_dict() for s in decision_state.states] if decision_state else [],
+            criteria=settle_undecided([s.to_dict() for s in decision_state.states], verdict) if decision_state else [],
             tier=tier,
-            tiers=[t.to_dict() for t in decision_state.tiers] if decision_state else [],
+            tiers=settle_undecided([t.to_dict() for t in decision_state.tiers], verdict) if decision_state else [],
             correctness={
                 "mode": self.criteria.correctness.mode if self.criteria else None,
                 "rule": self.criteria.correctness.to_dict() if self.criteria else None,
@@ -485,6 +516,10 @@ class _Session:
                 **{f"{phase}_seconds": seconds for phase, seconds in self.phase_seconds.items()},
             },
             blocked_actions=self._blocked(),
+            sandbox_violations=violations_summarise(
+                self.records, self.criteria.sandbox_policy if self.criteria else default_sandbox_policy()
+            ),
+            reason_code=reason_code,
             logs=self._logs(),
             anti_gaming={
                 **caching_flag(self.pairs),

@@ -7,7 +7,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 from . import stats
 from .api import DEFAULT_BUDGET_PAIRS, ProgressCallback, run_verification
 from .archive import materialize
-from .criteria import Criteria, Criterion
+from .criteria import SANDBOX_CATEGORIES, Criteria, Criterion
 from .manifest import load_manifest
 from .report import Report
 
@@ -26,9 +26,12 @@ class CalibrationResult:
     pairs: int
     criteria: list[dict[str, Any]]
     report: Report
+    # What the baseline itself attempted in its sandbox, per category: [{category, runs, events,
+    # job_action}]. ``job_action`` "fail" means a candidate that keeps this behaviour will FAIL.
+    sandbox_violations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pairs": self.pairs, "criteria": self.criteria}
+        return {"pairs": self.pairs, "criteria": self.criteria, "sandbox_violations": self.sandbox_violations}
 
 
 def calibrate(
@@ -50,17 +53,20 @@ def calibrate(
     """A/A run: the baseline against itself for ``pairs`` pairs. For each timing criterion it returns
     the run-to-run variation and the smallest speedup a candidate needs over a criterion's threshold
     (or over 1x) to PASS with probability ``power`` within ``budget`` pairs on this machine."""
+    parsed = Criteria.from_dict(criteria)
     scratch = Path(tempfile.mkdtemp(prefix="speedproof-calibrate-", dir=work_dir))
     scratch.chmod(0o700)  # host-private: the sandbox sees only the subtrees bound into it
     try:
         package_dir = materialize(Path(package), scratch / "package", require_manifest=True)
         manifest = load_manifest(package_dir)
-        # The candidate is the baseline itself, measured for exactly ``pairs`` pairs.
+        # The candidate is the baseline itself, measured for exactly ``pairs`` pairs. Its sandbox
+        # violations are only reported: an A/A stopped by the company's own code would leave the job
+        # without a noise measurement; they are listed for the company to fix or allow instead.
         report = run_verification(
             package_dir,
             package_dir / manifest.implementation,
             hidden_inputs,
-            {**criteria, "tiers": []},
+            {**criteria, "tiers": [], "sandbox_policy": dict.fromkeys(SANDBOX_CATEGORIES, "report")},
             budget=pairs,
             seed=seed,
             alpha=alpha,
@@ -78,7 +84,6 @@ def calibrate(
     looks = stats.plan_looks(budget, alpha=alpha)
     final = looks[-1]
     z_power = _normal_quantile(power)
-    parsed = Criteria.from_dict(criteria)
     for criterion in parsed.criteria:
         values = _aa_values(measured, criterion)
         if values is None:
@@ -108,7 +113,25 @@ def calibrate(
                 else None,
             }
         )
-    return CalibrationResult(pairs=len(measured) // 2, criteria=results, report=report)
+    return CalibrationResult(
+        pairs=len(measured) // 2,
+        criteria=results,
+        report=report,
+        sandbox_violations=_baseline_violations(report, parsed.sandbox_policy),
+    )
+
+
+def _baseline_violations(report: Report, policy: dict[str, str]) -> list[dict[str, Any]]:
+    """Both roles of an A/A run are the baseline: its violations per category, over all its runs."""
+    totals: dict[str, list[int]] = {}
+    for entry in (report.sandbox_violations or {}).get("observed", []):
+        runs_and_events = totals.setdefault(entry["category"], [0, 0])
+        runs_and_events[0] += entry["runs"]
+        runs_and_events[1] += entry["events"]
+    return [
+        {"category": category, "runs": runs, "events": events, "job_action": policy.get(category, "fail")}
+        for category, (runs, events) in sorted(totals.items())
+    ]
 
 
 def _aa_values(measured: list[dict[str, Any]], criterion: Criterion) -> tuple[np.ndarray, np.ndarray] | None:

@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .violations import violations_public
+
 ALGORITHM = "Ed25519"
 CERTIFICATE_FORMAT = 1
 
@@ -46,8 +48,9 @@ def _canonical(value: Any) -> Any:
 
 
 def decision_fields(report: dict[str, Any]) -> dict[str, Any]:
-    """Everything a payout depends on, and what identifies the measured artefacts."""
-    return {
+    """Everything a payout depends on, and what identifies the measured artefacts. Fields newer runners
+    added are signed where the report has them, so certificates of older reports still check."""
+    fields = {
         "runner_version": report["runner_version"],
         "decision": report["decision"],
         "reason": report["reason"],
@@ -76,6 +79,11 @@ def decision_fields(report: dict[str, Any]) -> dict[str, Any]:
         "finished_at": report["timings"]["finished_at"],
         "environment": {k: report["environment"].get(k) for k in ("cpu_model", "cpu_count", "kernel", "gpu")},
     }
+    if "reason_code" in report:
+        fields["reason_code"] = report["reason_code"]
+    if "sandbox_violations" in report:
+        fields["sandbox_violations"] = violations_public(report["sandbox_violations"])
+    return fields
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

@@ -1,10 +1,12 @@
 """Command line for engineers and operators: exactly the decision code the platform runs.
 
-    python -m verification.runner check --package P --candidate C [--inputs I] [--criteria F]
-        --report out.json [--plot out.png] [--budget 40] [--seed N] [--signing-key key.pem]
-    python -m verification.runner verify-certificate FILE --public-key K [--report report.json]
-    python -m verification.runner calibrate --package P [--inputs I] [--criteria F] [--pairs 12]
-    python -m verification.runner keygen --private-key key.pem --public-key key.pub.pem
+    speedproof check --package P --candidate C [--inputs I] [--criteria F] --report out.json
+        [--plot out.png] [--budget 40] [--seed N] [--signing-key key.pem] [--python PATH]
+    speedproof verify-certificate FILE --public-key K [--report report.json]
+    speedproof calibrate --package P [--inputs I] [--criteria F] [--pairs 12] [--python PATH]
+    speedproof keygen --private-key key.pem --public-key key.pub.pem
+
+(``python -m verification.runner`` is the same command inside the platform's repository.)
 
 ``check`` exits 0 PASS, 1 FAIL, 2 INCONCLUSIVE, 3 error; ``verify-certificate`` exits 0 when valid,
 1 when not, 3 on error.
@@ -20,8 +22,10 @@ from pathlib import Path
 
 from . import api, calibration, certificate
 from .manifest import MANIFEST_NAME
+from .sandbox import runtime_paths_of
 
 EXIT_ERROR = 3
+PYTHON_HELP = "the Python that runs a command starting with `python` (default: the verifier's own)"
 
 
 def _criteria(path: Path | None, package: Path) -> dict:
@@ -47,6 +51,13 @@ def _progress(update: api.Progress) -> None:
     sys.stderr.flush()
 
 
+def _runtime(python: str | None) -> dict:
+    """The job's Python, when it is not the verifier's own interpreter, and its environment to bind."""
+    if python is None:
+        return {}
+    return {"python_executable": python, "runtime_paths": runtime_paths_of(python)}
+
+
 def check(args: argparse.Namespace) -> int:
     criteria = _criteria(args.criteria, args.package)
     key = certificate.load_private_key(args.signing_key) if args.signing_key else None
@@ -60,6 +71,7 @@ def check(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         signing_key=key,
         progress=None if args.quiet else _progress,
+        **_runtime(args.python),
     )
     report.write(args.report)
     if args.plot is not None:
@@ -114,6 +126,7 @@ def calibrate(args: argparse.Namespace) -> int:
         budget=args.budget,
         seed=args.seed,
         progress=None if args.quiet else _progress,
+        **_runtime(args.python),
     )
     print(json.dumps(result.to_dict(), indent=2))
     return 0 if result.report.decision != "ERROR" else EXIT_ERROR
@@ -130,7 +143,7 @@ def keygen(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m verification.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="speedproof", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -146,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--alpha", type=float, default=0.05, help="error per side")
     c.add_argument("--signing-key", type=Path, help="Ed25519 private key (PEM) to certify the report")
     c.add_argument("--quiet", action="store_true")
+    c.add_argument("--python", help=PYTHON_HELP)
     c.set_defaults(handler=check)
 
     v = commands.add_parser("verify-certificate", help="check a certificate (or a report carrying one)")
@@ -162,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--budget", type=int, default=api.DEFAULT_BUDGET_PAIRS)
     a.add_argument("--seed", type=int)
     a.add_argument("--quiet", action="store_true")
+    a.add_argument("--python", help=PYTHON_HELP)
     a.set_defaults(handler=calibrate)
 
     k = commands.add_parser("keygen", help="make an Ed25519 key pair for certificates")

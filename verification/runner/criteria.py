@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TIME_METRICS = ("wall_time", "latency", "cpu_time")
@@ -16,9 +16,20 @@ REPORTED_PREFIX = "reported:"
 # A per-run percentile needs this many requests per run to exist meaningfully: 2 / (1 - q).
 PERCENTILE_QUANTILES = {"p90": 0.90, "p95": 0.95, "p99": 0.99}
 
+# What the sandbox observes a run attempt (see sandbox.py), and what a job may do about each: "fail"
+# the verification (the default: a company does not pay for code that probes its verifier) or only
+# "report" it (a benchmark that legitimately tries the network and tolerates the refusal).
+SANDBOX_CATEGORIES = ("network", "leftover_processes")
+SANDBOX_ACTIONS = ("fail", "report")
+
 
 class CriteriaError(ValueError):
-    """The criteria are malformed or cannot be tested with this package."""
+    """The criteria are malformed or cannot be tested with this package. ``field`` names the part of
+    the criteria document at fault where one part is (e.g. ``sandbox_policy.network``)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -78,11 +89,41 @@ class Tier:
     fraction: float
 
 
+def default_sandbox_policy() -> dict[str, str]:
+    return dict.fromkeys(SANDBOX_CATEGORIES, "fail")
+
+
+def parse_sandbox_policy(raw: Any) -> dict[str, str]:
+    """Every category's action, ``fail`` where the document names none."""
+    if raw is None:
+        return default_sandbox_policy()
+    if not isinstance(raw, dict):
+        raise CriteriaError(
+            f"sandbox_policy must be an object mapping categories ({', '.join(SANDBOX_CATEGORIES)}) "
+            f"to one of {', '.join(SANDBOX_ACTIONS)}",
+            field="sandbox_policy",
+        )
+    for category, action in raw.items():
+        if category not in SANDBOX_CATEGORIES:
+            raise CriteriaError(
+                f"sandbox_policy: unknown category {str(category)[:40]!r}, "
+                f"the categories are {', '.join(SANDBOX_CATEGORIES)}",
+                field="sandbox_policy",
+            )
+        if action not in SANDBOX_ACTIONS:
+            raise CriteriaError(
+                f"sandbox_policy.{category} must be one of {', '.join(SANDBOX_ACTIONS)}",
+                field=f"sandbox_policy.{category}",
+            )
+    return {category: raw.get(category, "fail") for category in SANDBOX_CATEGORIES}
+
+
 @dataclass(frozen=True)
 class Criteria:
     criteria: tuple[Criterion, ...]
     correctness: Correctness
     tiers: tuple[Tier, ...] = ()
+    sandbox_policy: dict[str, str] = field(default_factory=default_sandbox_policy)
 
     @property
     def speedup_criterion(self) -> Criterion | None:
@@ -100,13 +141,15 @@ class Criteria:
         tiers = _parse_tiers(data.get("tiers", []))
         if tiers and not any(c.kind == "speedup" for c in criteria):
             raise CriteriaError("tiers need a speedup criterion")
-        return cls(criteria=criteria, correctness=correctness, tiers=tiers)
+        policy = parse_sandbox_policy(data.get("sandbox_policy"))
+        return cls(criteria=criteria, correctness=correctness, tiers=tiers, sandbox_policy=policy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "criteria": [c.to_dict() for c in self.criteria],
             "correctness": self.correctness.to_dict(),
             "tiers": [{"speedup": t.speedup, "fraction": t.fraction} for t in self.tiers],
+            "sandbox_policy": dict(self.sandbox_policy),
         }
 
     def check_against(self, *, mode: str, requests_per_run: int, reported: set[str], has_scorer: bool) -> None:

@@ -14,6 +14,9 @@ from .criteria import PERCENTILE_QUANTILES, Criteria, Criterion, Tier
 from .measure import RunRecord
 
 PASS, FAIL, INCONCLUSIVE, ERROR = "PASS", "FAIL", "INCONCLUSIVE", "ERROR"
+# A criterion or tier the run stopped before deciding, under an overall FAIL or ERROR: "INCONCLUSIVE"
+# there would read as a second verdict contradicting the first.
+NOT_DECIDED = "not decided"
 HIGHER_IS_BETTER_METRICS = ("throughput",)
 # Caching flag: repeats answered in under this fraction of first-seen latency, and markedly faster
 # than the baseline's own repeats.
@@ -301,3 +304,10 @@ def caching_flag(pairs: Sequence[Pair]) -> dict[str, Any]:
         "baseline_repeat_to_first_latency": baseline,
         "caching_suspected": suspected,
     }
+
+
+def settle_undecided(entries: list[dict[str, Any]], verdict: str) -> list[dict[str, Any]]:
+    """Per-criterion (or per-tier) entries as the report shows them under the overall ``verdict``."""
+    if verdict not in (FAIL, ERROR):
+        return entries
+    return [{**e, "decision": NOT_DECIDED} if e["decision"] == INCONCLUSIVE else e for e in entries]

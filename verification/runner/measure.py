@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import random
+import re
 import secrets
 import select
 import shutil
@@ -77,6 +78,8 @@ class RunRecord:
     limit_broken: str | None = None
     exit_code: int | None = None
     blocked: list[str] = field(default_factory=list)
+    # Sandbox violations by category (counts the command chose: owner-only on hidden inputs).
+    violations: dict[str, int] = field(default_factory=dict)
     stdout_tail: str = ""
     stderr_tail: str = ""
     seed: int | None = None
@@ -108,6 +111,7 @@ class RunRecord:
             "limit_broken": self.limit_broken,
             "exit_code": self.exit_code,
             "blocked": self.blocked,
+            "violations": dict(self.violations),
         }
 
 
@@ -337,7 +341,7 @@ class Executor:
         while b"\n" not in buffer:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                raise _StreamError("timeout: the implementation never announced it was ready", timed_out=True)
+                raise _StreamError(NEVER_READY, timed_out=True)
             readable, _, _ = select.select([stdout_fd], [], [], remaining)
             if readable:
                 chunk = os.read(stdout_fd, 1 << 16)
@@ -408,12 +412,16 @@ class Executor:
         record.peak_memory_bytes = outcome.peak_memory_bytes
         record.limit_broken = outcome.limit_broken
         record.blocked = outcome.blocked
+        record.violations = dict(outcome.violations)
         record.stdout_tail = _tail(outcome.stdout) if self.manifest.mode == "process" else ""
         record.stderr_tail = _tail(outcome.stderr)
         if self.manifest.mode == "process":
             record.wall_seconds = outcome.wall_seconds
-        if outcome.limit_broken is not None:
-            record.fail(f"limit exceeded: {outcome.limit_broken}")
+        if outcome.limit_broken == "timeout" and stream_error is not None and stream_error.category == NEVER_READY:
+            # The wall-clock limit ran out only because the run never began: name what to fix.
+            record.fail(NEVER_READY)
+        elif outcome.limit_broken is not None:
+            record.fail(_limit_category(outcome.limit_broken, self.manifest))
             if stream_error is not None:
                 # What the runner saw before the limit (the implementation gone mid-request, say)
                 # tells the owner where it broke.
@@ -423,6 +431,28 @@ class Executor:
             record.fail(stream_error.category, item=stream_error.item, detail=stream_error.detail)
         elif self.manifest.mode == "process" and outcome.exit_code != 0:
             record.fail(f"exited with status {outcome.exit_code}")
+        if not record.ok and wraps_python_in_shell(self.manifest.command):
+            record.error = f"{record.error}; {SHELL_WRAPPED_PYTHON}"
+
+
+NEVER_READY = 'never announced ready: print {"ready": true} after start-up'
+SHELL_WRAPPED_PYTHON = (
+    "the command runs python through a shell, so the job's Python is not used: make python the command's first word"
+)
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"}
+_PYTHON_WORD = re.compile(r"(?<![\w./-])(?:\S*/)?python[0-9.]*(?![\w-])")
+
+
+def wraps_python_in_shell(command: Sequence[str]) -> bool:
+    """A shell that starts ``python`` finds it on the sandbox's PATH, not the job's interpreter, which
+    only a command whose first word is ``python`` gets (Executor.command)."""
+    return bool(command) and Path(command[0]).name in _SHELLS and any(_PYTHON_WORD.search(a) for a in command[1:])
+
+
+def _limit_category(limit: str, manifest: Manifest) -> str:
+    if limit == "memory":
+        return f"memory limit: the run needed more than limits.memory_mb ({manifest.limits.memory_bytes >> 20} MiB)"
+    return f"limit exceeded: {limit}"
 
 
 class _StreamError(RuntimeError):

@@ -150,6 +150,9 @@ class Report:
     runner_version: str = RUNNER_VERSION
     report_format: int = REPORT_FORMAT
     certificate: dict[str, Any] | None = None
+    # {"policy": {category: action}, "observed": [...]} (violations.py)
+    sandbox_violations: dict[str, Any] = field(default_factory=dict)
+    reason_code: str | None = None  # a stable name for the reason where it has one ("sandbox_violation")
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -168,6 +171,7 @@ class Report:
             "runner_version": self.runner_version,
             "decision": self.decision,
             "reason": self.reason,
+            "reason_code": self.reason_code,
             "payout_fraction": self.payout_fraction,
             "tier": self.tier,
             "tiers": self.tiers,
@@ -181,6 +185,7 @@ class Report:
             "sha256": self.sha256,
             "environment": self.environment,
             "timings": self.timings,
+            "sandbox_violations": self.sandbox_violations,
             "blocked_actions": self.blocked_actions,
             "logs": self.logs,
             "measurements": self.measurements,

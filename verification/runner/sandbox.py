@@ -74,8 +74,13 @@ done
 echo "leftover $left" >&$report_fd
 if [ "$left" != 0 ]; then kill -9 -1 2>/dev/null; fi  # before collecting outputs
 while IFS= read -r line; do
-  case $line in Ip:*|Tcp:*|Udp:*) echo "$line" >&$report_fd;; esac
+  case $line in Ip:*|Icmp:*|Tcp:*|Udp:*) echo "$line" >&$report_fd;; esac
 done < /proc/net/snmp
+if [ -r /proc/net/snmp6 ]; then
+  while read -r name value; do
+    case $name in Ip6OutNoRoutes|Udp6OutDatagrams|Icmp6OutEchos) echo "snmp6 $name $value" >&$report_fd;; esac
+  done < /proc/net/snmp6
+fi
 if [ -d %(outputs)s ]; then
   for f in %(outputs)s/* %(outputs)s/.[!.]*; do
     if [ -e "$f" ]; then tar -C %(outputs)s -cf - . >&4 2>/dev/null; break; fi
@@ -170,6 +175,9 @@ class RunOutcome:
     limit_broken: str | None  # "timeout", "memory", "processes", "file size", ...
     blocked: list[str]
     leftover_processes: int
+    # What the sandbox saw the command attempt, by category (criteria.SANDBOX_CATEGORIES): counts of
+    # network attempts and of processes left running. Only categories seen are present.
+    violations: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -179,6 +187,23 @@ class RunOutcome:
 def default_runtime_paths() -> list[Path]:
     """The worker's Python environment: the interpreter's prefix and, for a virtualenv, its base."""
     paths = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(sys.prefix)}
+    return sorted(p for p in paths if p.exists())
+
+
+def runtime_paths_of(python_executable: str) -> list[Path]:
+    """Another interpreter's environment (the job's Python when it is not the verifier's own), asked
+    of that interpreter: its prefix and base prefix, as written and resolved."""
+    try:
+        answer = subprocess.run(
+            [python_executable, "-I", "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError) as error:
+        raise SandboxError(f"cannot run the Python {python_executable!r}: {error}") from error
+    paths = {variant for line in answer[:2] if line for variant in (Path(line), Path(line).resolve())}
     return sorted(p for p in paths if p.exists())
 
 
@@ -444,7 +469,7 @@ class SandboxProcess:
             wall = self._ended_at[0] - self._ready_at[0]
         stdout = b"".join(self._stdout_chunks)  # stream mode: the protocol already consumed stdout
         report = b"".join(self._report_chunks).decode("utf-8", "replace")
-        leftover, blocked = _parse_launcher_report(report)
+        leftover, blocked, network_attempts = _parse_launcher_report(report)
         self._supervisor_usage = _parse_supervisor_usage(report) if self._supervised else None
         if "leftover" not in report and leftover_in_cgroup:
             # No word from the launcher (the sandbox was killed): what the cgroup still held.
@@ -469,6 +494,11 @@ class SandboxProcess:
             limit_broken=limit_broken,
             blocked=blocked,
             leftover_processes=leftover,
+            violations={
+                category: count
+                for category, count in (("network", network_attempts), ("leftover_processes", leftover))
+                if count
+            },
         )
         self._close()
         return outcome
@@ -641,29 +671,39 @@ def _parse_supervisor_usage(report: str) -> tuple[float, int] | None:
     return float(match.group(1)), int(match.group(2)) * 1024  # ru_maxrss is in KiB on Linux
 
 
-def _parse_launcher_report(report: str) -> tuple[int, list[str]]:
+def _parse_launcher_report(report: str) -> tuple[int, list[str], int]:
+    """(processes left running, blocked-action lines, network attempts) from the launcher's report.
+
+    Network attempts are read from the sandbox's own network namespace, which has nothing but an
+    isolated loopback: TCP connections opened, UDP datagrams and ICMP echo requests sent (IPv4 and
+    IPv6), and packets that found no route out. Python, numpy and the launcher send none of these, so
+    any count is the command's own doing (a DNS lookup, for one, is UDP to a resolver on loopback)."""
     leftover = 0
     blocked: list[str] = []
     match = re.search(r"leftover (\d+)", report)
     if match:
         leftover = int(match.group(1))
     tables: dict[str, dict[str, int]] = {}
-    lines = [line for line in report.splitlines() if re.match(r"^(Ip|Tcp|Udp):", line)]
+    lines = [line for line in report.splitlines() if re.match(r"^(Ip|Icmp|Tcp|Udp):", line)]
     for header, values in zip(lines[0::2], lines[1::2]):
         name = header.split(":", 1)[0]
         keys = header.split()[1:]
         numbers = values.split()[1:]
         tables[name] = {k: int(v) for k, v in zip(keys, numbers) if v.lstrip("-").isdigit()}
-    no_route = tables.get("Ip", {}).get("OutNoRoutes", 0)
-    tcp_opens = tables.get("Tcp", {}).get("ActiveOpens", 0)
-    udp_out = tables.get("Udp", {}).get("OutDatagrams", 0)
+    ipv6 = {name: int(value) for name, value in re.findall(r"^snmp6 (\w+) (\d+)$", report, flags=re.M)}
+    no_route = tables.get("Ip", {}).get("OutNoRoutes", 0) + ipv6.get("Ip6OutNoRoutes", 0)
+    tcp_opens = tables.get("Tcp", {}).get("ActiveOpens", 0)  # the TCP MIB counts IPv4 and IPv6
+    udp_out = tables.get("Udp", {}).get("OutDatagrams", 0) + ipv6.get("Udp6OutDatagrams", 0)
+    echoes = tables.get("Icmp", {}).get("OutEchos", 0) + ipv6.get("Icmp6OutEchos", 0)
     if no_route:
         blocked.append(f"network: {no_route} outbound packet(s)/connection(s) had no route (no network in the sandbox)")
     if tcp_opens:
         blocked.append(f"network: {tcp_opens} TCP connection attempt(s), loopback only inside the sandbox")
     if udp_out:
         blocked.append(f"network: {udp_out} UDP datagram(s), loopback only inside the sandbox")
-    return leftover, blocked
+    if echoes:
+        blocked.append(f"network: {echoes} ICMP echo request(s), loopback only inside the sandbox")
+    return leftover, blocked, no_route + tcp_opens + udp_out + echoes
 
 
 def read_outputs_tar(data: bytes, max_total_bytes: int) -> dict[str, bytes]:

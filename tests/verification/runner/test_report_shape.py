@@ -11,6 +11,9 @@ import pytest
 from verification.report_schema import report_shape_errors
 from verification.runner import generate_signing_key, run_verification
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 
 @pytest.mark.parametrize("candidate", ["fast", "wrong", "unchanged", "cheater"])
 def test_verification_reports_have_the_shape_the_platform_accepts(
@@ -40,3 +43,27 @@ def test_calibration_and_error_reports_have_the_shape_the_platform_accepts(
     error = run_verification(example_package, broken, hidden_inputs, criteria, budget=3)
     assert error.decision == "ERROR"
     assert report_shape_errors(json.loads(error.to_json())) == {}
+
+
+def test_a_violating_candidates_report_has_the_shape_and_a_bad_violation_summary_is_refused(
+    example_package, candidates, hidden_inputs, criteria
+):
+    criteria["sandbox_policy"] = {"network": "report", "leftover_processes": "report"}
+    report = run_verification(
+        example_package,
+        candidates / "cheater",
+        hidden_inputs,
+        criteria,
+        budget=4,
+        seed=5,
+        signing_key=generate_signing_key(),
+    )
+    data = json.loads(report.to_json())
+    assert {o["inputs"] for o in data["sandbox_violations"]["observed"]} == {"public", "hidden"}
+    assert report_shape_errors(data) == {}
+    data["sandbox_violations"]["observed"][0]["events"] = -1
+    data["sandbox_violations"]["policy"]["network"] = "ignore"
+    assert set(report_shape_errors(data)) == {
+        "report.sandbox_violations.observed[0].events",
+        "report.sandbox_violations.policy.network",
+    }

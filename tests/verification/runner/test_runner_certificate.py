@@ -12,6 +12,9 @@ from runner_testlib import REPO
 
 from verification.runner import certificate
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 
 def _report() -> dict:
     return {

@@ -15,6 +15,9 @@ from verification.runner.correctness import compare, decode_file
 from verification.runner.criteria import Correctness, Criteria, CriteriaError
 from verification.runner.manifest import SCHEMA_PATH, ManifestError, load_manifest, parse_manifest
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 MARKETPLACE_SHAPE = {
     "criteria": [
         {"metric": "latency", "statistic": "p95", "kind": "absolute", "threshold": 0.02},

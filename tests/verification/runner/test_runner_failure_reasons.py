@@ -10,6 +10,9 @@ from runner_testlib import candidate_with, hidden_input_leaker
 
 from verification.runner import run_verification
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 MARKER = "said-by-the-candidate-7d3f"
 
 # Answers every request (the public warm-up ones first) in the way HOW names, quoting MARKER.

@@ -14,6 +14,9 @@ from runner_testlib import processes_matching
 from verification.runner import cgroups
 from verification.runner import sandbox as sb
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 PYTHON = sys.executable
 
 

@@ -9,6 +9,9 @@ import pytest
 
 from verification.runner import stats
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 
 def test_student_t_tail_matches_known_values():
     assert stats.student_t_sf(2.0, 10) == pytest.approx(0.036694, abs=1e-5)

@@ -23,11 +23,14 @@ NOBODY = 65534
 SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
 SITE_PACKAGES = Path(numpy.__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None or not SYSTEM_PYTHON.exists(),
-    reason="needs root to switch to an unprivileged uid, setpriv, and the system's Python "
-    f"{sys.version_info.major}.{sys.version_info.minor}",
-)
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("setpriv") is None or not SYSTEM_PYTHON.exists(),
+        reason="needs root to switch to an unprivileged uid, setpriv, and the system's Python "
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+    ),
+]
 
 
 def _as_nobody(home: Path, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess:

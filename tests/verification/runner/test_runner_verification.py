@@ -16,6 +16,9 @@ from tests.factories.archives import directory_tar_gz, make_tar_gz, make_zip
 from verification.runner import generate_signing_key, run_verification, verify_certificate
 from verification.runner.certificate import CertificateError
 
+# Runs real sandboxes (uid 65534, whose RLIMIT_NPROC is shared machine-wide): `make check` runs these one at a time.
+pytestmark = pytest.mark.sandbox
+
 BUDGET = 12
 
 
@@ -90,6 +93,7 @@ def test_wrong_outputs_fail_naming_the_correctness_criterion(example_package, ca
 
 def test_cheater_is_contained_and_its_attempts_are_reported(example_package, candidates, hidden_inputs, criteria):
     report = _verify(example_package, candidates / "cheater", hidden_inputs, criteria, budget=4)
+    assert (report.decision, report.reason_code) == ("FAIL", "sandbox_violation")
     blocked = {(b["role"], b["action"].split(":")[0]) for b in report.blocked_actions}
     assert ("candidate", "network") in blocked
     assert any(b["role"] == "candidate" and "still running" in b["action"] for b in report.blocked_actions)
@@ -176,7 +180,7 @@ for line in sys.stdin:
     [
         (CRASHING, "exited before answering"),
         (HANGING, "timeout"),
-        (MEMORY_HOG, "limit exceeded: memory"),
+        (MEMORY_HOG, "memory limit: the run needed more than limits.memory_mb (256 MiB)"),
         (FORK_BOMB, "limit exceeded: processes"),
         (HUGE_FILE, "limit exceeded: file size"),
     ],

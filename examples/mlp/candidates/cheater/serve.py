@@ -1,5 +1,7 @@
 """Cheater: fast and correct, but also tries to escape its sandbox. Every attempt is written to
-stderr so the runner's report (and the tests) can show it was blocked."""
+stderr so the runner's report (and the tests) can show it was blocked. Its network attempt and the
+process it leaves running are sandbox violations: by default the verification FAILs with
+``sandbox_violation`` at its first run (its host-path reads are refused but not observable)."""
 
 import json
 import os

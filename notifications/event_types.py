@@ -1,0 +1,35 @@
+"""The outbound event types an endpoint can subscribe to (`*` subscribes to all of them)."""
+
+ALL_EVENTS = "*"
+
+JOB_PUBLISHED = "job.published"
+JOB_CALIBRATED = "job.calibrated"
+BID_PLACED = "bid.placed"
+BID_WITHDRAWN = "bid.withdrawn"
+BID_ACCEPTED = "bid.accepted"
+BID_DECLINED = "bid.declined"
+CONTRACT_FUNDING_REQUIRED = "contract.funding_required"
+CONTRACT_FUNDED = "contract.funded"
+SUBMISSION_RECEIVED = "submission.received"
+VERIFICATION_COMPLETED = "verification.completed"
+ESCROW_RELEASED = "escrow.released"
+ESCROW_REFUNDED = "escrow.refunded"
+DISPUTE_OPENED = "dispute.opened"
+DISPUTE_RESOLVED = "dispute.resolved"
+
+EVENT_TYPES = (
+    JOB_PUBLISHED,
+    JOB_CALIBRATED,
+    BID_PLACED,
+    BID_WITHDRAWN,
+    BID_ACCEPTED,
+    BID_DECLINED,
+    CONTRACT_FUNDING_REQUIRED,
+    CONTRACT_FUNDED,
+    SUBMISSION_RECEIVED,
+    VERIFICATION_COMPLETED,
+    ESCROW_RELEASED,
+    ESCROW_REFUNDED,
+    DISPUTE_OPENED,
+    DISPUTE_RESOLVED,
+)

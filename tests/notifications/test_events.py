@@ -1,0 +1,138 @@
+"""Events written by the jobs services, in their transaction, showing each recipient only what it may see."""
+
+import json
+
+import pytest
+from django.db import transaction
+
+from jobs.services.bids import bid_accept, bid_place
+from jobs.services.contracts import contract_settle
+from jobs.services.submissions import submission_create
+from notifications import services
+from notifications.models import OutboundEvent
+from tests.factories import CompanyAdminFactory, EngineerFactory, open_job
+from tests.factories.jobs import fund
+from tests.jobs.conftest import candidate_upload
+from tests.verification.conftest import fake_report
+from verification.models import VerificationRun
+from verification.runner.certificate import sign_report
+from verification.services import verification_record_result, verification_run_start
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("local_webhooks", "queued")]
+
+
+def _subscribe(user, receiver):
+    return services.endpoint_create(actor=user, url=receiver.url, event_types=["*"]).endpoint
+
+
+def _events(*, user=None, organization=None) -> list[tuple[str, dict]]:
+    events = OutboundEvent.objects.filter(user=user, organization=organization).order_by("id")
+    return [(event.type, event.data) for event in events]
+
+
+@pytest.fixture
+def market(receiver):
+    admin = CompanyAdminFactory()
+    winner, rival = EngineerFactory(), EngineerFactory()
+    for party in (admin, winner, rival):
+        _subscribe(party, receiver)
+    organization = admin.memberships.get().organization
+    return admin, organization, winner, rival
+
+
+def test_bids_reach_the_company_and_their_own_engineer_only(market):
+    admin, organization, winner, rival = market
+    job = open_job(admin=admin)
+    winning = bid_place(actor=winner, job=job, amount=123_456, estimated_days=3, proposal="Fuse.")
+    losing = bid_place(actor=rival, job=job, amount=98_765, estimated_days=3, proposal="Tile.")
+    contract = bid_accept(actor=admin, bid=winning)
+
+    company = _events(organization=organization)
+    assert sorted(kind for kind, _ in company) == [
+        "bid.accepted",
+        "bid.declined",
+        "bid.placed",
+        "bid.placed",
+        "contract.funding_required",
+        "job.published",
+    ]
+    assert {data["amount"] for kind, data in company if kind == "bid.placed"} == {123_456, 98_765}
+    assert (
+        company[0][0] == "job.published"
+        and company[0][1]["id"] == job.pk
+        and company[0][1]["hidden_inputs_attached"] is True
+    )
+
+    winner_events = _events(user=winner)
+    assert [kind for kind, _ in winner_events] == ["bid.placed", "bid.accepted", "contract.funding_required"]
+    assert "98765" not in json.dumps(winner_events)  # never a competitor's amount
+    assert winner_events[2][1]["id"] == contract.pk
+
+    rival_events = _events(user=rival)
+    assert [(kind, data["id"]) for kind, data in rival_events] == [
+        ("bid.placed", losing.pk),
+        ("bid.declined", losing.pk),
+    ]
+    assert "123456" not in json.dumps(rival_events)
+
+
+def test_another_company_receives_nothing(market, receiver):
+    admin, _, winner, _ = market
+    other_admin = CompanyAdminFactory()
+    _subscribe(other_admin, receiver)
+    bid_place(actor=winner, job=open_job(admin=admin), amount=100_000, estimated_days=3, proposal="Fuse.")
+    assert _events(organization=other_admin.memberships.get().organization) == []
+
+
+def test_a_rolled_back_change_leaves_no_event(market):
+    admin, organization, winner, _ = market
+    job = open_job(admin=admin)
+    before = OutboundEvent.objects.count()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="Fuse.")
+        raise RuntimeError("the request failed after the bid")
+    assert OutboundEvent.objects.count() == before
+
+
+def test_funding_submission_and_verification_show_the_engineer_no_hidden_input_data(
+    market, signing_key, dispatched, django_capture_on_commit_callbacks
+):
+    admin, organization, winner, _ = market
+    job = open_job(admin=admin, max_submissions=1)
+    contract = fund(
+        bid_accept(actor=admin, bid=bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="x"))
+    )
+    with django_capture_on_commit_callbacks(execute=True):  # the run is dispatched after commit
+        submission = submission_create(actor=winner, contract=contract, upload=candidate_upload())
+    run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+    token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
+    verification_run_start(run_id=run.pk, token=token)
+    report = fake_report(run, decision="FAIL", fraction=0.0)
+    report["correctness"] = {
+        "passed": False,
+        "outputs_compared": 8,
+        "mismatched_outputs": 1,
+        "first_differences": [{"input_id": "h-1", "where": "$[0]", "expected": "0.123456789", "actual": "9.9"}],
+    }
+    verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key))
+
+    for recipient in ({"user": winner}, {"organization": organization}):
+        kinds = [kind for kind, _ in _events(**recipient)]
+        assert {"contract.funded", "submission.received", "verification.completed"} <= set(kinds)
+    [(_, engineer_view)] = [item for item in _events(user=winner) if item[0] == "verification.completed"]
+    [(_, company_view)] = [item for item in _events(organization=organization) if item[0] == "verification.completed"]
+    assert engineer_view["submission"] == submission.pk and engineer_view["decision"] == "FAIL"
+    for hidden in ("0.123456789", "h-1", "secret stderr"):
+        assert hidden not in json.dumps(engineer_view)
+    assert "0.123456789" in json.dumps(company_view) and "secret stderr" in json.dumps(company_view)
+
+    contract_settle(contract_id=contract.pk, reason="attempts exhausted")  # the only attempt failed
+    for recipient in ({"user": winner}, {"organization": organization}):
+        [(kind, escrow)] = [item for item in _events(**recipient) if item[0].startswith("escrow.")]
+        assert kind == "escrow.refunded" and escrow["id"] == contract.escrow_id
+
+
+def test_nobody_listening_writes_no_events(signing_key):
+    admin = CompanyAdminFactory()
+    bid_place(actor=EngineerFactory(), job=open_job(admin=admin), amount=100_000, estimated_days=3, proposal="x")
+    assert not OutboundEvent.objects.exists()
