@@ -12,6 +12,7 @@ from common.api import IdempotentCreateMixin, idempotent_response
 from common.errors import NotFound, NotPermitted, ValidationFailed
 from common.http_cache import IF_NONE_MATCH_HEADER, NOT_MODIFIED_RESPONSE, cached_response, conditional_get
 from common.models import Artifact
+from common.pagination import PageOrCursorPagination, StablePageNumberPagination, scoped_total
 from common.parsers import JSONParser
 from common.schema import ARCHIVE_DOWNLOAD_RESPONSES
 from verification import selectors as verification_selectors
@@ -48,6 +49,9 @@ def _artifact_download(artifact: Artifact | None, filename: str) -> FileResponse
     return FileResponse(artifact.file.open("rb"), as_attachment=True, filename=f"{filename}.{extension}")
 
 
+CURSOR_PARAMS = ("cursor", "page", "page_size", "format")
+
+
 def _created(data) -> Response:
     return Response(data, status=status.HTTP_201_CREATED)
 
@@ -59,6 +63,11 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
     ordering_fields = ["id", "published_at", "budget_max", "bidding_deadline"]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     idempotent_actions = ("bids",)
+
+    @property
+    def pagination_class(self):
+        # Only the job list offers cursor pages; the lists under a job (bids, events) keep page numbers.
+        return PageOrCursorPagination if getattr(self, "action", None) == "list" else StablePageNumberPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -83,6 +92,10 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
             queryset = self.filter_queryset(jobs)
             if "ordering" in request.query_params:
                 queryset = queryset.order_by(*queryset.query.order_by, "-id")
+            # A cursor page's total: counted once per scope, version and filters, or estimated with the cache off.
+            self.paginator.total_for = lambda counted: scoped_total(
+                counted, request=request, namespace="jobs:list", scope=cache_scope, ignored_params=CURSOR_PARAMS
+            )
             page = self.paginate_queryset(queryset)
             summaries = JobSummarySerializer(page, many=True, context={"request": request}).data
             return self.get_paginated_response(summaries)

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from .models import Job
-from .services import contracts
+from .services import contracts, events
 from .services.jobs import jobs_expire
 
 
@@ -33,3 +33,9 @@ def contracts_release_due() -> list[int]:
 @shared_task(name="jobs.tasks.contracts_settle_due")
 def contracts_settle_due() -> list[int]:
     return contracts.contracts_settle_due()
+
+
+@shared_task(name="jobs.tasks.contracts_remind_review_closing")
+def contracts_remind_review_closing() -> int:
+    """Email companies whose review window closes within 24 hours; once per window however often it runs."""
+    return events.contracts_remind_review_closing()

@@ -12,6 +12,7 @@ api_v1 = [
     path("payments/", include("payments.urls")),
     path("verification/", include("verification.urls")),
     path("webhooks/", include("notifications.urls")),
+    path("", include("notifications.preference_urls")),
 ]
 
 urlpatterns = [

@@ -2,10 +2,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from common.api import IdempotentCreateMixin
 
-from . import selectors, services
+from . import emails, selectors, services
 from .models import Delivery, WebhookEndpoint
 from .serializers import (
     DeliveryDetailSerializer,
@@ -14,6 +15,8 @@ from .serializers import (
     EndpointUpdateSerializer,
     EndpointWithSecretSerializer,
     EndpointWriteSerializer,
+    NotificationPreferenceSerializer,
+    NotificationPreferenceUpdateSerializer,
 )
 
 
@@ -99,3 +102,19 @@ class WebhookDeliveryViewSet(viewsets.GenericViewSet):
         """Send the event again now; retried with backoff like a first delivery."""
         delivery = services.delivery_redeliver(actor=request.user, delivery=self._delivery())
         return Response(DeliveryDetailSerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+class NotificationPreferencesApi(APIView):
+    """Your email preferences: one switch per category, all on by default."""
+
+    @extend_schema(responses=NotificationPreferenceSerializer)
+    def get(self, request):
+        preference = emails.notification_preferences_get(user=request.user)
+        return Response(NotificationPreferenceSerializer(preference).data)
+
+    @extend_schema(request=NotificationPreferenceUpdateSerializer, responses=NotificationPreferenceSerializer)
+    def patch(self, request):
+        serializer = NotificationPreferenceUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        preference = emails.notification_preferences_update(user=request.user, changes=serializer.validated_data)
+        return Response(NotificationPreferenceSerializer(preference).data)

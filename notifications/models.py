@@ -117,3 +117,67 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of delivery {self.delivery_id}"
+
+
+class EmailCategory(models.TextChoices):
+    """What a person can switch off; each is one boolean of `NotificationPreference`."""
+
+    BID_RECEIVED = "bid_received", "A bid arrived on your organization's job"
+    BID_ACCEPTED = "bid_accepted", "Your bid was accepted"
+    FUNDING_REQUIRED = "funding_required", "A contract awaits your organization's funding"
+    VERIFICATION_COMPLETED = "verification_completed", "A verification finished"
+    PAYMENT_RELEASED = "payment_released", "Payment released to you"
+    REFUND_ISSUED = "refund_issued", "A refund to your organization"
+    DISPUTES = "disputes", "A dispute was opened or resolved"
+    REVIEW_WINDOW_CLOSING = "review_window_closing", "A review window closes within 24 hours"
+
+
+class NotificationPreference(TimeStampedModel):
+    """Which email categories a user receives; a user without a row receives them all."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preference"
+    )
+    bid_received = models.BooleanField(default=True)
+    bid_accepted = models.BooleanField(default=True)
+    funding_required = models.BooleanField(default=True)
+    verification_completed = models.BooleanField(default=True)
+    payment_released = models.BooleanField(default=True)
+    refund_issued = models.BooleanField(default=True)
+    disputes = models.BooleanField(default=True)
+    review_window_closing = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"Notification preferences of {self.user_id}"
+
+    def wants(self, category: str) -> bool:
+        return bool(getattr(self, category))
+
+
+class EmailNotification(TimeStampedModel):
+    """One email for one user about one occurrence (`key`), written in the transaction of the change and sent
+    after commit; the unique (key, user, category) row is the record that it was sent, so it is sent once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        SKIPPED = "skipped", "Skipped (category switched off, or no address)"
+
+    key = models.CharField(max_length=200)
+    category = models.CharField(max_length=32, choices=EmailCategory.choices)
+    template = models.CharField(max_length=64)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_notifications")
+    # Only what the email shows (titles, ids, amounts, decisions, links): never hidden inputs or secrets.
+    context = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "user", "category"], name="uniq_email_per_event_recipient_category")
+        ]
+
+    def __str__(self) -> str:
+        return f"Email {self.template} to {self.user_id}"

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from common.converters import MAX_DATABASE_ID
 
 from .event_types import ALL_EVENTS, EVENT_TYPES
-from .models import Delivery, DeliveryAttempt, WebhookEndpoint
+from .models import Delivery, DeliveryAttempt, EmailCategory, NotificationPreference, WebhookEndpoint
 from .services import MAX_EVENT_TYPES
 
 EVENT_TYPE_CHOICES = [ALL_EVENTS, *EVENT_TYPES]
@@ -125,3 +125,16 @@ class DeliveryDetailSerializer(DeliverySerializer):
 
     def get_data(self, delivery: Delivery) -> dict:
         return delivery.event.data
+
+
+class NotificationPreferenceSerializer(serializers.ModelSerializer):
+    """Email categories a user receives (all on until switched off)."""
+
+    class Meta:
+        model = NotificationPreference
+        fields = list(EmailCategory.values)
+
+
+class NotificationPreferenceUpdateSerializer(NotificationPreferenceSerializer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, partial=True, **kwargs)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import services
+from . import emails, services
 
 
 # Retries are Celery's own (a countdown message per retry); the service bounds them by the three-day window,
@@ -22,3 +22,8 @@ def deliveries_enqueue_overdue() -> int:
 @shared_task(name="notifications.tasks.endpoint_disabled_notify")
 def endpoint_disabled_notify(endpoint_id: int) -> bool:
     return services.endpoint_disabled_notify(endpoint_id=endpoint_id)
+
+
+@shared_task(name="notifications.tasks.email_send", autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def email_send(notification_id: int) -> bool:
+    return emails.email_send(notification_id=notification_id)

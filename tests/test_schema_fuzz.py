@@ -144,4 +144,5 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(fuzz_server, tmp
     result = _schemathesis(fuzz_server.url, token, config_path, tmp_path / "report")
 
     output = (result.stdout + result.stderr).replace(token, "spk_<redacted>")
+    print(f"schemathesis as {role}:\n{output[-2_500:]}")  # the summary, for `pytest -s`
     assert result.returncode == 0, output[-20_000:]

@@ -6,11 +6,19 @@ recipient could GET: an engineer receives only their own bids, contracts and sub
 job's hidden-input data. Called inside the service's transaction (the outbox row commits with the change).
 """
 
+import uuid
 from dataclasses import asdict
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import User
 from common.errors import NotFound
-from notifications import event_types
+from common.money import currency_exponent
+from notifications import emails, event_types
 from notifications.services import Recipient, event_emit
 from payments import selectors as payments_selectors
 from verification.models import VerificationRun
@@ -21,6 +29,7 @@ from ..models import Bid, Contract, Job, Submission
 from ..serializers import BidSerializer, ContractSerializer, JobSerializer, SubmissionSerializer
 
 FULL_BPS = 10_000
+REVIEW_REMINDER_HOURS = 24
 
 
 def _visible(render):
@@ -54,6 +63,10 @@ def bid_event_emit(*, event_type: str, bid: Bid) -> None:
         recipients=_parties(organization_id=organization_id, engineer_id=bid.engineer_id),
         render=_visible(lambda viewer: BidSerializer(selectors.bid_get_visible(user=viewer, bid_id=bid.pk)).data),
     )
+    if event_type == event_types.BID_PLACED:
+        _bid_email(kind=emails.BID_RECEIVED, bid=bid, to=Recipient(organization_id=organization_id))
+    elif event_type == event_types.BID_ACCEPTED:
+        _bid_email(kind=emails.BID_ACCEPTED, bid=bid, to=Recipient(user_id=bid.engineer_id))
 
 
 def contract_event_emit(*, event_type: str, contract: Contract) -> None:
@@ -64,6 +77,19 @@ def contract_event_emit(*, event_type: str, contract: Contract) -> None:
             lambda viewer: ContractSerializer(selectors.contract_get_visible(user=viewer, contract_id=contract.pk)).data
         ),
     )
+    parties = _parties(organization_id=contract.organization_id, engineer_id=contract.engineer_id)
+    if event_type == event_types.CONTRACT_FUNDING_REQUIRED:
+        _contract_email(
+            kind=emails.FUNDING_REQUIRED,
+            contract=contract,
+            to=[Recipient(organization_id=contract.organization_id)],
+            key=f"{event_type}:contract:{contract.pk}",
+        )
+    elif event_type == event_types.DISPUTE_OPENED:
+        _contract_email(kind=emails.DISPUTE_OPENED, contract=contract, to=parties)
+    elif event_type == event_types.DISPUTE_RESOLVED:
+        outcome = "upheld and released" if contract.release_due_at else "withheld"
+        _contract_email(kind=emails.DISPUTE_RESOLVED, contract=contract, to=parties, outcome=outcome)
 
 
 def submission_event_emit(*, event_type: str, submission: Submission, contract: Contract) -> None:
@@ -92,6 +118,16 @@ def verification_event_emit(*, event_type: str, submission: Submission, contract
         recipients=_parties(organization_id=contract.organization_id, engineer_id=contract.engineer_id),
         render=_visible(render),
     )
+    if event_type == event_types.VERIFICATION_COMPLETED:
+        _contract_email(
+            kind=emails.VERIFICATION_COMPLETED,
+            contract=contract,
+            to=_parties(organization_id=contract.organization_id, engineer_id=contract.engineer_id),
+            key=f"{event_type}:run:{run_id}",
+            submission_id=submission.pk,
+            decision=str(submission.status).upper(),
+            link=_url(f"/api/v1/submissions/{submission.pk}/verification/"),
+        )
 
 
 def escrow_event_emit(*, event_type: str, contract: Contract) -> None:
@@ -106,6 +142,24 @@ def escrow_event_emit(*, event_type: str, contract: Contract) -> None:
         recipients=_parties(organization_id=contract.organization_id, engineer_id=contract.engineer_id),
         render=_visible(render),
     )
+    if event_type == event_types.ESCROW_RELEASED:
+        _contract_email(
+            kind=emails.PAYMENT_RELEASED,
+            contract=contract,
+            to=[Recipient(user_id=contract.engineer_id)],
+            key=f"{event_type}:contract:{contract.pk}:{contract.earned_bps}",
+            released_percent=_percent(contract.earned_bps),
+            link=_url(f"/api/v1/payments/escrows/{contract.escrow_id}/"),
+        )
+    elif event_type == event_types.ESCROW_REFUNDED:
+        _contract_email(
+            kind=emails.REFUND_ISSUED,
+            contract=contract,
+            to=[Recipient(organization_id=contract.organization_id)],
+            key=f"{event_type}:contract:{contract.pk}",
+            refunded_percent=_percent(FULL_BPS - contract.earned_bps),
+            link=_url(f"/api/v1/payments/escrows/{contract.escrow_id}/"),
+        )
 
 
 def escrow_settled_event_emit(*, contract: Contract) -> None:
@@ -114,3 +168,85 @@ def escrow_settled_event_emit(*, contract: Contract) -> None:
         escrow_event_emit(event_type=event_types.ESCROW_RELEASED, contract=contract)
     if contract.earned_bps < FULL_BPS:
         escrow_event_emit(event_type=event_types.ESCROW_REFUNDED, contract=contract)
+
+
+# Email: the context is built here from plain fields only (titles, ids, amounts, decisions, links), never from
+# the API's representations, so no hidden-input data, token or secret can reach a template.
+
+
+def _url(path: str) -> str:
+    return settings.PUBLIC_BASE_URL.rstrip("/") + path
+
+
+def _money(amount: int, currency: str) -> str:
+    exponent = currency_exponent(currency)
+    return f"{Decimal(amount).scaleb(-exponent):.{exponent}f} {currency}"
+
+
+def _percent(bps: int) -> str:
+    return f"{Decimal(bps) / 100:g}"
+
+
+def _bid_email(*, kind: emails.EmailKind, bid: Bid, to: Recipient) -> None:
+    job = Job.objects.only("title", "currency").get(pk=bid.job_id)
+    engineer = User.objects.get(pk=bid.engineer_id)
+    emails.email_notify(
+        kind=kind,
+        key=f"{kind.template}:bid:{bid.pk}",
+        recipients=[to],
+        context={
+            "job_title": job.title,
+            "job_id": bid.job_id,
+            "bid_id": bid.pk,
+            "amount": _money(bid.amount, job.currency),
+            "engineer_name": engineer.name or "An engineer",
+            "link": _url(f"/api/v1/bids/{bid.pk}/"),
+        },
+    )
+
+
+def _contract_email(
+    *, kind: emails.EmailKind, contract: Contract, to: list[Recipient], key: str | None = None, **extra
+) -> list:
+    """`key` names the occurrence (one email per person); without one, each call is a new occurrence."""
+    job_title = Job.objects.values_list("title", flat=True).get(pk=contract.job_id)
+    context = {
+        "job_title": job_title,
+        "job_id": contract.job_id,
+        "contract_id": contract.pk,
+        "amount": _money(contract.amount, contract.currency),
+        "link": _url(f"/api/v1/contracts/{contract.pk}/"),
+        **extra,
+    }
+    return emails.email_notify(
+        kind=kind,
+        key=key or f"{kind.template}:contract:{contract.pk}:{uuid.uuid4().hex}",
+        recipients=to,
+        context=context,
+    )
+
+
+def contracts_remind_review_closing() -> int:
+    """Tell the company once per review window that it closes within 24 hours (the beat task calls this); the
+    key names the window, so a run finding the same contract again sends nothing."""
+    now = timezone.now()
+    due = Contract.objects.filter(
+        status=Contract.Status.ACTIVE,
+        review_disputed=False,
+        earned_bps__gt=0,
+        release_due_at__gt=now,
+        release_due_at__lte=now + timedelta(hours=REVIEW_REMINDER_HOURS),
+    )
+    written = 0
+    for contract in due:
+        with transaction.atomic():
+            written += len(
+                _contract_email(
+                    kind=emails.REVIEW_WINDOW_CLOSING,
+                    contract=contract,
+                    to=[Recipient(organization_id=contract.organization_id)],
+                    key=f"review_window_closing:contract:{contract.pk}:{contract.release_due_at.isoformat()}",
+                    release_due_at=f"{contract.release_due_at:%Y-%m-%d %H:%M}",
+                )
+            )
+    return written

@@ -297,6 +297,10 @@ CELERY_BEAT_SCHEDULE["verification-watchdog"] = {"task": "verification.tasks.ver
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 CELERY_BEAT_SCHEDULE["jobs-release-due"] = {"task": "jobs.tasks.contracts_release_due", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["jobs-settle-due"] = {"task": "jobs.tasks.contracts_settle_due", "schedule": 60.0}
+CELERY_BEAT_SCHEDULE["jobs-review-closing-reminders"] = {
+    "task": "jobs.tasks.contracts_remind_review_closing",
+    "schedule": 900.0,
+}
 
 # Outbound webhooks (notifications; docs/webhooks.md). Safe by default: https only, no loopback; the local
 # settings allow both for `make run`, tests turn them on where they need them.
@@ -327,3 +331,9 @@ CELERY_BEAT_SCHEDULE["notifications-deliveries-sweep"] = {
 }
 # Mail (a disabled webhook endpoint's owner is told): printed to the console unless configured otherwise.
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Speedproof <noreply@speedproof.local>")

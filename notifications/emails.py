@@ -1,0 +1,171 @@
+"""Email for the moments that need a person.
+
+`email_notify` runs inside the transaction of the change (called by the app that owns it, with a context of
+plain, safe values: titles, ids, amounts, decisions, links; never hidden inputs or secrets), writes one
+`EmailNotification` per recipient and queues the send after commit. `email_send` claims the row, honours the
+recipient's preferences, renders the text and HTML templates and sends once: a second run finds it sent.
+Emails do not depend on webhook endpoints.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from accounts.models import Membership, User
+
+from .models import EmailCategory, EmailNotification, NotificationPreference
+from .services import Recipient
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EmailKind:
+    template: str
+    category: str
+    subject: str  # formatted with the context
+
+
+BID_RECEIVED = EmailKind("bid_received", EmailCategory.BID_RECEIVED, "New bid on {job_title}")
+BID_ACCEPTED = EmailKind("bid_accepted", EmailCategory.BID_ACCEPTED, "Your bid on {job_title} was accepted")
+FUNDING_REQUIRED = EmailKind("funding_required", EmailCategory.FUNDING_REQUIRED, "Fund the contract for {job_title}")
+VERIFICATION_COMPLETED = EmailKind(
+    "verification_completed", EmailCategory.VERIFICATION_COMPLETED, "Verification {decision} for {job_title}"
+)
+PAYMENT_RELEASED = EmailKind("payment_released", EmailCategory.PAYMENT_RELEASED, "Payment released for {job_title}")
+REFUND_ISSUED = EmailKind("refund_issued", EmailCategory.REFUND_ISSUED, "Refund issued for {job_title}")
+DISPUTE_OPENED = EmailKind("dispute_opened", EmailCategory.DISPUTES, "Dispute opened on {job_title}")
+DISPUTE_RESOLVED = EmailKind("dispute_resolved", EmailCategory.DISPUTES, "Dispute resolved on {job_title}")
+REVIEW_WINDOW_CLOSING = EmailKind(
+    "review_window_closing", EmailCategory.REVIEW_WINDOW_CLOSING, "Review window for {job_title} closes within 24 hours"
+)
+
+EMAIL_KINDS = (
+    BID_RECEIVED,
+    BID_ACCEPTED,
+    FUNDING_REQUIRED,
+    VERIFICATION_COMPLETED,
+    PAYMENT_RELEASED,
+    REFUND_ISSUED,
+    DISPUTE_OPENED,
+    DISPUTE_RESOLVED,
+    REVIEW_WINDOW_CLOSING,
+)
+KINDS_BY_TEMPLATE = {kind.template: kind for kind in EMAIL_KINDS}
+
+
+def email_recipient_user_ids(recipient: Recipient) -> list[int]:
+    """The people behind a recipient: the engineer, or the organization's active owners and admins."""
+    if recipient.user_id is not None:
+        return list(User.objects.filter(pk=recipient.user_id, is_active=True).values_list("pk", flat=True))
+    return list(
+        Membership.objects.filter(
+            organization_id=recipient.organization_id, role__in=Membership.ADMIN_ROLES, user__is_active=True
+        )
+        .order_by("id")
+        .values_list("user_id", flat=True)
+    )
+
+
+def email_notify(
+    *, kind: EmailKind, key: str, recipients: Iterable[Recipient], context: dict
+) -> list[EmailNotification]:
+    """Record the email for each person behind `recipients`, in the caller's transaction; sent after commit.
+    The same key, person and category is recorded (and sent) once."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("email_notify runs inside the transaction of the change it reports")
+    written = []
+    user_ids = dict.fromkeys(uid for recipient in recipients for uid in email_recipient_user_ids(recipient))
+    for user_id in user_ids:
+        notification, created = EmailNotification.objects.get_or_create(
+            key=key,
+            user_id=user_id,
+            category=kind.category,
+            defaults={"template": kind.template, "context": context},
+        )
+        if created:
+            _enqueue_on_commit(notification.pk)
+            written.append(notification)
+    return written
+
+
+def _enqueue_on_commit(notification_id: int) -> None:
+    def send() -> None:
+        from .tasks import email_send
+
+        try:
+            email_send.delay(notification_id)
+        except Exception:  # the broker is down; the row stays pending
+            log.warning("email_enqueue_failed", notification_id=notification_id)
+
+    transaction.on_commit(send)
+
+
+def email_render(*, template: str, context: dict, user: User) -> tuple[str, str, str]:
+    """(subject, text, html) of one email."""
+    kind = KINDS_BY_TEMPLATE[template]
+    full = {
+        **context,
+        "recipient_name": user.name or user.email,
+        "base_url": settings.PUBLIC_BASE_URL.rstrip("/"),
+        "preferences_url": settings.PUBLIC_BASE_URL.rstrip("/") + "/api/v1/me/notification-preferences/",
+    }
+    subject = "Speedproof: " + kind.subject.format(**full)
+    text = render_to_string(f"notifications/email/{template}.txt", full)
+    html = render_to_string(f"notifications/email/{template}.html", full)
+    return " ".join(subject.split())[:200], text, html
+
+
+def email_send(*, notification_id: int) -> bool:
+    """Send the email once; safe to run twice (a second run finds it sent, sending or skipped)."""
+    with transaction.atomic():
+        notification = (
+            EmailNotification.objects.select_for_update().select_related("user").filter(pk=notification_id).first()
+        )
+        if notification is None or notification.status != EmailNotification.Status.PENDING:
+            return False
+        preference = NotificationPreference.objects.filter(user_id=notification.user_id).first()
+        if not notification.user.email or (preference is not None and not preference.wants(notification.category)):
+            notification.status = EmailNotification.Status.SKIPPED
+            notification.save(update_fields=["status", "updated_at"])
+            return False
+        notification.status = EmailNotification.Status.SENDING
+        notification.save(update_fields=["status", "updated_at"])
+    user = notification.user
+    try:
+        subject, text, html = email_render(template=notification.template, context=notification.context, user=user)
+        message = EmailMultiAlternatives(subject=subject, body=text, to=[user.email])
+        message.attach_alternative(html, "text/html")
+        message.send()
+    except Exception:
+        EmailNotification.objects.filter(pk=notification_id).update(
+            status=EmailNotification.Status.PENDING, updated_at=timezone.now()
+        )
+        raise
+    EmailNotification.objects.filter(pk=notification_id).update(
+        status=EmailNotification.Status.SENT, sent_at=timezone.now(), updated_at=timezone.now()
+    )
+    log.info("email_sent", notification_id=notification_id, template=notification.template)
+    return True
+
+
+def notification_preferences_get(*, user: User) -> NotificationPreference:
+    """The user's preferences; defaults (all on) when never changed."""
+    return NotificationPreference.objects.filter(user=user).first() or NotificationPreference(user=user)
+
+
+@transaction.atomic
+def notification_preferences_update(*, user: User, changes: dict[str, bool]) -> NotificationPreference:
+    preference, _ = NotificationPreference.objects.select_for_update().get_or_create(user=user)
+    fields = [name for name in changes if name in EmailCategory.values]
+    for name in fields:
+        setattr(preference, name, bool(changes[name]))
+    if fields:
+        preference.save(update_fields=[*fields, "updated_at"])
+    return preference
