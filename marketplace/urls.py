@@ -4,9 +4,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from common import converters  # noqa: F401 - registers the path converters before any app's routes load
 from common.health import SpeedproofHealthView, liveness
-from common.views import site_index
+from common.views import api_root, site_index
 
 api_v1 = [
+    path("", api_root, name="api-root"),
     path("", include("accounts.urls")),
     path("", include("jobs.urls")),
     path("payments/", include("payments.urls")),
