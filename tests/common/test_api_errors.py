@@ -1,16 +1,14 @@
 """Zero 5xx: every bad input is a 4xx in the one error shape (JSON under /api/ and /internal/)."""
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import URLResolver, get_resolver
-from django.utils import timezone
 
 from accounts.services import api_token_create
 from tests.factories import CompanyAdminFactory, EngineerFactory, StaffFactory
-from tests.factories.jobs import CRITERIA
+from tests.factories.jobs import job_request_body
 
 pytestmark = pytest.mark.django_db
 
@@ -143,20 +141,6 @@ def test_with_debug_on_the_api_still_answers_json_and_never_the_debug_pages(staf
     assert staff_client.get("/api/v1/jobs").status_code == 301
 
 
-def _job_body(**overrides):
-    body = {
-        "title": "Speed up tokenizer",
-        "hardware_class": "cpu-x86",
-        "currency": "USD",
-        "budget_min": 10_000,
-        "budget_max": 20_000,
-        "bidding_deadline": (timezone.now() + timedelta(days=2)).isoformat(),
-        "criteria": CRITERIA,
-    }
-    body.update(overrides)
-    return body
-
-
 def _client_for(user=None) -> Client:
     if user is None:
         return Client(raise_request_exception=False)
@@ -181,7 +165,7 @@ HUGE = 99999999999999999999
 )
 def test_integers_beyond_the_database_range_are_400(overrides, field):
     response = _client_for(CompanyAdminFactory()).post(
-        "/api/v1/jobs/", _job_body(**overrides), content_type="application/json"
+        "/api/v1/jobs/", job_request_body(**overrides), content_type="application/json"
     )
     _assert_json_error(response, 400, "validation_failed")
     assert field in response.json()["error"]["fields"]
@@ -190,7 +174,7 @@ def test_integers_beyond_the_database_range_are_400(overrides, field):
 def test_budget_updates_beyond_the_range_are_400():
     admin = CompanyAdminFactory()
     client = _client_for(admin)
-    job = client.post("/api/v1/jobs/", _job_body(), content_type="application/json").json()
+    job = client.post("/api/v1/jobs/", job_request_body(), content_type="application/json").json()
     response = client.patch(f"/api/v1/jobs/{job['id']}/", {"budget_max": HUGE}, content_type="application/json")
     _assert_json_error(response, 400, "validation_failed")
     assert "budget_max" in response.json()["error"]["fields"]
@@ -242,7 +226,7 @@ def test_json_within_the_depth_limit_is_accepted():
 
 
 def test_deep_json_in_a_multipart_field_is_400():
-    data = {**_job_body(), "criteria": "[" * 1000 + "]" * 1000}
+    data = {**job_request_body(), "criteria": "[" * 1000 + "]" * 1000}
     response = _client_for(CompanyAdminFactory()).post("/api/v1/jobs/", data)
     _assert_json_error(response, 400, "json_too_deep")
 
@@ -263,7 +247,9 @@ def test_bodies_over_the_size_cap_are_json_413(settings, content_type, body):
 
 def test_multipart_fields_over_the_size_cap_are_json_413(settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
-    response = _client_for(CompanyAdminFactory()).post("/api/v1/jobs/", {**_job_body(), "description": "x" * 4096})
+    response = _client_for(CompanyAdminFactory()).post(
+        "/api/v1/jobs/", {**job_request_body(), "description": "x" * 4096}
+    )
     _assert_json_error(response, 413, "payload_too_large")
 
 
@@ -274,9 +260,15 @@ def _long_email(length: int) -> str:
 @pytest.mark.parametrize(
     "who, method, path, body, field",
     [
-        ("company", "post", "/api/v1/jobs/", _job_body(title="t" * 201), "title"),
-        ("company", "post", "/api/v1/jobs/", _job_body(description="d" * 20_001), "description"),
-        ("company", "post", "/api/v1/jobs/", _job_body(invited_engineers=list(range(1, 52))), "invited_engineers"),
+        ("company", "post", "/api/v1/jobs/", job_request_body(title="t" * 201), "title"),
+        ("company", "post", "/api/v1/jobs/", job_request_body(description="d" * 20_001), "description"),
+        (
+            "company",
+            "post",
+            "/api/v1/jobs/",
+            job_request_body(invited_engineers=list(range(1, 52))),
+            "invited_engineers",
+        ),
         ("engineer", "patch", "/api/v1/me", {"headline": "h" * 201}, "headline"),
         ("engineer", "patch", "/api/v1/me", {"name": "n" * 151}, "name"),
         ("engineer", "patch", "/api/v1/me", {"skills": ["s"] * 51}, "skills"),
@@ -333,7 +325,7 @@ def test_the_job_list_serves_a_summary_and_the_detail_the_full_description():
     admin = CompanyAdminFactory()
     client = _client_for(admin)
     description = ("word " * 4_000).strip()
-    created = client.post("/api/v1/jobs/", _job_body(description=description), content_type="application/json")
+    created = client.post("/api/v1/jobs/", job_request_body(description=description), content_type="application/json")
     assert created.status_code == 201, created.content
     job_id = created.json()["id"]
     listed = next(item for item in client.get("/api/v1/jobs/").json()["results"] if item["id"] == job_id)
@@ -346,6 +338,8 @@ def test_the_job_list_serves_a_summary_and_the_detail_the_full_description():
 
 def test_a_short_description_is_listed_whole():
     client = _client_for(CompanyAdminFactory())
-    job_id = client.post("/api/v1/jobs/", _job_body(description="short"), content_type="application/json").json()["id"]
+    job_id = client.post(
+        "/api/v1/jobs/", job_request_body(description="short"), content_type="application/json"
+    ).json()["id"]
     listed = next(item for item in client.get("/api/v1/jobs/").json()["results"] if item["id"] == job_id)
     assert listed["description"] == "short" and listed["description_truncated"] is False

@@ -44,6 +44,20 @@ class BidFactory(factory.django.DjangoModelFactory):
     proposal = "Fuse the layers."
 
 
+def job_request_body(**overrides) -> dict:
+    """What a client POSTs to /api/v1/jobs/ for a valid job, with `overrides` applied."""
+    return {
+        "title": "Speed up tokenizer",
+        "hardware_class": "cpu-x86",
+        "currency": "USD",
+        "budget_min": 10_000,
+        "budget_max": 20_000,
+        "bidding_deadline": (timezone.now() + timedelta(days=2)).isoformat(),
+        "criteria": CRITERIA,
+        **overrides,
+    }
+
+
 def open_job(*, admin=None, **fields) -> Job:
     """A job published through the services, with its package and hidden inputs attached."""
     admin = admin or CompanyAdminFactory()

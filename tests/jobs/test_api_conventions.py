@@ -1,34 +1,17 @@
-from datetime import timedelta
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django.utils import timezone
 
 from jobs.models import Bid, Job
 from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, open_job
-from tests.factories.jobs import CRITERIA
+from tests.factories.jobs import CRITERIA, job_request_body
 
 pytestmark = pytest.mark.django_db
 
 
-def _job_body(**overrides):
-    body = {
-        "title": "Speed up tokenizer",
-        "hardware_class": "cpu-x86",
-        "currency": "USD",
-        "budget_min": 10_000,
-        "budget_max": 20_000,
-        "bidding_deadline": (timezone.now() + timedelta(days=2)).isoformat(),
-        "criteria": CRITERIA,
-    }
-    body.update(overrides)
-    return body
-
-
 def test_validation_errors_use_the_one_error_shape(api_client_for):
     client = api_client_for(CompanyAdminFactory())
-    response = client.post("/api/v1/jobs/", _job_body(budget_min="lots"), format="json")
+    response = client.post("/api/v1/jobs/", job_request_body(budget_min="lots"), format="json")
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "validation_failed"
@@ -38,7 +21,7 @@ def test_validation_errors_use_the_one_error_shape(api_client_for):
 def test_criteria_errors_are_field_level(api_client_for):
     client = api_client_for(CompanyAdminFactory())
     bad = {**CRITERIA, "tiers": [{"speedup": 1.5, "fraction": 0.5}]}
-    response = client.post("/api/v1/jobs/", _job_body(criteria=bad), format="json")
+    response = client.post("/api/v1/jobs/", job_request_body(criteria=bad), format="json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_criteria"
     assert "criteria.tiers[0].fraction" in response.json()["error"]["fields"]
@@ -53,7 +36,7 @@ def test_unknown_routes_and_methods_use_the_error_shape(api_client_for):
 
 def test_idempotency_key_replays_the_same_answer(api_client_for):
     client = api_client_for(CompanyAdminFactory())
-    body = _job_body()
+    body = job_request_body()
     first = client.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="create-1")
     second = client.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="create-1")
     assert first.status_code == second.status_code == 201
@@ -64,8 +47,8 @@ def test_idempotency_key_replays_the_same_answer(api_client_for):
 
 def test_idempotency_key_with_another_body_is_422(api_client_for):
     client = api_client_for(CompanyAdminFactory())
-    client.post("/api/v1/jobs/", _job_body(), format="json", HTTP_IDEMPOTENCY_KEY="k")
-    response = client.post("/api/v1/jobs/", _job_body(title="Other"), format="json", HTTP_IDEMPOTENCY_KEY="k")
+    client.post("/api/v1/jobs/", job_request_body(), format="json", HTTP_IDEMPOTENCY_KEY="k")
+    response = client.post("/api/v1/jobs/", job_request_body(title="Other"), format="json", HTTP_IDEMPOTENCY_KEY="k")
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "idempotency_key_reused"
     assert Job.objects.count() == 1
@@ -83,7 +66,7 @@ def test_idempotent_bid_placement(api_client_for):
 
 def test_failed_request_does_not_burn_the_key(api_client_for):
     client = api_client_for(CompanyAdminFactory())
-    body = _job_body(hardware_class="nonexistent")
+    body = job_request_body(hardware_class="nonexistent")
     assert client.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="k2").status_code == 400
     assert client.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="k2").status_code == 400
 

@@ -1,34 +1,17 @@
 """Jobs and bids are refused up front when the contract they lead to could not be charged or paid out."""
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from common.errors import ValidationFailed
 from jobs.services.bids import bid_place, bid_update
 from tests.factories import CompanyAdminFactory, EngineerFactory, open_job
-from tests.factories.jobs import CRITERIA
+from tests.factories.jobs import job_request_body
 
 pytestmark = pytest.mark.django_db
 
 
-def _job_body(**overrides):
-    body = {
-        "title": "Speed up tokenizer",
-        "hardware_class": "cpu-x86",
-        "currency": "USD",
-        "budget_min": 10_000,
-        "budget_max": 20_000,
-        "bidding_deadline": (timezone.now() + timedelta(days=2)).isoformat(),
-        "criteria": CRITERIA,
-    }
-    body.update(overrides)
-    return body
-
-
 def _post_job(api_client_for, **overrides):
-    return api_client_for(CompanyAdminFactory()).post("/api/v1/jobs/", _job_body(**overrides), format="json")
+    return api_client_for(CompanyAdminFactory()).post("/api/v1/jobs/", job_request_body(**overrides), format="json")
 
 
 def test_a_job_in_a_currency_the_platform_does_not_settle_in_is_a_400(api_client_for, settings):
