@@ -2,7 +2,6 @@
 several processes share one SQLite file without "database is locked", and they coordinate through a cache they all
 see. Each check runs real processes with the local settings, in a var/ folder of its own."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.embedded import embedded_environment
+
 ROOT = Path(__file__).resolve().parent.parent
-SUITE_ONLY = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT"}
 
 
 def _embedded_environment(var: Path) -> dict[str, str]:
-    environment = {key: value for key, value in os.environ.items() if key not in SUITE_ONLY}
-    environment.update(DJANGO_SETTINGS_MODULE="marketplace.settings.local", SPEEDPROOF_VAR_DIR=str(var))
-    return environment
+    return embedded_environment(var, DJANGO_SETTINGS_MODULE="marketplace.settings.local")
 
 
 def _python(var: Path, code: str, *, background: bool = False):

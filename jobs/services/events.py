@@ -6,6 +6,7 @@ recipient could GET: an engineer receives only their own bids, contracts and sub
 job's hidden-input data. Called inside the service's transaction (the outbox row commits with the change).
 """
 
+import functools
 import uuid
 from dataclasses import asdict
 from datetime import timedelta
@@ -107,11 +108,17 @@ def submission_event_emit(*, event_type: str, submission: Submission, contract: 
 def verification_event_emit(*, event_type: str, submission: Submission, contract: Contract, run_id: int) -> None:
     """The run as `GET /submissions/{id}/verification/` shows it to the viewer, with its submission's id."""
 
+    @functools.cache  # read once for all recipients, and only if some endpoint renders the event
+    def run() -> VerificationRun:
+        return VerificationRun.objects.get(pk=run_id)
+
     def render(viewer: User) -> dict:
         visible = selectors.submission_get_visible(user=viewer, submission_id=submission.pk)
         owner = selectors.job_hidden_inputs_visible(user=viewer, job=visible.contract.job)
-        run = VerificationRun.objects.get(pk=run_id)
-        return {**VerificationRunSerializer(run, context={"hidden_inputs_owner": owner}).data, "submission": visible.pk}
+        return {
+            **VerificationRunSerializer(run(), context={"hidden_inputs_owner": owner}).data,
+            "submission": visible.pk,
+        }
 
     event_emit(
         event_type=event_type,

@@ -22,14 +22,13 @@ import requests
 from django.utils import timezone
 
 from jobs.examples import example_candidate, example_criteria, example_hidden_inputs, example_package
+from tests.embedded import embedded_environment
 
 from .conftest import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-# The suite's own services and settings must not leak into the embedded defaults.
-SUITE_ONLY = {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT"}
 TERMINAL_RUN_STATES = {"passed", "failed", "inconclusive", "error"}
 
 
@@ -110,8 +109,7 @@ class MakeRun:
 def make_run(tmp_path_factory):
     var = tmp_path_factory.mktemp("make-run-var")
     port = _free_port()
-    environment = {key: value for key, value in os.environ.items() if key not in SUITE_ONLY}
-    environment.update(SPEEDPROOF_VAR_DIR=str(var), SPEEDPROOF_PORT=str(port))
+    environment = embedded_environment(var, SPEEDPROOF_PORT=str(port))
     log = var / "make-run.log"
     with log.open("w") as output:
         process = subprocess.Popen(
