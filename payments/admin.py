@@ -66,4 +66,5 @@ class ReconciliationIssueAdmin(ReadOnlyModelAdmin):
 
 @admin.register(ConnectedAccount)
 class ConnectedAccountAdmin(ReadOnlyModelAdmin):
-    list_display = ("provider_account_id", "user", "transfers_active", "details_submitted")
+    list_display = ("provider_account_id", "user", "status", "country", "service_agreement", "transfers_active")
+    list_filter = ("status", "service_agreement")

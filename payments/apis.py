@@ -47,10 +47,27 @@ class EscrowSummarySerializer(serializers.Serializer):
 
 class OnboardingStatusSerializer(serializers.Serializer):
     account_id = serializers.CharField(allow_null=True)
-    onboarding_url = serializers.CharField(allow_null=True)
+    onboarding_url = serializers.CharField(
+        allow_null=True, help_text="Fresh, single-use hosted-onboarding link while information is owed; do not store."
+    )
+    link_purpose = serializers.ChoiceField(choices=["onboarding", "update"], allow_null=True)
+    dashboard_url = serializers.CharField(allow_null=True, help_text="Single-use Express Dashboard login link.")
+    status = serializers.ChoiceField(choices=["connected", "disconnected"], allow_null=True)
+    status_reason = serializers.CharField()
+    country = serializers.CharField()
+    service_agreement = serializers.CharField(help_text="full, or recipient for a cross-border account.")
     transfers_active = serializers.BooleanField()
     details_submitted = serializers.BooleanField()
     requirements_due = serializers.ListField(child=serializers.CharField())
+    payout_failure = serializers.DictField(allow_null=True, help_text="The latest failed payout to your bank.")
+
+
+class OnboardingStartSerializer(serializers.Serializer):
+    country = serializers.CharField(
+        required=False,
+        max_length=2,
+        help_text="ISO 3166-1 alpha-2; required for a new payout account unless the engineer profile has one.",
+    )
 
 
 class EscrowSummaryApi(APIView):
@@ -63,11 +80,15 @@ class EscrowSummaryApi(APIView):
 
 
 class OnboardingApi(APIView):
-    """An engineer's payout account: POST starts (or resumes) onboarding, GET reports its status."""
+    """An engineer's payout account. POST starts or resumes onboarding and answers fresh links at any time (an
+    onboarding link while information is owed, a dashboard link once onboarded); GET reports the status only."""
 
-    @extend_schema(request=None, responses=OnboardingStatusSerializer)
+    @extend_schema(request=OnboardingStartSerializer, responses=OnboardingStatusSerializer)
     def post(self, request):
-        return Response(asdict(services.engineer_onboarding_start(user=request.user)), status=200)
+        serializer = OnboardingStartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        status = services.engineer_onboarding_start(user=request.user, country=serializer.validated_data.get("country"))
+        return Response(asdict(status), status=200)
 
     @extend_schema(responses=OnboardingStatusSerializer)
     def get(self, request):

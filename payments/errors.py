@@ -17,6 +17,13 @@ class ProviderRejected(DomainError):
     default_code = "provider_rejected"
 
 
+class AccountAccessRevoked(ProviderRejected):
+    """The connected account deauthorized the platform: the provider no longer lets us read or pay it."""
+
+    status_code = 409
+    default_code = "payout_account_disconnected"
+
+
 class ProviderObjectMissing(NotFound):
     default_code = "provider_object_missing"
 

@@ -76,14 +76,41 @@ class PaymentCustomer(TimeStampedModel):
 
 
 class ConnectedAccount(TimeStampedModel):
-    """An engineer's payout account at the provider (Stripe Connect Express-style, platform bears losses)."""
+    """An engineer's payout account at the provider (Stripe Connect Express-style, platform bears losses).
+
+    `disconnected`: the account deauthorized the platform; nothing is transferred to it (releases wait as
+    `awaiting_payee` with the reason) until the engineer onboards again, which connects a new provider account.
+    """
+
+    class Status(models.TextChoices):
+        CONNECTED = "connected", "Connected"
+        DISCONNECTED = "disconnected", "Disconnected from the platform"
+
+    class ServiceAgreement(models.TextChoices):
+        FULL = "full", "Full"
+        RECIPIENT = "recipient", "Recipient (cross-border payouts)"
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="connected_account")
     provider_account_id = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CONNECTED)
+    status_reason = models.CharField(max_length=255, blank=True)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166-1 alpha-2, as the account was created.")
+    service_agreement = models.CharField(max_length=16, choices=ServiceAgreement.choices, blank=True)
+    connections = models.PositiveIntegerField(default=1, help_text="Provider accounts made for this engineer so far.")
     transfers_active = models.BooleanField(default=False)
     details_submitted = models.BooleanField(default=False)
     payouts_enabled = models.BooleanField(default=False)
     requirements_due = models.JSONField(default=list, blank=True)
+    last_payout_failure = models.JSONField(
+        default=dict, blank=True, help_text="The latest failed payout to the engineer's bank: id, code, message."
+    )
+    last_payout_paid = models.JSONField(
+        default=dict, blank=True, help_text="The latest payout that reached the engineer's bank: id, amount, currency."
+    )
+
+    @property
+    def payable(self) -> bool:
+        return self.status == self.Status.CONNECTED and self.transfers_active
 
     def __str__(self) -> str:
         return f"{self.provider_account_id} ({self.user})"

@@ -1,13 +1,18 @@
 """The offline provider's small HTML pages: a checkout with succeed / decline / dispute buttons, and onboarding.
 
+The onboarding refresh and return pages (Stripe's `refresh_url` / `return_url`) need no login: engineers who use
+API tokens have no session. Their URLs carry a signed, expiring token that names one payout account.
+
 Like the API, a page answers 404 to anyone it does not belong to, so it reveals neither the amount nor that the
 payment exists: a checkout belongs to the paying organization's members, a payout account to its engineer, and
 both to operators.
 """
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.html import escape
+from django.views.decorators.cache import never_cache
 
 from accounts.models import User
 from accounts.selectors import user_is_org_member
@@ -86,3 +91,59 @@ def checkout_returned(request: HttpRequest, *, outcome: str) -> HttpResponse:
     return HttpResponse(
         f"<!doctype html><title>Speedproof payment</title><p>{message}</p>", content_type="text/html; charset=utf-8"
     )
+
+
+def _plain_page(message: str, *, status: int = 200) -> HttpResponse:
+    return HttpResponse(
+        f"<!doctype html><title>Speedproof payouts</title><p>{escape(message)}</p>",
+        status=status,
+        content_type="text/html; charset=utf-8",
+    )
+
+
+def _read_only(request: HttpRequest, token: str, purpose: str) -> HttpResponse | None:
+    """Only GET (Stripe's redirects); another method gets 404 for an unknown token, like every page, else 405."""
+    if request.method in ("GET", "HEAD"):
+        return None
+    try:
+        services.payout_account_for_token(token=token, purpose=purpose)
+    except DomainError as exc:
+        return _plain_page(exc.message, status=exc.status_code)
+    return HttpResponseNotAllowed(["GET", "HEAD"])
+
+
+@never_cache
+def onboarding_refresh(request: HttpRequest, token: str) -> HttpResponse:
+    """Stripe sends the engineer here when an onboarding link expired or was used: make a fresh one, redirect."""
+    refused = _read_only(request, token, "refresh")
+    if refused is not None:
+        return refused
+    try:
+        url = services.payout_account_link_refresh(token=token)
+    except DomainError as exc:
+        return _plain_page(exc.message, status=exc.status_code)
+    return HttpResponseRedirect(url)
+
+
+@never_cache
+def onboarding_returned(request: HttpRequest, token: str) -> HttpResponse:
+    """Stripe sends the engineer back here: say where onboarding stands (re-fetched); it shows no personal data."""
+    refused = _read_only(request, token, "return")
+    if refused is not None:
+        return refused
+    try:
+        status = services.payout_account_return(token=token)
+    except DomainError as exc:
+        return _plain_page(exc.message, status=exc.status_code)
+    if status.status != "connected":
+        message = "This payout account is disconnected from Speedproof. Start onboarding again to be paid."
+    elif status.transfers_active and not status.requirements_due:
+        message = "Your payout account is ready: released payments are transferred to it."
+    elif status.details_submitted:
+        message = (
+            "Thank you. Stripe is reviewing your details or needs more information; "
+            "ask the API for a new onboarding link if anything is still due."
+        )
+    else:
+        message = "Onboarding is not finished yet. Ask the API for a new onboarding link to continue."
+    return _plain_page(message)

@@ -1,7 +1,7 @@
 """Escrow signals, sent inside the transaction that changes the escrow (receivers must only touch the DB).
 
-Every signal carries `escrow_id` and `reference`; `escrow_funding_failed` also carries `reason`,
-`escrow_cancelled` and `escrow_closed` carry `reason` and `status`.
+Every escrow signal carries `escrow_id` and `reference`; `escrow_funding_failed` also carries `reason`,
+`escrow_cancelled` and `escrow_closed` carry `reason` and `status`. Payout signals carry the engineer's `user_id`.
 """
 
 from django.dispatch import Signal
@@ -10,3 +10,9 @@ escrow_funded = Signal()
 escrow_funding_failed = Signal()
 escrow_cancelled = Signal()
 escrow_closed = Signal()
+
+# What the engineer's payout account shows changed (requirements, transfers, disconnection, reconnection).
+payout_account_updated = Signal()
+# A payout to the engineer's bank reached its end: `payout` is a dict with id, status (paid | failed), amount,
+# currency, failure_code; sent once per payout and status.
+payout_settled = Signal()

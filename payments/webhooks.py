@@ -16,7 +16,7 @@ from common.api import error_body
 from common.errors import DomainError
 
 from . import services
-from .errors import WebhookNotConfigured
+from .errors import AccountAccessRevoked, WebhookNotConfigured
 from .models import ConnectedAccount, Escrow, ProviderOperation, WebhookEvent
 from .providers.factory import payment_provider
 
@@ -139,13 +139,43 @@ def _transfer(event: WebhookEvent) -> str:
     return PROCESSED
 
 
+def _our_account(account_id: str) -> ConnectedAccount | None:
+    return ConnectedAccount.objects.filter(provider_account_id=account_id).first() if account_id else None
+
+
 def _account(event: WebhookEvent) -> str:
+    """account.updated, capability.updated and account.application.deauthorized: re-fetch the account. A provider
+    that refuses us the account confirms a deauthorization (the account is disconnected); one that still answers
+    means the event is stale, and the account's current state is what we record."""
     account_id = (
         event.object_id if event.object_type == "account" else (_payload_object(event).get("account") or event.account)
     )
-    if not account_id or not ConnectedAccount.objects.filter(provider_account_id=account_id).exists():
+    account = _our_account(account_id)
+    if account is None:
         return IGNORED
-    services.connected_account_sync(info=payment_provider().account_get(account_id=account_id))
+    services.payout_account_refetch(account=account)
+    return PROCESSED
+
+
+def _account_deauthorized(event: WebhookEvent) -> str:
+    # The event's object is our Connect application; the connected account is the event's `account`.
+    account = _our_account(event.account)
+    if account is None:
+        return IGNORED
+    services.payout_account_refetch(account=account)
+    return PROCESSED
+
+
+def _payout(event: WebhookEvent) -> str:
+    """payout.paid / payout.failed on a connected account: re-fetch the payout (as that account), record it once."""
+    if _our_account(event.account) is None:
+        return IGNORED
+    try:
+        payout = payment_provider().payout_get(account_id=event.account, payout_id=event.object_id)
+    except AccountAccessRevoked:
+        services.payout_account_disconnect(account_id=event.account)
+        return PROCESSED
+    services.payout_record(payout=payout)
     return PROCESSED
 
 
@@ -174,6 +204,9 @@ HANDLERS = {
     "transfer.reversed": _transfer,
     "account.updated": _account,
     "capability.updated": _account,
+    "account.application.deauthorized": _account_deauthorized,
+    "payout.paid": _payout,
+    "payout.failed": _payout,
 }
 
 

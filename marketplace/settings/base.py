@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "health_check",
     "axes",
@@ -147,7 +148,7 @@ STORAGES = {
 
 REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "common.cache.ProjectRedisCache", "LOCATION": REDIS_URL}}
 else:
     # Web, workers and beat are separate processes that coordinate through the cache (the webhook drain's
     # debounce key, throttling counters): with no Redis it is a folder they all share, never per-process memory.
@@ -222,6 +223,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Ids in paths go through common.converters' bounded `id` converter.
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
+    # Swagger UI (/api/docs/) and ReDoc (/api/redoc/) load their bundles from this service's static files
+    # (drf-spectacular-sidecar): the docs work with no internet, and no page loads code from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No call to swagger.io's online validator either.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "POSTPROCESSING_HOOKS": [
         "common.schema.schema_enums_postprocess",
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -233,6 +241,9 @@ HARDWARE_CLASSES = env.list("HARDWARE_CLASSES", default=["cpu-x86", "gpu-h100", 
 LOCAL_HARDWARE_CLASS = env("LOCAL_HARDWARE_CLASS", default="cpu-x86")
 PLATFORM_FEE_BPS = env.int("PLATFORM_FEE_BPS", default=1000)
 API_TOKEN_PREFIX = "spk_"
+# Organization invites: the token's prefix, and how long an invite can be accepted.
+ORGANIZATION_INVITE_TOKEN_PREFIX = "spi_"
+ORGANIZATION_INVITE_TTL_HOURS = env.int("ORGANIZATION_INVITE_TTL_HOURS", default=168)
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=64 * 1024 * 1024)
 ARCHIVE_MAX_UNCOMPRESSED_BYTES = env.int("ARCHIVE_MAX_UNCOMPRESSED_BYTES", default=512 * 1024 * 1024)
 ARCHIVE_MAX_FILES = env.int("ARCHIVE_MAX_FILES", default=5000)
@@ -259,6 +270,8 @@ STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_CONNECT_WEBHOOK_SECRET = env("STRIPE_CONNECT_WEBHOOK_SECRET", default="")
 STRIPE_API_VERSION = env("STRIPE_API_VERSION", default="2025-09-30.clover")
 STRIPE_LIVEMODE = env.bool("STRIPE_LIVEMODE", default=False)
+# The platform account's country: engineers elsewhere get cross-border ("recipient") connected accounts.
+STRIPE_PLATFORM_COUNTRY = env("STRIPE_PLATFORM_COUNTRY", default="US")
 STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
 # Keys sent to Stripe are "<prefix>:<installation id>:<our key>" (payments/README.md, "Idempotency keys").
@@ -292,6 +305,8 @@ VERIFICATION_TIME_LIMIT_SECONDS = env.int("VERIFICATION_TIME_LIMIT_SECONDS", def
 VERIFICATION_TOKEN_GRACE_SECONDS = 300
 VERIFICATION_QUEUED_TOKEN_HOURS = 24
 VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS = env.int("VERIFICATION_HEARTBEAT_TIMEOUT_SECONDS", default=120)
+# `verification.progress` webhooks: at most one per run and this many seconds (hosts beat every few seconds).
+VERIFICATION_PROGRESS_EVENT_SECONDS = env.int("VERIFICATION_PROGRESS_EVENT_SECONDS", default=30)
 CELERY_BEAT_SCHEDULE["verification-watchdog"] = {"task": "verification.tasks.verification_watchdog", "schedule": 60.0}
 # Result uploads carry every raw measurement of a run.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
@@ -322,12 +337,21 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] = {
     "WebhookDeliveryStatusEnum": "notifications.models.Delivery.Status",
     # The job's status appears on several serializers (detail, list summary, events): one enum for all.
     "JobStatusEnum": "jobs.models.Job.Status",
+    "InviteStatusEnum": "accounts.models.OrganizationInvite.Status",
 }
 # A pending delivery overdue by this much lost its countdown message: the sweep queues it again.
 WEBHOOKS_SWEEP_GRACE_SECONDS = 120
 CELERY_BEAT_SCHEDULE["notifications-deliveries-sweep"] = {
     "task": "notifications.tasks.deliveries_enqueue_overdue",
     "schedule": 60.0,
+}
+# Emails still pending this long after their change committed lost their send message: the sweep queues them.
+EMAIL_SWEEP_GRACE_SECONDS = 300
+EMAIL_SENDING_STALE_SECONDS = 900
+EMAIL_SWEEP_MAX_AGE_HOURS = 72
+CELERY_BEAT_SCHEDULE["notifications-emails-sweep"] = {
+    "task": "notifications.tasks.emails_enqueue_stale",
+    "schedule": 120.0,
 }
 # Mail (a disabled webhook endpoint's owner is told): printed to the console unless configured otherwise.
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

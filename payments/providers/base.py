@@ -92,12 +92,29 @@ class ConnectedAccountInfo:
     details_submitted: bool
     payouts_enabled: bool
     requirements_due: tuple[str, ...] = ()
+    country: str = ""
+    service_agreement: str = ""
 
 
 @dataclass(frozen=True)
 class OnboardingLink:
+    """A single-use, short-lived link into the provider's hosted onboarding (never stored)."""
+
     url: str
     expires_at: int | None
+
+
+@dataclass(frozen=True)
+class Payout:
+    """A payout from a connected account's balance to its bank (the engineer's side of the money)."""
+
+    id: str
+    account_id: str
+    status: str  # paid, pending, in_transit, canceled, failed
+    amount: int
+    currency: str
+    failure_code: str | None
+    failure_message: str | None
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,10 @@ class PaymentProvider(abc.ABC):
         """Complete an engineer's onboarding (offline provider only)."""
         raise NotSupported("This payment provider has no simulated onboarding.")
 
+    def account_simulate(self, *, account_id: str, outcome: str) -> list[ProviderEvent]:
+        """Play the connected account's side (offline provider only): requirements_due, payout_failed, deauthorize."""
+        raise NotSupported("This payment provider has no simulated payout accounts.")
+
     # Transfers to connected accounts (separate charges and transfers).
     @abc.abstractmethod
     def transfer_create(
@@ -229,14 +250,31 @@ class PaymentProvider(abc.ABC):
     # Engineers' connected accounts.
     @abc.abstractmethod
     def account_create(
-        self, *, email: str, metadata: Mapping[str, str], idempotency_key: str
-    ) -> ConnectedAccountInfo: ...
+        self,
+        *,
+        email: str,
+        country: str,
+        service_agreement: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ConnectedAccountInfo:
+        """`country` is ISO 3166-1 alpha-2; `service_agreement` is `full` or `recipient` (cross-border)."""
 
     @abc.abstractmethod
-    def account_get(self, *, account_id: str) -> ConnectedAccountInfo: ...
+    def account_get(self, *, account_id: str) -> ConnectedAccountInfo:
+        """The account's current state; AccountAccessRevoked once it has deauthorized the platform."""
 
     @abc.abstractmethod
-    def account_link_create(self, *, account_id: str, refresh_url: str, return_url: str) -> OnboardingLink: ...
+    def account_link_create(self, *, account_id: str, refresh_url: str, return_url: str) -> OnboardingLink:
+        """A fresh hosted-onboarding link that collects whatever the account currently owes (first onboarding, or
+        requirements that appeared later)."""
+
+    @abc.abstractmethod
+    def account_login_link_create(self, *, account_id: str) -> OnboardingLink:
+        """A single-use link into the engineer's dashboard (onboarded accounts only)."""
+
+    @abc.abstractmethod
+    def payout_get(self, *, account_id: str, payout_id: str) -> Payout: ...
 
     # Disputes and webhooks.
     @abc.abstractmethod

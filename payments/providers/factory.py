@@ -64,7 +64,7 @@ def _stripe_mode_check(secret_key: str, livemode: bool) -> None:
 def _build(name: str) -> PaymentProvider:
     provider_settings_check()
     if name == "stripe":
-        from ..services import idempotency_namespace
+        from ..services.support import idempotency_namespace
         from .stripe import stripe_provider_from_settings
 
         return stripe_provider_from_settings(settings, idempotency_namespace=idempotency_namespace)

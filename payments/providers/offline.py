@@ -23,6 +23,7 @@ from django.utils.crypto import salted_hmac
 from common.money import STRIPE_MAXIMUM_CHARGE, currency_amount_step, currency_minimum_charge
 
 from ..errors import (
+    AccountAccessRevoked,
     IdempotencyConflict,
     PaymentStateConflict,
     ProviderObjectMissing,
@@ -38,6 +39,7 @@ from .base import (
     Funding,
     OnboardingLink,
     PaymentProvider,
+    Payout,
     ProviderEvent,
     Refund,
     Transfer,
@@ -450,6 +452,8 @@ class OfflineProvider(PaymentProvider):
         def create() -> dict:
             _amount_check(amount, currency, charge=False)
             account = self._load(destination, "account", lock=True)
+            if account.get("deauthorized"):
+                raise AccountAccessRevoked("The destination account has disconnected from the platform.")
             if account["capabilities"].get("transfers") != "active":
                 raise ProviderRejected(
                     "Your destination account needs to have the transfers capability enabled.",
@@ -588,15 +592,19 @@ class OfflineProvider(PaymentProvider):
             details_submitted=acct["details_submitted"],
             payouts_enabled=acct["payouts_enabled"],
             requirements_due=tuple(acct["requirements"]["currently_due"]),
+            country=acct.get("country", ""),
+            service_agreement=(acct.get("tos_acceptance") or {}).get("service_agreement", ""),
         )
 
-    def account_create(self, *, email, metadata, idempotency_key) -> ConnectedAccountInfo:
+    def account_create(self, *, email, country, service_agreement, metadata, idempotency_key) -> ConnectedAccountInfo:
         def create() -> dict:
             return self._save(
                 {
                     "id": _random_id("acct"),
                     "object": "account",
                     "email": email,
+                    "country": country,
+                    "tos_acceptance": {"service_agreement": service_agreement},
                     "capabilities": {"transfers": "inactive"},
                     "controller": {"type": "application", "is_controller": True},
                     "details_submitted": False,
@@ -607,27 +615,90 @@ class OfflineProvider(PaymentProvider):
                 }
             )
 
-        params = {"email": email, "metadata": dict(metadata)}
+        params = {
+            "email": email,
+            "country": country,
+            "service_agreement": service_agreement,
+            "metadata": dict(metadata),
+        }
         acct, _ = self._idempotent(idempotency_key, "accounts.create", params, create)
         return self._account(acct)
 
+    def _account_connected(self, account_id: str, *, lock: bool = False) -> dict:
+        acct = self._load(account_id, "account", lock=lock)
+        if acct.get("deauthorized"):
+            raise AccountAccessRevoked("The payout account has disconnected from the platform.")
+        return acct
+
     def account_get(self, *, account_id) -> ConnectedAccountInfo:
-        return self._account(self._load(account_id, "account"))
+        return self._account(self._account_connected(account_id))
 
     def account_link_create(self, *, account_id, refresh_url, return_url) -> OnboardingLink:
-        self._load(account_id, "account")
+        self._account_connected(account_id)
         return OnboardingLink(url=f"{self._base_url}/payments/offline/onboarding/{account_id}/", expires_at=None)
+
+    def account_login_link_create(self, *, account_id) -> OnboardingLink:
+        acct = self._account_connected(account_id)
+        if not acct["details_submitted"]:
+            raise ProviderRejected("The account has not completed onboarding.", code="account_not_onboarded")
+        return OnboardingLink(url=f"{self._base_url}/payments/offline/onboarding/{account_id}/", expires_at=None)
+
+    def payout_get(self, *, account_id, payout_id) -> Payout:
+        po = self._load(payout_id, "payout")
+        if po["account"] != account_id:
+            raise ProviderObjectMissing(f"No such payout: '{payout_id}'", code="resource_missing")
+        return Payout(
+            id=po["id"],
+            account_id=account_id,
+            status=po["status"],
+            amount=po["amount"],
+            currency=po["currency"].upper(),
+            failure_code=po.get("failure_code"),
+            failure_message=po.get("failure_message"),
+        )
 
     def account_simulate_onboarding(self, *, account_id: str) -> list[ProviderEvent]:
         with transaction.atomic():
-            acct = self._load(account_id, "account", lock=True)
-            if acct["capabilities"].get("transfers") == "active":
+            acct = self._account_connected(account_id, lock=True)
+            if acct["capabilities"].get("transfers") == "active" and not acct["requirements"]["currently_due"]:
                 return []
             acct.update(details_submitted=True, payouts_enabled=True)
             acct["capabilities"]["transfers"] = "active"
             acct["requirements"]["currently_due"] = []
             self._save(acct)
         return [self._event("account.updated", acct, account=account_id)]
+
+    def account_simulate(self, *, account_id: str, outcome: str) -> list[ProviderEvent]:
+        """requirements_due: new information is owed (transfers paused); payout_failed: the bank returned a payout;
+        deauthorize: the account disconnects from the platform."""
+        with transaction.atomic():
+            acct = self._account_connected(account_id, lock=True)
+            if outcome == "requirements_due":
+                acct["requirements"]["currently_due"] = ["individual.verification.document"]
+                acct["capabilities"]["transfers"] = "inactive"
+                self._save(acct)
+                return [self._event("account.updated", acct, account=account_id)]
+            if outcome == "payout_failed":
+                po = self._save(
+                    {
+                        "id": _random_id("po"),
+                        "object": "payout",
+                        "account": account_id,
+                        "status": "failed",
+                        "amount": 1000,
+                        "currency": "usd",
+                        "failure_code": "account_closed",
+                        "failure_message": "The bank account has been closed.",
+                    },
+                    group=account_id,
+                )
+                return [self._event("payout.failed", po, account=account_id)]
+            if outcome == "deauthorize":
+                acct["deauthorized"] = True
+                self._save(acct)
+                application = {"id": "ca_offline", "object": "application", "name": "Speedproof (offline)"}
+                return [self._event("account.application.deauthorized", application, account=account_id)]
+        raise ProviderRejected(f"Unknown outcome {outcome!r}.", code="unknown_outcome")
 
     # ---- disputes and webhooks -----------------------------------------------------------------
     def dispute_get(self, *, dispute_id) -> Dispute:

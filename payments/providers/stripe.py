@@ -17,6 +17,7 @@ import stripe
 from common.errors import RetryableError
 
 from ..errors import (
+    AccountAccessRevoked,
     FundingFailed,
     IdempotencyConflict,
     ProviderObjectMissing,
@@ -32,6 +33,7 @@ from .base import (
     Funding,
     OnboardingLink,
     PaymentProvider,
+    Payout,
     ProviderEvent,
     Refund,
     Transfer,
@@ -164,6 +166,20 @@ def _account(acct: Any) -> ConnectedAccountInfo:
         details_submitted=bool(_get(acct, "details_submitted", False)),
         payouts_enabled=bool(_get(acct, "payouts_enabled", False)),
         requirements_due=tuple(_get(requirements, "currently_due") or ()),
+        country=str(_get(acct, "country", "")).upper(),
+        service_agreement=str(_get(_get(acct, "tos_acceptance") or {}, "service_agreement", "")),
+    )
+
+
+def _payout(po: Any, account_id: str) -> Payout:
+    return Payout(
+        id=po["id"],
+        account_id=account_id,
+        status=_get(po, "status", ""),
+        amount=int(_get(po, "amount", 0)),
+        currency=str(_get(po, "currency", "")).upper(),
+        failure_code=_get(po, "failure_code"),
+        failure_message=_get(po, "failure_message"),
     )
 
 
@@ -342,9 +358,13 @@ class StripeProvider(PaymentProvider):
         return [_refund(re) for re in _call(lambda: list(page.auto_paging_iter()))]
 
     # Connected accounts
-    def account_create(self, *, email, metadata, idempotency_key) -> ConnectedAccountInfo:
+    def account_create(self, *, email, country, service_agreement, metadata, idempotency_key) -> ConnectedAccountInfo:
+        # The country is always sent (Stripe defaults it to the platform's); an account in another country than the
+        # platform is a cross-border recipient: tos_acceptance.service_agreement=recipient, transfers only
+        # (https://docs.stripe.com/connect/service-agreement-types).
         params = {
             "email": email,
+            "country": country,
             "controller": {
                 "fees": {"payer": "application"},
                 "losses": {"payments": "application"},
@@ -352,22 +372,42 @@ class StripeProvider(PaymentProvider):
                 "stripe_dashboard": {"type": "express"},
             },
             "capabilities": {"transfers": {"requested": True}},
+            "tos_acceptance": {"service_agreement": service_agreement},
             "metadata": dict(metadata),
         }
         return _account(_call(lambda: self._client.v1.accounts.create(params, self._opts(idempotency_key))))
 
     def account_get(self, *, account_id) -> ConnectedAccountInfo:
-        return _account(_call(lambda: self._client.v1.accounts.retrieve(account_id)))
+        def retrieve() -> Any:
+            try:
+                return self._client.v1.accounts.retrieve(account_id)
+            except stripe.PermissionError as exc:
+                # After account.application.deauthorized Stripe refuses the platform's key for the account (403).
+                raise AccountAccessRevoked("The payout account has disconnected from the platform.") from exc
+
+        return _account(_call(retrieve))
 
     def account_link_create(self, *, account_id, refresh_url, return_url) -> OnboardingLink:
+        # Always `account_onboarding`: it collects whatever is outstanding, on first onboarding and when requirements
+        # appear later. `account_update` links cannot be made for accounts with a Stripe-hosted (Express) Dashboard
+        # (https://docs.stripe.com/api/account_links/create).
         params = {
             "account": account_id,
             "refresh_url": refresh_url,
             "return_url": return_url,
             "type": "account_onboarding",
+            "collection_options": {"fields": "currently_due"},
         }
         link = _call(lambda: self._client.v1.account_links.create(params))
         return OnboardingLink(url=link["url"], expires_at=_get(link, "expires_at"))
+
+    def account_login_link_create(self, *, account_id) -> OnboardingLink:
+        link = _call(lambda: self._client.v1.accounts.login_links.create(account_id))
+        return OnboardingLink(url=link["url"], expires_at=None)
+
+    def payout_get(self, *, account_id, payout_id) -> Payout:
+        po = _call(lambda: self._client.v1.payouts.retrieve(payout_id, options={"stripe_account": account_id}))
+        return _payout(po, account_id)
 
     # Disputes and webhooks
     def dispute_get(self, *, dispute_id) -> Dispute:

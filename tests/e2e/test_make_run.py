@@ -175,7 +175,7 @@ def _post_job(company: Client, *, review_window_hours: int) -> dict:
 
 def _onboard(stack: MakeRun, email: str) -> None:
     engineer = stack.client(email)
-    status = engineer("post", "payments/onboarding/")
+    status = engineer("post", "payments/onboarding/", json={"country": "US"})
     browser = stack.client()
     browser.login(email, stack.password)
     page = status["onboarding_url"].removeprefix(stack.url)

@@ -104,7 +104,7 @@ def onboard(engineer) -> None:
     from payments.models import ConnectedAccount
     from payments.services import engineer_onboarding_start, offline_onboarding_complete
 
-    engineer_onboarding_start(user=engineer)
+    engineer_onboarding_start(user=engineer, country="US")
     account = ConnectedAccount.objects.get(user=engineer)
     offline_onboarding_complete(account_id=account.provider_account_id, actor=engineer)
     payment_events_process()

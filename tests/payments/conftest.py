@@ -130,7 +130,7 @@ class World:
         self.deliver()
 
     def onboard(self, engineer) -> ConnectedAccount:
-        services.engineer_onboarding_start(user=engineer)
+        services.engineer_onboarding_start(user=engineer, country="US")
         account = ConnectedAccount.objects.get(user=engineer)
         if self.fake is None:
             for event in self.provider.account_simulate_onboarding(account_id=account.provider_account_id):

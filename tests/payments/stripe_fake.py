@@ -1,7 +1,9 @@
 """An offline Stripe, at the SDK's HTTP transport: a `stripe.HTTPClient` subclass handed to `StripeClient`.
 
 - stateful customers, payment intents, charges, refunds (over-refunds refused), transfers and reversals,
-  accounts, account links, disputes and events;
+  accounts (country, service agreement, deauthorization), account links (`account_update` refused for accounts
+  with the Express Dashboard, as Stripe does), Express login links, payouts (read as the connected account),
+  disputes and events;
 - answers with Stripe's official object shapes (fixtures3.json from stripe/openapi, vendored beside this file
   with its MIT licence), overriding only the fields it models;
 - replays the stored response for a repeated Idempotency-Key; a reused key with other parameters is an
@@ -88,6 +90,13 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("POST", r"/v1/accounts", "account_create", "_account_create_params.AccountCreateParams"),
     ("GET", r"/v1/accounts/(?P<id>[^/]+)", "account_retrieve", "_account_retrieve_params.AccountRetrieveParams"),
     ("POST", r"/v1/account_links", "account_link_create", "_account_link_create_params.AccountLinkCreateParams"),
+    (
+        "POST",
+        r"/v1/accounts/(?P<id>[^/]+)/login_links",
+        "login_link_create",
+        "_account_login_link_create_params.AccountLoginLinkCreateParams",
+    ),
+    ("GET", r"/v1/payouts/(?P<id>[^/]+)", "payout_retrieve", "_payout_retrieve_params.PayoutRetrieveParams"),
     ("GET", r"/v1/disputes/(?P<id>[^/]+)", "dispute_retrieve", "_dispute_retrieve_params.DisputeRetrieveParams"),
     ("GET", r"/v1/events/(?P<id>[^/]+)", "event_retrieve", "_event_retrieve_params.EventRetrieveParams"),
 ]
@@ -249,6 +258,10 @@ class FakeStripe(stripe.HTTPClient):
         self.random = random.Random(seed)
         self.livemode = False
         self.checkout_intent_data: dict[str, dict] = {}
+        self.platform_country = "US"
+        self.account_links: list[dict] = []  # every account link made: its parameters and URL
+        self.login_links: list[dict] = []
+        self._headers: dict = {}
 
     # Retries are instant here: the SDK's backoff would only slow the tests down.
     def _sleep_time_seconds(self, num_retries: int) -> float:
@@ -356,6 +369,7 @@ class FakeStripe(stripe.HTTPClient):
             match = re.fullmatch(pattern, path)
             if route_method == method and match:
                 _validate(params, _params_class(params_cls))
+                self._headers = headers
                 return getattr(self, handler)(params, **match.groupdict())
         raise FakeError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
 
@@ -598,6 +612,24 @@ class FakeStripe(stripe.HTTPClient):
                 code="resource_missing",
                 param="destination",
             )
+        if account.get("deauthorized"):
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"No such destination: '{params['destination']}'",
+                code="resource_missing",
+                param="destination",
+            )
+        if account.get("country") != self.platform_country and (
+            (account.get("tos_acceptance") or {}).get("service_agreement") != "recipient"
+        ):
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"Funds can't be sent to accounts located in {account.get('country')} when the account is under "
+                "the `full` service agreement. Use the `recipient` service agreement for cross-border payouts.",
+                code="transfers_not_allowed",
+            )
         if account["capabilities"].get("transfers") != "active":
             raise FakeError(
                 400,
@@ -748,10 +780,19 @@ class FakeStripe(stripe.HTTPClient):
 
     # -- accounts
     def account_create(self, params):
+        agreement = (params.get("tos_acceptance") or {}).get("service_agreement") or "full"
+        if agreement == "recipient" and "card_payments" in (params.get("capabilities") or {}):
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "Accounts under the `recipient` service agreement cannot request the `card_payments` capability.",
+                param="capabilities",
+            )
         acct = copy.deepcopy(FIXTURES["account"])
         acct.update(
             id=self._id("acct"),
             email=params.get("email"),
+            country=params.get("country") or self.platform_country,  # Stripe defaults to the platform's country
             metadata=params.get("metadata") or {},
             details_submitted=False,
             payouts_enabled=False,
@@ -767,6 +808,7 @@ class FakeStripe(stripe.HTTPClient):
             },
             created=int(time.time()),
             type="none",
+            tos_acceptance={"date": None, "ip": None, "user_agent": None, "service_agreement": agreement},
         )
         acct["requirements"] = {
             **(acct.get("requirements") or {}),
@@ -775,18 +817,70 @@ class FakeStripe(stripe.HTTPClient):
         self.objects[acct["id"]] = acct
         return acct
 
+    def _connected(self, account_id: str) -> dict:
+        acct = self._get(account_id, "account")
+        if acct.get("deauthorized"):
+            raise FakeError(
+                403,
+                "invalid_request_error",
+                f"The provided key 'sk_test_****fake' does not have access to account '{account_id}' (or that "
+                "account does not exist). Application access may have been revoked.",
+                code="account_invalid",
+            )
+        return acct
+
     def account_retrieve(self, params, id):
-        return self._get(id, "account")
+        return self._connected(id)
 
     def account_link_create(self, params):
-        self._get(params["account"], "account")
+        acct = self._connected(params["account"])
+        if params.get("type") == "account_update" and acct["controller"].get("stripe_dashboard", {}).get("type") in (
+            "express",
+            "full",
+        ):
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "You cannot create `account_update` type Account Links for accounts with access to a Stripe-hosted "
+                "Dashboard.",
+                param="type",
+            )
         link = copy.deepcopy(FIXTURES["account_link"])
         link.update(
             created=int(time.time()),
             expires_at=int(time.time()) + 300,
             url=f"https://connect.stripe.com/setup/e/{params['account']}/fake{self._id('link')}",
         )
+        self.account_links.append({**params, "url": link["url"]})
         return link
+
+    def login_link_create(self, params, id):
+        acct = self._connected(id)
+        if acct["controller"].get("stripe_dashboard", {}).get("type") != "express":
+            raise FakeError(
+                400, "invalid_request_error", "Login links are only for accounts with the Express Dashboard."
+            )
+        if not acct["details_submitted"]:
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "Cannot create a login link for an account that has not completed onboarding.",
+            )
+        link = copy.deepcopy(FIXTURES["login_link"])
+        link.update(created=int(time.time()), url=f"https://connect.stripe.com/express/{id}/fake{self._id('login')}")
+        self.login_links.append({"account": id, "url": link["url"]})
+        return link
+
+    def payout_retrieve(self, params, id):
+        payout = self.objects.get(id)
+        account = self._headers.get("Stripe-Account")
+        if payout is None or payout.get("object") != "payout" or payout["_account"] != account:
+            raise FakeError(
+                404, "invalid_request_error", f"No such payout: '{id}'", code="resource_missing", param="id"
+            )
+        if account:
+            self._connected(account)
+        return {k: v for k, v in payout.items() if not k.startswith("_")}
 
     # -- disputes and events
     def dispute_retrieve(self, params, id):
@@ -806,6 +900,49 @@ class FakeStripe(stripe.HTTPClient):
             capability.update(account=account_id, id="transfers", status="active")
             self._event("capability.updated", capability, account=account_id)
             return self._event("account.updated", acct, account=account_id)
+
+    def account_require(self, account_id: str, fields: list[str], *, pause_transfers: bool = True) -> dict:
+        """Stripe asks an onboarded account for more information (e.g. a new verification document)."""
+        with self.lock:
+            acct = self._get(account_id, "account")
+            acct["requirements"]["currently_due"] = list(fields)
+            if pause_transfers:
+                acct["capabilities"]["transfers"] = "inactive"
+            return self._event("account.updated", acct, account=account_id)
+
+    def account_deauthorize(self, account_id: str) -> dict:
+        """The account disconnects from the platform: Stripe sends account.application.deauthorized (its object is
+        the platform's application) and refuses the platform's key for the account from then on."""
+        with self.lock:
+            acct = self._get(account_id, "account")
+            acct["deauthorized"] = True
+            application = copy.deepcopy(FIXTURES["application"])
+            application.update(id="ca_fake_platform", name="Speedproof")
+            return self._event("account.application.deauthorized", application, account=account_id)
+
+    def payout_fail(self, account_id: str, *, code: str = "account_closed", amount: int = 1000) -> dict:
+        """A payout from the connected account to its bank fails."""
+        return self._payout_end(account_id, status="failed", amount=amount, code=code)
+
+    def payout_pay(self, account_id: str, *, amount: int = 1000) -> dict:
+        """A payout from the connected account reaches its bank."""
+        return self._payout_end(account_id, status="paid", amount=amount, code=None)
+
+    def _payout_end(self, account_id: str, *, status: str, amount: int, code: str | None) -> dict:
+        with self.lock:
+            self._get(account_id, "account")
+            payout = self._new(
+                "payout",
+                "po",
+                amount=amount,
+                currency="usd",
+                status=status,
+                failure_code=code,
+                failure_message="The bank account has been closed." if code else None,
+                _account=account_id,
+            )
+            visible = {k: v for k, v in payout.items() if not k.startswith("_")}
+            return self._event(f"payout.{status}", visible, account=account_id)
 
     def checkout_pay(self, session_id: str, payment_method: str = "pm_card_visa", *, processing: bool = False) -> dict:
         """The payer completes the hosted page: Checkout creates its PaymentIntent from payment_intent_data, then

@@ -45,11 +45,23 @@ def test_engineer_onboarding_start_and_status(api_client_for, offline_world, set
     assert api.get("/api/v1/payments/onboarding/").json() == {
         "account_id": None,
         "onboarding_url": None,
+        "link_purpose": None,
+        "dashboard_url": None,
+        "status": None,
+        "status_reason": "",
+        "country": "",
+        "service_agreement": "",
         "transfers_active": False,
         "details_submitted": False,
         "requirements_due": [],
+        "payout_failure": None,
     }
-    started = api.post("/api/v1/payments/onboarding/").json()
+    missing = api.post("/api/v1/payments/onboarding/")
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "country_required"
+    invalid = api.post("/api/v1/payments/onboarding/", {"country": "XX"}, format="json")
+    assert invalid.status_code == 400 and invalid.json()["error"]["code"] == "invalid_country"
+    started = api.post("/api/v1/payments/onboarding/", {"country": "us"}, format="json").json()
+    assert (started["country"], started["service_agreement"], started["link_purpose"]) == ("US", "full", "onboarding")
     assert started["account_id"].startswith("acct_") and started["onboarding_url"].endswith(
         f"/payments/offline/onboarding/{started['account_id']}/"
     )
@@ -60,13 +72,13 @@ def test_engineer_onboarding_start_and_status(api_client_for, offline_world, set
     settle(client.post, f"/payments/offline/onboarding/{started['account_id']}/")
     status = api.get("/api/v1/payments/onboarding/").json()
     assert status["transfers_active"] is True and status["details_submitted"] is True
-    response = api_client_for(CompanyAdminFactory()).post("/api/v1/payments/onboarding/")
+    response = api_client_for(CompanyAdminFactory()).post("/api/v1/payments/onboarding/", {"country": "US"})
     assert response.status_code == 403 and response.json()["error"]["code"] == "not_an_engineer"
 
 
 def test_onboarding_with_stripe_returns_the_account_link(api_client_for, stripe_world):
     engineer = EngineerFactory()
-    body = api_client_for(engineer).post("/api/v1/payments/onboarding/").json()
+    body = api_client_for(engineer).post("/api/v1/payments/onboarding/", {"country": "US"}, format="json").json()
     assert body["onboarding_url"].startswith("https://connect.stripe.com/")
     assert ConnectedAccount.objects.get(user=engineer).provider_account_id == body["account_id"]
 

@@ -65,3 +65,34 @@ def test_offline_provider_is_refused_in_production_unless_allowed():
         factory.provider_settings_check()
     with override_settings(PAYMENT_PROVIDER="stripe", STRIPE_SECRET_KEY=""), pytest.raises(ImproperlyConfigured):
         factory.provider_settings_check()
+
+
+def test_services_is_a_package_split_by_concern_with_the_state_maps_in_states():
+    import payments.services as services
+    from payments import states
+    from payments.services import escrows, funding, operations, payouts, reconciliation, webhook_events
+
+    assert not (PAYMENTS / "services.py").exists() and (PAYMENTS / "services" / "__init__.py").exists()
+    for path in (PAYMENTS / "services").glob("*.py"):
+        assert len(path.read_text().splitlines()) < 600, f"{path.name} is a package waiting to happen"
+    # callers keep `from payments.services import X`; each name is the defining module's object
+    assert services.escrow_release is escrows.escrow_release
+    assert services.escrow_funding_start is funding.escrow_funding_start
+    assert services.payment_operation_execute is operations.payment_operation_execute
+    assert services.engineer_onboarding_start is payouts.engineer_onboarding_start
+    assert services.webhook_events_drain is webhook_events.webhook_events_drain
+    assert services.payments_reconcile is reconciliation.payments_reconcile
+    assert set(services.__all__) <= set(dir(services))
+    # the allowed-transition maps have one home
+    assert services.ESCROW_TRANSITIONS is states.ESCROW_TRANSITIONS
+    for path in PAYMENTS.rglob("*.py"):
+        if path.name != "states.py":
+            assert "_TRANSITIONS = {" not in path.read_text(), path
+
+
+def test_jobs_imports_only_the_public_surface_of_payments():
+    jobs = PAYMENTS.parent / "jobs"
+    internal = ("payments.services.", "payments.providers", "payments.webhooks", "payments.ledger", "payments.tasks")
+    for path in jobs.rglob("*.py"):
+        for name in _imports(path):
+            assert not name.startswith(internal), (path, name)

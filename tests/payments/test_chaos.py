@@ -122,7 +122,8 @@ def test_worker_killed_during_a_release_then_restarted_makes_exactly_one_transfe
     settle(offline_world.onboard, engineer)
     escrow = funded_escrow(offline_world, settle, org, engineer, admin)
     queued = []
-    monkeypatch.setattr(services, "_enqueue", lambda name, *args: queued.append((name, args)))  # the broker
+    # the broker (patched where escrow_release looks it up: the services package only re-exports)
+    monkeypatch.setattr("payments.services.escrows._enqueue", lambda name, *args: queued.append((name, args)))
     result = services.escrow_release(escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
     op = ProviderOperation.objects.get(idempotency_key=result.operation_key)
     assert queued == [("payment_operation_execute", (op.pk,))]
@@ -224,7 +225,7 @@ def test_a_thousand_duplicated_and_shuffled_webhooks_have_no_double_effect(settl
     org = admin.memberships.first().organization
     engineers = [EngineerFactory() for _ in range(4)]
     for engineer in engineers:
-        settle(services.engineer_onboarding_start, user=engineer)
+        settle(services.engineer_onboarding_start, user=engineer, country="US")
         fake.account_activate(engineer.connected_account.provider_account_id)
     cards = ["pm_card_visa"] * 9 + ["pm_card_createDispute"] * 3
     escrows = [open_escrow(org, engineers[i % 4], amount=50_000 + i, fee=5_000) for i in range(len(cards))]

@@ -53,7 +53,7 @@ def test_a_plain_member_sees_the_checkout_but_cannot_pay(client, parties, checko
 
 def test_onboarding_page_is_not_found_for_other_users(client, offline_world):
     engineer = EngineerFactory()
-    account_id = services.engineer_onboarding_start(user=engineer).account_id
+    account_id = services.engineer_onboarding_start(user=engineer, country="US").account_id
     url = f"/payments/offline/onboarding/{account_id}/"
     for outsider in (EngineerFactory(), CompanyAdminFactory()):
         client.force_login(outsider)
@@ -76,7 +76,9 @@ def test_offline_ids_are_random_while_idempotency_keys_still_replay(offline_worl
         ).id
 
     def onboard():
-        return provider.account_create(email="e@example.test", metadata={}, idempotency_key="account:1").id
+        return provider.account_create(
+            email="e@example.test", country="US", service_agreement="full", metadata={}, idempotency_key="account:1"
+        ).id
 
     first_payment, first_account = fund(), onboard()
     assert (fund(), onboard()) == (first_payment, first_account)  # a replayed key finds the same object

@@ -36,7 +36,11 @@ def _activate(world, account_id: str) -> None:
 
 def _payable_account(world, n=1) -> ConnectedAccountInfo:
     info = world.provider.account_create(
-        email=f"eng{n}@example.test", metadata={"user_id": str(n)}, idempotency_key=f"account:{n}"
+        email=f"eng{n}@example.test",
+        country="US",
+        service_agreement="full",
+        metadata={"user_id": str(n)},
+        idempotency_key=f"account:{n}",
     )
     _activate(world, info.id)
     return world.provider.account_get(account_id=info.id)
@@ -91,7 +95,9 @@ def test_unknown_objects_are_not_found(world):
 
 def test_transfers_need_an_active_account_replay_their_key_and_list_by_group(world):
     funding = _paid(world)
-    info = world.provider.account_create(email="e@example.test", metadata={}, idempotency_key="account:9")
+    info = world.provider.account_create(
+        email="e@example.test", country="US", service_agreement="full", metadata={}, idempotency_key="account:9"
+    )
     assert not info.transfers_active
     link = world.provider.account_link_create(account_id=info.id, refresh_url="http://t/r", return_url="http://t/d")
     assert link.url.startswith("http")

@@ -49,7 +49,7 @@ def test_payouts_retry_payable_twice(parties, settle, stripe_world):
     admin, org, engineer = parties
     escrow = funded_escrow(stripe_world, settle, org, engineer, admin)
     settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
-    settle(services.engineer_onboarding_start, user=engineer)
+    settle(services.engineer_onboarding_start, user=engineer, country="US")
     # the account.updated webhook is lost: the beat task pays once the account is known to be payable
     stripe_world.fake.account_activate(engineer.connected_account.provider_account_id)
     settle(services.engineer_onboarding_refresh, user=engineer)

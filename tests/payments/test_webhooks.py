@@ -172,7 +172,7 @@ def test_connect_events_update_the_engineers_account(parties, settle, stripe_wor
     escrow = funded_escrow(world, settle, org, engineer, admin)
     settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
     assert ProviderOperation.objects.get(escrow=escrow).status == "awaiting_payee"
-    settle(services.engineer_onboarding_start, user=engineer)
+    settle(services.engineer_onboarding_start, user=engineer, country="US")
     account = engineer.connected_account
     world.fake.account_activate(account.provider_account_id)
     responses = settle(world.deliver)  # capability.updated, account.updated (and the funded escrow's expired page)
