@@ -1,26 +1,32 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.api import IdempotentCreateMixin
-from common.errors import NotFound
+from common.errors import NotFound, NotPermitted
 
 from . import selectors, services
-from .models import ApiToken, Membership, Organization
+from .models import ApiToken, Membership, Organization, OrganizationInvite
 from .serializers import (
     ApiTokenCreateSerializer,
     ApiTokenSerializer,
     CompanySignupSerializer,
     EngineerPublicSerializer,
     EngineerSignupSerializer,
+    InviteAcceptSerializer,
+    InviteCreateSerializer,
+    InviteSerializer,
+    IssuedInviteSerializer,
     IssuedTokenSerializer,
     MemberAddSerializer,
     MemberRoleSerializer,
     MemberSerializer,
     MeSerializer,
     MeUpdateSerializer,
+    MyMembershipSerializer,
     OrganizationSerializer,
 )
 
@@ -36,7 +42,14 @@ class CompanySignupApi(APIView):
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(request=CompanySignupSerializer, responses={201: MeSerializer})
+    @extend_schema(
+        request=CompanySignupSerializer,
+        responses={201: MeSerializer},
+        description=(
+            "A company account. With `organization_name` it owns a new organization; with `invite_token` (and the "
+            "invited address as `email`) it joins the inviting organization with the invite's role instead."
+        ),
+    )
     def post(self, request):
         serializer = CompanySignupSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -157,3 +170,58 @@ class EngineerProfileApi(APIView):
     def get(self, request, user_id: int):
         profile = selectors.engineer_profile_get(user_id=user_id)
         return Response(EngineerPublicSerializer(profile).data)
+
+
+class InviteViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """An organization's invites: owners create and revoke them; owners and admins list them."""
+
+    serializer_class = InviteSerializer
+    idempotency_secret_fields = ("token",)
+
+    def _organization(self) -> Organization:
+        """The caller's organization (404 for anyone else's); the services decide who may change invites."""
+        organization = get_object_or_404(Organization, pk=self.kwargs["organization_pk"])
+        if not selectors.user_is_org_member(user=self.request.user, organization_id=organization.pk):
+            raise NotFound("No such organization.")
+        return organization
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return OrganizationInvite.objects.none()
+        organization = self._organization()
+        if not selectors.user_is_org_admin(user=self.request.user, organization_id=organization.pk):
+            raise NotPermitted("Only the organization's owners and admins can see its invites.")
+        return selectors.invite_list(organization=organization)
+
+    @extend_schema(request=InviteCreateSerializer, responses={201: IssuedInviteSerializer})
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
+    def create_response(self, request, *args, **kwargs):
+        serializer = InviteCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        issued = services.invite_create(
+            actor=request.user, organization=self._organization(), **serializer.validated_data
+        )
+        return Response(
+            IssuedInviteSerializer(issued.invite, context={"token": issued.token}).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(request=None, responses=InviteSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, organization_pk=None, pk=None):
+        invite = selectors.invite_get(organization=self._organization(), invite_id=int(pk))
+        invite = services.invite_revoke(actor=request.user, invite=invite)
+        return Response(InviteSerializer(invite).data)
+
+
+class InviteAcceptApi(APIView):
+    """The signed-in invitee accepts: the account's email must be the invited address. Without an account, sign up
+    with the token instead (`POST /auth/signup/company/` with `invite_token`)."""
+
+    @extend_schema(request=InviteAcceptSerializer, responses=MyMembershipSerializer)
+    def post(self, request):
+        serializer = InviteAcceptSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.invite_accept(user=request.user, token=serializer.validated_data["token"])
+        return Response(MyMembershipSerializer(membership).data)

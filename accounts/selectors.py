@@ -2,7 +2,7 @@ from django.db.models import QuerySet
 
 from common.errors import NotFound
 
-from .models import ApiToken, EngineerProfile, Membership, Organization, User
+from .models import ApiToken, EngineerProfile, Membership, Organization, OrganizationInvite, User
 
 
 def membership_role(*, user: User, organization_id: int) -> str | None:
@@ -42,3 +42,15 @@ def engineer_profile_get(*, user_id: int) -> EngineerProfile:
     if profile is None:
         raise NotFound("No such engineer.", code="engineer_not_found")
     return profile
+
+
+def invite_list(*, organization: Organization) -> QuerySet[OrganizationInvite]:
+    """Every invite of the organization, newest first (accepted, revoked and expired ones too)."""
+    return organization.invites.select_related("invited_by", "accepted_by").order_by("-created_at", "-id")
+
+
+def invite_get(*, organization: Organization, invite_id: int) -> OrganizationInvite:
+    invite = organization.invites.filter(pk=invite_id).first()
+    if invite is None:
+        raise NotFound("No such invite.", code="invite_not_found")
+    return invite

@@ -1,6 +1,7 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import ApiToken, EngineerProfile, Membership, Organization, User
+from .models import ApiToken, EngineerProfile, Membership, Organization, OrganizationInvite, User
 
 EMAIL_MAX_CHARS = 254  # the model's column
 PROFILE_LIST_MAX_ITEMS = 50
@@ -13,11 +14,33 @@ def _profile_list(**kwargs) -> serializers.ListField:
     )
 
 
+INVITE_TOKEN_MAX_CHARS = 100
+
+
 class CompanySignupSerializer(serializers.Serializer):
+    """Either `organization_name` (a new organization the account owns) or `invite_token` (join the inviting
+    organization with the invite's role; `email` must be the invited address)."""
+
     email = serializers.EmailField(max_length=EMAIL_MAX_CHARS)
     password = serializers.CharField(write_only=True, min_length=10, max_length=128)
     name = serializers.CharField(max_length=150)
-    organization_name = serializers.CharField(max_length=200)
+    organization_name = serializers.CharField(max_length=200, required=False, default="")
+    invite_token = serializers.CharField(
+        max_length=INVITE_TOKEN_MAX_CHARS,
+        required=False,
+        default="",
+        write_only=True,
+        help_text="An organization invite's token: join that organization instead of creating one.",
+    )
+
+    def validate(self, attrs):
+        if attrs["invite_token"] and attrs["organization_name"]:
+            raise serializers.ValidationError(
+                {"organization_name": ["Leave it out when joining with invite_token."]}, code="invalid"
+            )
+        if not attrs["invite_token"] and not attrs["organization_name"]:
+            raise serializers.ValidationError({"organization_name": ["This field is required."]}, code="required")
+        return attrs
 
 
 class EngineerSignupSerializer(serializers.Serializer):
@@ -131,3 +154,55 @@ class EngineerPublicSerializer(serializers.ModelSerializer):
             "best_certified_speedup",
             "certified_results",
         ]
+
+
+class InviteSerializer(serializers.ModelSerializer):
+    """An invite as its organization's owners and admins see it; never its token or the token's hash."""
+
+    status = serializers.SerializerMethodField()
+    invited_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OrganizationInvite
+        fields = [
+            "id",
+            "organization",
+            "email",
+            "role",
+            "status",
+            "invited_by",
+            "created_at",
+            "expires_at",
+            "accepted_at",
+            "revoked_at",
+        ]
+
+    @extend_schema_field(serializers.ChoiceField(choices=OrganizationInvite.Status.choices))
+    def get_status(self, invite: OrganizationInvite) -> str:
+        return invite.status_at()
+
+    def get_invited_by(self, invite: OrganizationInvite) -> dict | None:
+        if invite.invited_by_id is None:
+            return None
+        return {"id": invite.invited_by_id, "name": invite.invited_by.name}
+
+
+class IssuedInviteSerializer(InviteSerializer):
+    """Only the creating response carries the token (to send to the invitee); it is never retrievable again."""
+
+    token = serializers.SerializerMethodField()
+
+    class Meta(InviteSerializer.Meta):
+        fields = [*InviteSerializer.Meta.fields, "token"]
+
+    def get_token(self, invite: OrganizationInvite) -> str:
+        return self.context["token"]
+
+
+class InviteCreateSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=EMAIL_MAX_CHARS)
+    role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+
+
+class InviteAcceptSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=INVITE_TOKEN_MAX_CHARS, write_only=True)

@@ -14,6 +14,7 @@ def site_index(request):
             "api": request.build_absolute_uri("/api/v1/"),
             "schema": absolute("schema"),
             "docs": absolute("swagger-ui"),
+            "redoc": absolute("redoc"),
             "health": absolute("health"),
             "admin": absolute("admin:index"),
         }
@@ -43,6 +44,7 @@ def api_root(request):
             "version": "v1",
             "schema": request.build_absolute_uri(reverse("schema")),
             "docs": request.build_absolute_uri(reverse("swagger-ui")),
+            "redoc": request.build_absolute_uri(reverse("redoc")),
             **{name: base + path for name, path in API_COLLECTIONS.items()},
         }
     )

@@ -132,8 +132,16 @@ def test_lists_document_page_bounds_and_only_the_filters_they_read(schema):
 
 
 def test_unpaginated_lists_are_documented_as_plain_arrays(schema):
-    response = _operation(schema, "/api/v1/submissions/{id}/verification/", "get")["responses"]["200"]
+    # The signing keys are one small key set, fetched whole by whoever verifies certificates.
+    response = _operation(schema, "/api/v1/verification/keys/", "get")["responses"]["200"]
     assert response["content"]["application/json"]["schema"]["type"] == "array"
+
+
+def test_a_submissions_verification_runs_are_paginated_like_every_other_list(schema):
+    operation = _operation(schema, "/api/v1/submissions/{id}/verification/", "get")
+    schema_ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert schema_ref == "#/components/schemas/PaginatedVerificationRunList"
+    assert {"page", "page_size"} <= {parameter.get("name") for parameter in operation["parameters"]}
 
 
 def test_bid_list_and_bid_create_document_their_own_answers(schema):

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from .models import SigningKey, VerificationRun
 from .runner.decision import summarise as run_summary
 from .runner.violations import violations_public
+from .selectors import report_tier_index
 
 # Fields whose text can carry hidden-input data (the candidate's own output, the baseline's expected
 # values), shown only to the company that owns the hidden inputs and to operators.
@@ -116,6 +117,9 @@ class VerificationRunSerializer(serializers.ModelSerializer):
     """
 
     report = serializers.SerializerMethodField()
+    tier = serializers.SerializerMethodField(
+        help_text="The payout tier the signed report reached: its position (from 0) in the job's tiers; null if none."
+    )
     has_plot = serializers.SerializerMethodField()
 
     class Meta:
@@ -147,6 +151,11 @@ class VerificationRunSerializer(serializers.ModelSerializer):
         if self.context.get("hidden_inputs_owner"):
             return run.report
         return report_for_engineer(run.report)
+
+    def get_tier(self, run: VerificationRun) -> int | None:
+        # Read from the report the parties also see, so the two always agree (runs recorded before the tier was
+        # derived from the report's tier list stored none).
+        return report_tier_index(run.report) if run.report is not None else run.tier
 
     def get_has_plot(self, run: VerificationRun) -> bool:
         return run.plot_png_id is not None

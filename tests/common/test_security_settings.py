@@ -66,9 +66,12 @@ def test_admin_pages_carry_the_page_policy(client):
 
 
 @pytest.mark.django_db
-def test_swagger_ui_gets_its_own_policy_and_json_gets_none(client):
-    docs = client.get("/api/docs/")
-    assert docs.status_code == 200
-    assert "https://cdn.jsdelivr.net" in docs["Content-Security-Policy"]
+def test_the_api_docs_get_the_page_policy_plus_blob_workers_and_json_gets_none(client):
+    for path in ("/api/docs/", "/api/redoc/"):
+        docs = client.get(path)
+        assert docs.status_code == 200
+        policy = docs["Content-Security-Policy"]
+        assert "script-src 'self';" in policy and "worker-src 'self' blob:" in policy
+        assert "https://" not in policy and "unsafe-eval" not in policy
     schema = client.get("/api/schema/?format=json")
     assert "Content-Security-Policy" not in schema

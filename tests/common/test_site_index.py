@@ -14,7 +14,7 @@ def test_the_root_is_a_json_index_of_the_service():
     assert index["api"].endswith("/api/v1/")
     assert index["docs"].endswith("/api/docs/") and index["schema"].endswith("/api/schema/")
     assert index["health"].endswith("/health/") and index["admin"].endswith("/admin/")
-    for link in ("api", "docs", "schema", "health", "admin"):
+    for link in ("api", "docs", "redoc", "schema", "health", "admin"):
         assert Client().get(index[link].removeprefix("http://testserver")).status_code in (200, 302), link
 
 

@@ -150,7 +150,7 @@ def test_wrong_candidate_fails_until_attempts_run_out_and_the_company_is_refunde
 
     first = _verified(engineer, _submit(engineer, contract, "wrong"))
     assert first["status"] == "failed"
-    run = engineer("get", f"submissions/{first['id']}/verification/")[0]
+    run = engineer("get", f"submissions/{first['id']}/verification/")["results"][0]
     assert run["report"]["correctness"]["passed"] is False
     second = _verified(engineer, _submit(engineer, contract, "unchanged"))
     assert second["status"] == "failed" and second["attempts_left"] == 0

@@ -88,7 +88,7 @@ def test_a_violating_candidates_fail_is_recorded_with_its_categories_for_both_pa
     assert run.reason.startswith("sandbox_violation:")
     assert run.certificate["payload"]["reason_code"] == "sandbox_violation"
     for viewer in (contract.engineer, contract.job.created_by):
-        view = api_client_for(viewer).get(f"/api/v1/submissions/{submission.pk}/verification/").json()[0]
+        view = api_client_for(viewer).get(f"/api/v1/submissions/{submission.pk}/verification/").json()["results"][0]
         categories = {o["category"] for o in view["report"]["sandbox_violations"]["observed"]}
         assert categories == {"network", "leftover_processes"}, viewer
         assert view["report"]["reason_code"] == "sandbox_violation"

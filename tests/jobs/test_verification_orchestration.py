@@ -391,7 +391,7 @@ def test_engineer_never_sees_hidden_outputs_or_logs_the_company_does(contract, v
     assert engineer_view.status_code == 200
     assert "0.123456789" not in engineer_view.content.decode()
     assert "secret stderr" not in engineer_view.content.decode()
-    assert engineer_view.json()[0]["report"]["correctness"]["first_differences"] == [
+    assert engineer_view.json()["results"][0]["report"]["correctness"]["first_differences"] == [
         {"inputs": "hidden", "where": "$[0]"}
     ]
     assert "h-1" not in engineer_view.content.decode()  # the company named its hidden inputs
