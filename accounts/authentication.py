@@ -4,6 +4,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from common.cache import counter_incr
 from common.errors import DomainError
 
 from .models import ApiToken
@@ -32,11 +33,7 @@ def _failure_key(request) -> str:
 
 
 def _failure_record(key: str) -> None:
-    if not cache.add(key, 1, timeout=FAILURE_WINDOW_SECONDS + 1):
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=FAILURE_WINDOW_SECONDS + 1)
+    counter_incr(key, timeout=FAILURE_WINDOW_SECONDS + 1)
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

@@ -195,15 +195,16 @@ def stop(process: subprocess.Popen | None, name: str) -> None:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], port: int, workers: int, log_path: Path):
+def gunicorn(env: dict[str, str], port: int, workers: int, log_path: Path, options: list[str] | None = None):
+    """gunicorn on loopback until the block ends; `options` replace the default worker options."""
     log = log_path.open("w")
+    worker_options = options if options is not None else [f"--workers={workers}", "--worker-class=sync"]
     process = subprocess.Popen(
         [
             str(VENV_BIN / "gunicorn"),
             "marketplace.wsgi",
             f"--bind=127.0.0.1:{port}",
-            f"--workers={workers}",
-            "--worker-class=sync",
+            *worker_options,
             "--backlog=512",
             "--timeout=30",
             "--graceful-timeout=5",
@@ -220,7 +221,7 @@ def gunicorn(env: dict[str, str], port: int, workers: int, log_path: Path):
             if process.poll() is not None:
                 raise SystemExit(f"gunicorn exited with {process.returncode}; see {log_path}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/", timeout=5) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live/", timeout=5) as response:
                     if response.status == 200:
                         break
             except OSError:

@@ -1,6 +1,7 @@
 """List pagination: page numbers everywhere, and keyset (cursor) pages where a view offers them.
 
-Page numbers need an exact COUNT over everything the viewer may see, on every page. Cursor pages read
+Page numbers need an exact count of everything the viewer may see: views that know the viewer's scope take it
+from `scoped_count` (counted once per scope and version), others COUNT on every page. Cursor pages read
 `page_size + 1` rows after a signed position in the list's unique key (`-id`), so a page costs the same whatever
 the table's size; their `total` is a count cached per visibility scope and version (`scoped_total`) or the
 planner's estimate, labelled `exact: false`.
@@ -9,10 +10,12 @@ planner's estimate, labelled `exact: false`.
 import hashlib
 import json
 from collections.abc import Callable
+from functools import cached_property, partial
 
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
+from django.core.paginator import Paginator as DjangoPaginator
 from django.db import connections
 from django.db.models import QuerySet
 from rest_framework.pagination import PageNumberPagination
@@ -55,13 +58,13 @@ def estimated_total(queryset: QuerySet) -> tuple[int, bool]:
     return int(plan[0]["Plan"]["Plan Rows"]), False
 
 
-def scoped_total(
+def scoped_count(
     queryset: QuerySet, *, request, namespace: str, scope: CacheScope | None, ignored_params: tuple[str, ...] = ()
-) -> tuple[int, bool]:
+) -> int | None:
     """An exact count cached per visibility scope, its version counters and the query string (less
-    `ignored_params`), so walking the pages of one list counts once; the estimate when the cache is off."""
+    `ignored_params`), so walking the pages of one list counts once; None when the cache is off."""
     if scope is None or not response_cache_enabled():
-        return estimated_total(queryset)
+        return None
     params = sorted((k, v) for k, values in request.query_params.lists() if k not in ignored_params for v in values)
     parts = [namespace, scope.scope, sorted(scope.versions.items()), params]
     key = TOTAL_KEY_PREFIX + hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
@@ -69,7 +72,26 @@ def scoped_total(
     if value is None:
         value = queryset.order_by().count()
         cache.set(key, value, settings.API_RESPONSE_CACHE_SECONDS)
-    return value, True
+    return value
+
+
+def scoped_total(queryset: QuerySet, **scope) -> tuple[int, bool]:
+    """`scoped_count`, or the planner's estimate when the cache is off."""
+    counted = scoped_count(queryset, **scope)
+    return estimated_total(queryset) if counted is None else (counted, True)
+
+
+class ScopedCountPaginator(DjangoPaginator):
+    """Django's paginator, with the count from `count_for(object_list)` when that answers (not None)."""
+
+    def __init__(self, *args, count_for: Callable[[QuerySet], int | None] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.count_for = count_for
+
+    @cached_property
+    def count(self) -> int:
+        counted = self.count_for(self.object_list) if self.count_for is not None else None
+        return DjangoPaginator.count.func(self) if counted is None else counted
 
 
 class PageOrCursorPagination(StablePageNumberPagination):
@@ -83,12 +105,15 @@ class PageOrCursorPagination(StablePageNumberPagination):
     cursor_salt = "common.pagination.cursor"
     cursor_orderings = ("", "-id")
     total_for: Callable[[QuerySet], tuple[int, bool]] = staticmethod(estimated_total)
+    # Page-number pages take their count from here when it answers (e.g. `scoped_count`), else COUNT(*).
+    count_for: Callable[[QuerySet], int | None] | None = None
 
     cursor_mode = False
 
     def paginate_queryset(self, queryset, request, view=None):
         self.cursor_mode = self.cursor_query_param in request.query_params
         if not self.cursor_mode:
+            self.django_paginator_class = partial(ScopedCountPaginator, count_for=self.count_for)
             return super().paginate_queryset(queryset, request, view)
         self.request = request
         ordering = request.query_params.get(api_settings.ORDERING_PARAM)

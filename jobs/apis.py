@@ -12,7 +12,7 @@ from common.api import IdempotentCreateMixin, idempotent_response
 from common.errors import NotFound, NotPermitted, ValidationFailed
 from common.http_cache import IF_NONE_MATCH_HEADER, NOT_MODIFIED_RESPONSE, cached_response, conditional_get
 from common.models import Artifact
-from common.pagination import PageOrCursorPagination, StablePageNumberPagination, scoped_total
+from common.pagination import PageOrCursorPagination, StablePageNumberPagination, scoped_count, scoped_total
 from common.parsers import JSONParser
 from common.schema import ARCHIVE_DOWNLOAD_RESPONSES
 from verification import selectors as verification_selectors
@@ -92,10 +92,16 @@ class JobViewSet(IdempotentCreateMixin, viewsets.GenericViewSet):
             queryset = self.filter_queryset(jobs)
             if "ordering" in request.query_params:
                 queryset = queryset.order_by(*queryset.query.order_by, "-id")
-            # A cursor page's total: counted once per scope, version and filters, or estimated with the cache off.
-            self.paginator.total_for = lambda counted: scoped_total(
-                counted, request=request, namespace="jobs:list", scope=cache_scope, ignored_params=CURSOR_PARAMS
-            )
+            # Counted once per scope, version and filters (page numbers and cursor pages' total); with the cache
+            # off, page numbers count every time and cursor pages estimate.
+            counting = {
+                "request": request,
+                "namespace": "jobs:list",
+                "scope": cache_scope,
+                "ignored_params": CURSOR_PARAMS,
+            }
+            self.paginator.total_for = lambda counted: scoped_total(counted, **counting)
+            self.paginator.count_for = lambda counted: scoped_count(counted, **counting)
             page = self.paginate_queryset(queryset)
             summaries = JobSummarySerializer(page, many=True, context={"request": request}).data
             return self.get_paginated_response(summaries)
@@ -365,8 +371,9 @@ class SubmissionViewSet(viewsets.GenericViewSet):
         parameters=[IF_NONE_MATCH_HEADER],
         responses={200: VerificationRunSerializer(many=True), 304: NOT_MODIFIED_RESPONSE},
     )
-    @action(detail=True, methods=["get"], pagination_class=None)
+    @action(detail=True, methods=["get"])
     def verification(self, request, pk=None):
+        """The submission's verification runs, newest first, paginated like every other list."""
         submission = self._submission()
         runs = verification_selectors.verification_runs_for(
             subject=submission_services.submission_subject(submission.pk)
@@ -374,10 +381,10 @@ class SubmissionViewSet(viewsets.GenericViewSet):
         owner = request.user.is_staff or selectors.job_hidden_inputs_visible(
             user=request.user, job=submission.contract.job
         )
+        page = self.paginate_queryset(runs)
+        data = VerificationRunSerializer(page, many=True, context={"hidden_inputs_owner": owner}).data
         # Polled while a run progresses: an unchanged status costs the client a 304.
-        return conditional_get(
-            request, Response(VerificationRunSerializer(runs, many=True, context={"hidden_inputs_owner": owner}).data)
-        )
+        return conditional_get(request, self.get_paginated_response(data))
 
     @extend_schema(
         parameters=[

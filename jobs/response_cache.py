@@ -9,11 +9,14 @@ A job never returns to draft, so its status after the change tells whether anyon
 could have seen it, before or after.
 """
 
+from django.conf import settings
+from django.core.cache import cache
+
 from accounts.models import User
 from common.http_cache import CacheScope, response_cache_enabled, version_counters_bump, version_counters_get
 
 from .models import Job
-from .selectors import JobViewerScope, job_list_scope, job_viewer_scope
+from .selectors import JobViewerScope, engineer_sees_unlisted, job_list_scope, job_viewer_scope
 
 PUBLISHED = "jobs:published"
 ALL = "jobs:all"
@@ -35,10 +38,25 @@ def job_cache_scope(*, user: User) -> tuple[JobViewerScope, CacheScope | None]:
     """The viewer's scope (what to show) and, with the response cache on, its cache scope (who shares it)."""
     if not response_cache_enabled():
         return job_list_scope(user=user), None
-    # Decided on every request (one EXISTS query for engineers), so an invitation or a bid takes effect on
-    # the next request; a decision remembered across requests would need its own invalidation.
-    scope = job_viewer_scope(user=user)
-    return scope, CacheScope(_cache_scope_name(scope), version_counters_get(_counters_for(scope)))
+    scope = job_list_scope(user=user)
+    if scope.kind != "engineer":
+        scope = job_viewer_scope(scope=scope)
+        return scope, CacheScope(_cache_scope_name(scope), version_counters_get(_counters_for(scope)))
+    # Whether the engineer sees more than the public jobs (an invitation, a bid on an invited-only job) is
+    # remembered under the value of `jobs:published` read first: every invitation and bid on a published job
+    # bumps it, so the first request after one decides anew. Engineer and public scopes share that counter.
+    versions = version_counters_get(_counters_for(scope))
+
+    def remembered(*, engineer: User) -> bool:
+        key = f"jobs:engineer-sees-unlisted:{engineer.pk}:{versions[PUBLISHED]}"
+        sees_unlisted = cache.get(key)
+        if sees_unlisted is None:
+            sees_unlisted = engineer_sees_unlisted(engineer=engineer)
+            cache.set(key, sees_unlisted, settings.API_RESPONSE_CACHE_SECONDS)
+        return sees_unlisted
+
+    scope = job_viewer_scope(scope=scope, engineer=user, sees_unlisted=remembered)
+    return scope, CacheScope(_cache_scope_name(scope), versions)
 
 
 def _counters_for(scope: JobViewerScope) -> list[str]:

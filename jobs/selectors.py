@@ -2,6 +2,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import user_organization_ids
@@ -34,17 +35,19 @@ def job_list_visible(*, user: User) -> QuerySet[Job]:
     return job_list_for_scope(scope=job_list_scope(user=user))
 
 
-def job_viewer_scope(*, user: User) -> JobViewerScope:
-    """The user's scope, narrowed to "public" when they see exactly the public jobs (so they share its cache)."""
-    scope = job_list_scope(user=user)
+def job_viewer_scope(*, scope: JobViewerScope, engineer: User | None = None, sees_unlisted=None) -> JobViewerScope:
+    """`scope` narrowed to "public" when its viewer sees exactly the public jobs (so they share its cache).
+
+    `sees_unlisted(engineer)` answers for an engineer's scope; by default `engineer_sees_unlisted` (a query).
+    """
     if scope.kind == "organizations" and not scope.organization_ids:
         return JobViewerScope("public")
-    if scope.kind == "engineer" and not _engineer_sees_unlisted(user):
+    if scope.kind == "engineer" and not (sees_unlisted or engineer_sees_unlisted)(engineer=engineer):
         return JobViewerScope("public")
     return scope
 
 
-def _engineer_sees_unlisted(engineer: User) -> bool:
+def engineer_sees_unlisted(*, engineer: User) -> bool:
     """Whether an invitation or an own bid shows the engineer a published job that is not public."""
     return (
         Job.objects.exclude(status=Job.Status.DRAFT)
@@ -157,3 +160,43 @@ def submission_get_visible(*, user: User, submission_id: int) -> Submission:
     if submission is None:
         raise NotFound("No such submission.", code="submission_not_found")
     return submission
+
+
+def submission_next_steps(*, submission: Submission, now=None) -> str:
+    """What can happen next to a submission, naming only actions the contract still allows: another attempt
+    needs an active contract before its deadline with attempts left; accepting an inconclusive result needs an
+    active contract (the rules `submission_create` and `submission_accept_inconclusive` apply)."""
+    contract = submission.contract
+    status = submission.status
+    if status == Submission.Status.RECEIVED:
+        return "Waiting for verification."
+    if status == Submission.Status.VERIFYING:
+        return "Verification is queued or running; progress is shown on the verification run."
+    if status == Submission.Status.PASSED:
+        return "Passed: the tier's payout is released after the company's review window."
+    active = contract.status == Contract.Status.ACTIVE
+    if not active:
+        blocker = f"the contract is {contract.get_status_display().lower()}"
+    elif contract.deadline <= (now or timezone.now()):
+        blocker = "the contract's deadline has passed"
+    elif contract.attempts_left <= 0:
+        blocker = "no attempts are left on this contract"
+    else:
+        blocker = ""
+    left = contract.attempts_left
+    attempts = f"{left} attempt{'s' if left != 1 else ''} left"
+    submit_again = f"the engineer may submit again ({attempts})"
+    if status == Submission.Status.FAILED:
+        if blocker:
+            return f"Failed; no further attempt is possible: {blocker}."
+        return f"Failed: the engineer may submit an improved candidate ({attempts})."
+    if status == Submission.Status.INCONCLUSIVE:
+        if not active:
+            return f"Inconclusive; {blocker}, so it can no longer be accepted or followed by another attempt."
+        if blocker:
+            return f"Inconclusive: the company may accept it; no further attempt is possible: {blocker}."
+        return f"Inconclusive: the company may accept it; otherwise {submit_again}."
+    # ERROR: the platform failed and the attempt was given back.
+    if blocker:
+        return f"The platform could not verify it; the attempt was not counted, but no further attempt is possible: {blocker}."
+    return f"The platform could not verify it; the attempt was not counted: {submit_again}."

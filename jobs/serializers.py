@@ -5,17 +5,19 @@ from common.converters import MAX_DATABASE_ID
 from common.models import Artifact, AuditEvent
 from common.money import MAX_AMOUNT_MINOR_UNITS
 from common.parsers import BoundedJSONField
+from common.serializers import FastReadMixin
 
 from .models import Bid, Contract, Job, Submission
+from .selectors import submission_next_steps
 
 
-class ArtifactSerializer(serializers.ModelSerializer):
+class ArtifactSerializer(FastReadMixin, serializers.ModelSerializer):
     class Meta:
         model = Artifact
         fields = ["sha256", "size", "archive_format"]
 
 
-class OrganizationRefSerializer(serializers.Serializer):
+class OrganizationRefSerializer(FastReadMixin, serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
 
@@ -28,7 +30,7 @@ LIST_MAX_ITEMS = 50
 LIST_DESCRIPTION_CHARS = 500
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FastReadMixin, serializers.ModelSerializer):
     organization = OrganizationRefSerializer(read_only=True)
     bid_count = serializers.IntegerField(read_only=True)
     package = ArtifactSerializer(read_only=True)
@@ -191,16 +193,6 @@ class ContractSerializer(serializers.ModelSerializer):
         return {"id": contract.engineer_id, "name": contract.engineer.name}
 
 
-NEXT_STEPS = {
-    Submission.Status.RECEIVED: "Waiting for verification.",
-    Submission.Status.VERIFYING: "Verification is queued or running; progress is shown on the verification run.",
-    Submission.Status.PASSED: "Passed: the tier's payout is released after the company's review window.",
-    Submission.Status.FAILED: "Failed: submit an improved candidate while attempts and time remain.",
-    Submission.Status.INCONCLUSIVE: "Inconclusive: the company may accept it; otherwise submit again while attempts remain.",
-    Submission.Status.ERROR: "The platform could not verify it; the attempt was not counted. Submit again.",
-}
-
-
 class SubmissionSerializer(serializers.ModelSerializer):
     candidate = ArtifactSerializer(read_only=True)
     attempts_left = serializers.SerializerMethodField()
@@ -224,7 +216,7 @@ class SubmissionSerializer(serializers.ModelSerializer):
         return submission.contract.attempts_left
 
     def get_next_steps(self, submission: Submission) -> str:
-        return NEXT_STEPS[submission.status]
+        return submission_next_steps(submission=submission)
 
 
 class SubmissionCreateSerializer(serializers.Serializer):

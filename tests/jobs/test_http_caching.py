@@ -159,7 +159,7 @@ def test_verification_status_answers_304_until_progress_moves(
     verification_run_heartbeat(run_id=run.pk, token=token, progress={"pairs_done": 3})
     progressed = engineer.get(url, HTTP_IF_NONE_MATCH=started["ETag"])
     assert progressed.status_code == 200 and progressed["ETag"] != started["ETag"]
-    assert progressed.json()[0]["progress"]["pairs_done"] == 3
+    assert progressed.json()["results"][0]["progress"]["pairs_done"] == 3
     assert engineer.get(url, HTTP_IF_NONE_MATCH=progressed["ETag"]).status_code == 304
     assert {"Authorization", "Cookie"} <= {v.strip() for v in progressed["Vary"].split(",")}
     # The company sees the same run; it gets a 304 for that ETag only if its body is byte-identical.
@@ -367,3 +367,47 @@ def test_a_view_read_before_commit_is_not_served_after_it(api_client_for, settin
         reader.join()
     assert seen == [0]
     assert client.get(LIST).json()["results"][0]["bid_count"] == 1
+
+
+def test_a_warm_hit_asks_the_database_only_for_the_token(world, cache_on):
+    """What an engineer sees beyond public jobs is remembered under `jobs:published`, not queried per request."""
+    for viewer in ("engineer", "admin"):
+        client = world.clients[viewer]
+        client.get(LIST)
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(LIST).status_code == 200
+        tables = [q["sql"].split(" FROM ", 1)[1].split()[0] for q in captured.captured_queries]
+        expected = {"engineer": ['"accounts_apitoken"'], "admin": ['"accounts_apitoken"', '"accounts_membership"']}
+        assert tables == expected[viewer], captured.captured_queries
+
+
+def _counts(captured) -> int:
+    return sum(q["sql"].startswith("SELECT COUNT(") for q in captured.captured_queries)
+
+
+def test_page_numbers_count_once_per_scope_and_version(world, cache_on):
+    for _ in range(3):
+        open_job(admin=world.admin)
+    client = world.clients["engineer"]
+    with CaptureQueriesContext(connection) as first:
+        page_one = client.get(f"{LIST}?page_size=2").json()
+    with CaptureQueriesContext(connection) as second:
+        page_two = client.get(f"{LIST}?page_size=2&page=2").json()
+    assert (_counts(first), _counts(second)) == (1, 0)  # page 2 is a response-cache miss, but not a count miss
+    assert page_one["count"] == page_two["count"] == 4
+
+    open_job(admin=world.other_admin)  # a publish moves the version: the next page counts anew, and right
+    with CaptureQueriesContext(connection) as after:
+        assert client.get(f"{LIST}?page_size=2&page=2").json()["count"] == 5
+    assert _counts(after) == 1
+    # Filters are part of what is counted.
+    assert client.get(f"{LIST}?page_size=2&search=nothing-matches").json()["count"] == 0
+
+
+def test_page_numbers_count_every_time_with_the_cache_off(world, settings):
+    settings.API_RESPONSE_CACHE_SECONDS = 0
+    client = world.clients["engineer"]
+    for _ in range(2):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(f"{LIST}?page_size=2").json()["count"] == 1
+        assert _counts(captured) == 1
