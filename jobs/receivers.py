@@ -7,10 +7,10 @@ from django.dispatch import receiver
 
 from payments import signals as payment_signals
 from verification.models import VerificationRun
-from verification.signals import verification_finished
+from verification.signals import verification_finished, verification_progressed, verification_started
 
 from .models import Contract
-from .services import contracts, jobs, submissions
+from .services import contracts, events, jobs, submissions
 
 
 @receiver(payment_signals.escrow_funded)
@@ -54,3 +54,29 @@ def on_verification_finished(sender, run_id: int, subject: str, status: str, **r
             run_status=status,
             report=run.report,
         )
+
+
+@receiver(verification_started)
+def on_verification_started(sender, run_id: int, subject: str, **kwargs) -> None:
+    if subject.startswith(submissions.SUBJECT_PREFIX):
+        submissions.submission_verification_event_emit(
+            submission_id=int(subject.removeprefix(submissions.SUBJECT_PREFIX)), run_id=run_id, progress=False
+        )
+
+
+@receiver(verification_progressed)
+def on_verification_progressed(sender, run_id: int, subject: str, **kwargs) -> None:
+    if subject.startswith(submissions.SUBJECT_PREFIX):
+        submissions.submission_verification_event_emit(
+            submission_id=int(subject.removeprefix(submissions.SUBJECT_PREFIX)), run_id=run_id, progress=True
+        )
+
+
+@receiver(payment_signals.payout_settled)
+def on_payout_settled(sender, user_id: int, payout: dict, **kwargs) -> None:
+    events.payout_event_emit(user_id=user_id, payout=payout)
+
+
+@receiver(payment_signals.payout_account_updated)
+def on_payout_account_updated(sender, user_id: int, **kwargs) -> None:
+    events.payout_account_event_emit(user_id=user_id)

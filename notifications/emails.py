@@ -9,6 +9,7 @@ Emails do not depend on webhook endpoints.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from django.conf import settings
@@ -153,6 +154,32 @@ def email_send(*, notification_id: int) -> bool:
     )
     log.info("email_sent", notification_id=notification_id, template=notification.template)
     return True
+
+
+def emails_enqueue_stale(*, limit: int = 500) -> int:
+    """The backstop for emails whose send message never ran (broker down at commit, a worker that died):
+    queue again every email pending for longer than EMAIL_SWEEP_GRACE_SECONDS, and every email left `sending`
+    by a process that died mid-send for longer than EMAIL_SENDING_STALE_SECONDS (back to pending: such an
+    email may reach its recipient twice, never zero times). Emails older than EMAIL_SWEEP_MAX_AGE_HOURS are
+    left as they are: an email days late does more harm than good."""
+    now = timezone.now()
+    recent = EmailNotification.objects.filter(created_at__gte=now - timedelta(hours=settings.EMAIL_SWEEP_MAX_AGE_HOURS))
+    recent.filter(
+        status=EmailNotification.Status.SENDING,
+        updated_at__lte=now - timedelta(seconds=settings.EMAIL_SENDING_STALE_SECONDS),
+    ).update(status=EmailNotification.Status.PENDING, updated_at=now)
+    stale = recent.filter(
+        status=EmailNotification.Status.PENDING,
+        updated_at__lte=now - timedelta(seconds=settings.EMAIL_SWEEP_GRACE_SECONDS),
+    )
+    ids = list(stale.order_by("updated_at").values_list("pk", flat=True)[:limit])
+    from .tasks import email_send
+
+    for notification_id in ids:
+        email_send.delay(notification_id)
+    if ids:
+        log.info("emails_requeued", count=len(ids))
+    return len(ids)
 
 
 def notification_preferences_get(*, user: User) -> NotificationPreference:

@@ -11,9 +11,14 @@ BID_DECLINED = "bid.declined"
 CONTRACT_FUNDING_REQUIRED = "contract.funding_required"
 CONTRACT_FUNDED = "contract.funded"
 SUBMISSION_RECEIVED = "submission.received"
+VERIFICATION_STARTED = "verification.started"
+VERIFICATION_PROGRESS = "verification.progress"
 VERIFICATION_COMPLETED = "verification.completed"
 ESCROW_RELEASED = "escrow.released"
 ESCROW_REFUNDED = "escrow.refunded"
+PAYOUT_PAID = "payout.paid"
+PAYOUT_FAILED = "payout.failed"
+PAYOUT_ACCOUNT_UPDATED = "payout_account.updated"
 DISPUTE_OPENED = "dispute.opened"
 DISPUTE_RESOLVED = "dispute.resolved"
 
@@ -27,9 +32,14 @@ EVENT_TYPES = (
     CONTRACT_FUNDING_REQUIRED,
     CONTRACT_FUNDED,
     SUBMISSION_RECEIVED,
+    VERIFICATION_STARTED,
+    VERIFICATION_PROGRESS,
     VERIFICATION_COMPLETED,
     ESCROW_RELEASED,
     ESCROW_REFUNDED,
+    PAYOUT_PAID,
+    PAYOUT_FAILED,
+    PAYOUT_ACCOUNT_UPDATED,
     DISPUTE_OPENED,
     DISPUTE_RESOLVED,
 )

@@ -27,3 +27,8 @@ def endpoint_disabled_notify(endpoint_id: int) -> bool:
 @shared_task(name="notifications.tasks.email_send", autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
 def email_send(notification_id: int) -> bool:
     return emails.email_send(notification_id=notification_id)
+
+
+@shared_task(name="notifications.tasks.emails_enqueue_stale")
+def emails_enqueue_stale() -> int:
+    return emails.emails_enqueue_stale()

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -20,7 +21,8 @@ from common.transitions import transition_apply
 
 from .models import SigningKey, VerificationRun
 from .runner import certificate as certificates
-from .signals import verification_finished
+from .selectors import report_tier_index
+from .signals import verification_finished, verification_progressed, verification_started
 
 log = structlog.get_logger(__name__)
 Status = VerificationRun.Status
@@ -216,7 +218,7 @@ def verification_run_start(*, run_id: int, token: str) -> VerificationRun:
     now = timezone.now()
     run.started_at = run.heartbeat_at = now
     run.token_expires_at = now + timedelta(seconds=run.time_limit_seconds + settings.VERIFICATION_TOKEN_GRACE_SECONDS)
-    return transition_apply(
+    transition_apply(
         run,
         to=Status.RUNNING,
         allowed=RUN_TRANSITIONS,
@@ -225,6 +227,8 @@ def verification_run_start(*, run_id: int, token: str) -> VerificationRun:
         data={"dispatch": run.dispatch_count},
         update_fields=["started_at", "heartbeat_at", "token_expires_at"],
     )
+    verification_started.send(sender=VerificationRun, run_id=run.pk, subject=run.subject, kind=run.kind)
+    return run
 
 
 @transaction.atomic
@@ -238,6 +242,12 @@ def verification_run_heartbeat(*, run_id: int, token: str, progress: dict[str, A
         for key in ("phase", "runs_done", "runs_budget", "pairs_done", "pairs_budget", "estimate", "interval")
     }
     run.save(update_fields=["heartbeat_at", "progress", "updated_at"])
+    # At most one progress event per run and period: hosts beat every few seconds. The slot is taken before
+    # the event commits, so a rolled-back heartbeat can cost one event of a stream that is throttled anyway.
+    if cache.add(f"verification:progress-event:{run.pk}", 1, timeout=settings.VERIFICATION_PROGRESS_EVENT_SECONDS):
+        verification_progressed.send(
+            sender=VerificationRun, run_id=run.pk, subject=run.subject, kind=run.kind, progress=dict(run.progress)
+        )
     return run
 
 
@@ -288,8 +298,7 @@ def verification_record_result(
         run.decision = decision
         run.reason = str(report.get("reason", ""))[:2000]
         run.payout_fraction_bps = round(float(report.get("payout_fraction") or 0) * 10_000)
-        tier = report.get("tier") or None
-        run.tier = (tier or {}).get("index")
+        run.tier = report_tier_index(report)
         run.speedup_estimate = _speedup_estimate(report)
         run.finished_at = timezone.now()
         run.token_hash = ""

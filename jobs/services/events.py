@@ -22,6 +22,7 @@ from common.money import currency_exponent
 from notifications import emails, event_types
 from notifications.services import Recipient, event_emit
 from payments import selectors as payments_selectors
+from payments import services as payments_services
 from verification.models import VerificationRun
 from verification.serializers import VerificationRunSerializer
 
@@ -135,6 +136,21 @@ def verification_event_emit(*, event_type: str, submission: Submission, contract
             decision=str(submission.status).upper(),
             link=_url(f"/api/v1/submissions/{submission.pk}/verification/"),
         )
+
+
+def payout_event_emit(*, user_id: int, payout: dict) -> None:
+    """`payout.paid` / `payout.failed`: a payout from the engineer's payout account to their bank; theirs only."""
+    event_type = event_types.PAYOUT_PAID if payout["status"] == "paid" else event_types.PAYOUT_FAILED
+    event_emit(event_type=event_type, recipients=[Recipient(user_id=user_id)], render=lambda viewer: dict(payout))
+
+
+def payout_account_event_emit(*, user_id: int) -> None:
+    """`payout_account.updated`: the account as `GET /payments/onboarding/` shows it (without its one-time links)."""
+    event_emit(
+        event_type=event_types.PAYOUT_ACCOUNT_UPDATED,
+        recipients=[Recipient(user_id=user_id)],
+        render=lambda viewer: payments_services.payout_account_status(user_id=user_id),
+    )
 
 
 def escrow_event_emit(*, event_type: str, contract: Contract) -> None:

@@ -89,6 +89,18 @@ def submission_create(*, actor: User, contract: Contract, upload, notes: str = "
     return submission
 
 
+def submission_verification_event_emit(*, submission_id: int, run_id: int, progress: bool) -> None:
+    """`verification.started` / `verification.progress` for the submission's run; inside the run's transaction.
+
+    Only while the submission is still being verified by that run: a late heartbeat of a run the submission
+    no longer waits on tells its parties nothing."""
+    submission = Submission.objects.select_related("contract").get(pk=submission_id)
+    if submission.status != Submission.Status.VERIFYING:
+        return
+    event_type = event_types.VERIFICATION_PROGRESS if progress else event_types.VERIFICATION_STARTED
+    verification_event_emit(event_type=event_type, submission=submission, contract=submission.contract, run_id=run_id)
+
+
 def submission_record_verification(
     *, submission_id: int, run_id: int, run_status: str, payout_fraction_bps: int | None, speedup_estimate: float | None
 ) -> Submission | None:

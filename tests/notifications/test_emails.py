@@ -264,3 +264,39 @@ def test_every_email_is_free_of_hidden_inputs_and_secrets(
         rendered = " ".join([message.subject, message.body, *(content for content, _ in message.alternatives)])
         for secret in secrets:
             assert secret not in rendered, (message.subject, secret)
+
+
+def test_the_sweep_requeues_emails_whose_send_was_lost(market, locmem, settings):
+    admin, *_, winner, _ = market
+    bid_place(actor=winner, job=open_job(admin=admin), amount=100_000, estimated_days=3, proposal="x")
+    notification = EmailNotification.objects.get(user=admin)
+    assert emails.emails_enqueue_stale() == 0  # fresh: its own message may still be on the way
+    now = timezone.now()
+    EmailNotification.objects.filter(pk=notification.pk).update(updated_at=now - timedelta(minutes=6))
+    locmem.clear()
+    assert emails.emails_enqueue_stale() == 1 and locmem == [notification.pk]
+    send_all()
+    assert len(inbox(admin)) == 1
+    assert emails.emails_enqueue_stale() == 0  # sent: never again
+
+
+def test_the_sweep_revives_a_send_that_died_midway_and_leaves_old_emails(market, locmem):
+    admin, *_, winner, _ = market
+    bid_place(actor=winner, job=open_job(admin=admin), amount=100_000, estimated_days=3, proposal="x")
+    notification = EmailNotification.objects.get(user=admin)
+    now = timezone.now()
+    EmailNotification.objects.filter(pk=notification.pk).update(
+        status=EmailNotification.Status.SENDING, updated_at=now - timedelta(minutes=5)
+    )
+    assert emails.emails_enqueue_stale() == 0  # maybe still sending
+    EmailNotification.objects.filter(pk=notification.pk).update(updated_at=now - timedelta(minutes=20))
+    emails.emails_enqueue_stale()  # back to pending now, queued once its grace has passed too
+    notification.refresh_from_db()
+    assert notification.status == EmailNotification.Status.PENDING
+    EmailNotification.objects.filter(pk=notification.pk).update(updated_at=now - timedelta(minutes=20))
+    locmem.clear()
+    assert emails.emails_enqueue_stale() == 1 and locmem == [notification.pk]
+
+    EmailNotification.objects.filter(pk=notification.pk).update(created_at=now - timedelta(days=4))
+    locmem.clear()
+    assert emails.emails_enqueue_stale() == 0 and locmem == []

@@ -16,7 +16,7 @@ from tests.jobs.conftest import candidate_upload
 from tests.verification.conftest import fake_report
 from verification.models import VerificationRun
 from verification.runner.certificate import sign_report
-from verification.services import verification_record_result, verification_run_start
+from verification.services import verification_record_result, verification_run_heartbeat, verification_run_start
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("local_webhooks", "queued")]
 
@@ -136,3 +136,79 @@ def test_nobody_listening_writes_no_events(signing_key):
     admin = CompanyAdminFactory()
     bid_place(actor=EngineerFactory(), job=open_job(admin=admin), amount=100_000, estimated_days=3, proposal="x")
     assert not OutboundEvent.objects.exists()
+
+
+def test_verification_started_and_throttled_progress_reach_both_parties(
+    market, signing_key, dispatched, django_capture_on_commit_callbacks, settings
+):
+    admin, organization, winner, rival = market
+    settings.VERIFICATION_PROGRESS_EVENT_SECONDS = 60
+    contract = fund(
+        bid_accept(
+            actor=admin,
+            bid=bid_place(actor=winner, job=open_job(admin=admin), amount=100_000, estimated_days=3, proposal="x"),
+        )
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        submission = submission_create(actor=winner, contract=contract, upload=candidate_upload())
+    run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+    token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
+    verification_run_start(run_id=run.pk, token=token)
+    verification_run_start(run_id=run.pk, token=token)  # a host retrying start/ announces nothing new
+    for pairs in (1, 2, 3):  # within one throttle period: one event
+        verification_run_heartbeat(run_id=run.pk, token=token, progress={"phase": "measure", "pairs_done": pairs})
+
+    for recipient in ({"user": winner}, {"organization": organization}):
+        events = [(kind, data) for kind, data in _events(**recipient) if kind.startswith("verification.")]
+        assert [kind for kind, _ in events] == ["verification.started", "verification.progress"]
+        assert {data["submission"] for _, data in events} == {submission.pk}
+        assert events[1][1]["progress"]["pairs_done"] == 1
+    assert not [kind for kind, _ in _events(user=rival) if kind.startswith("verification.")]
+
+    report = fake_report(run, decision="PASS", fraction=1.0)
+    verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key))
+    kinds = [kind for kind, _ in _events(user=winner) if kind.startswith("verification.")]
+    assert kinds == ["verification.started", "verification.progress", "verification.completed"]
+
+
+def test_payouts_and_payout_account_changes_reach_only_their_engineer(market):
+    from payments import services as payments_services
+    from payments.models import ConnectedAccount
+    from payments.providers.base import ConnectedAccountInfo, Payout
+    from tests.factories.jobs import onboard
+
+    admin, organization, winner, rival = market
+    onboard(winner)
+    account = ConnectedAccount.objects.get(user=winner)
+    updates = [kind for kind, _ in _events(user=winner) if kind == "payout_account.updated"]
+    assert updates  # onboarding completed: transfers became active
+
+    requirement = ConnectedAccountInfo(
+        id=account.provider_account_id,
+        transfers_active=False,
+        details_submitted=True,
+        payouts_enabled=False,
+        requirements_due=("individual.verification.document",),
+    )
+    payments_services.connected_account_sync(info=requirement)
+    payments_services.connected_account_sync(info=requirement)  # unchanged: no event
+    changes = [data for kind, data in _events(user=winner) if kind == "payout_account.updated"]
+    assert len(changes) == len(updates) + 1
+    assert changes[-1]["requirements_due"] == ["individual.verification.document"]
+    assert changes[-1]["onboarding_url"] is None and changes[-1]["dashboard_url"] is None  # no one-time links
+
+    paid = Payout("po_1", account.provider_account_id, "paid", 4200, "usd", None, None)
+    payments_services.payout_record(payout=paid)
+    payments_services.payout_record(payout=paid)  # a redelivered event: once
+    failed = Payout("po_2", account.provider_account_id, "failed", 100, "usd", "account_closed", "Closed.")
+    payments_services.payout_record(payout=failed)
+    payouts = [(kind, data) for kind, data in _events(user=winner) if kind.startswith("payout.")]
+    assert payouts == [
+        ("payout.paid", {"id": "po_1", "status": "paid", "amount": 4200, "currency": "usd", "failure_code": None}),
+        (
+            "payout.failed",
+            {"id": "po_2", "status": "failed", "amount": 100, "currency": "usd", "failure_code": "account_closed"},
+        ),
+    ]
+    for others in ({"user": rival}, {"organization": organization}):
+        assert not [kind for kind, _ in _events(**others) if kind.startswith("payout")]
