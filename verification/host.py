@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runner import api as runner
+from . import runner
 from .runner.archive import sha256_of
 from .runner.certificate import load_private_key, sign_report
 

@@ -26,6 +26,8 @@ CRITERION_RESULT = {
         "interval": {
             "oneOf": [{"type": "null"}, {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}]
         },
+        # The coverage the interval is guaranteed for (absent from reports of earlier runner versions).
+        "interval_confidence": NUMBER_OR_NULL,
         "p_value_pass": NUMBER_OR_NULL,
         "p_value_fail": NUMBER_OR_NULL,
         "self_reported": {"type": ["boolean", "null"]},

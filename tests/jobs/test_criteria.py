@@ -5,6 +5,7 @@ import pytest
 from common.errors import ValidationFailed
 from jobs.criteria import criteria_validate
 from tests.factories.jobs import CRITERIA
+from verification.runner.criteria import Criteria, CriteriaError
 
 
 def _with(path_update):
@@ -76,3 +77,26 @@ def test_tiers_need_a_speedup_criterion():
     with pytest.raises(ValidationFailed) as error:
         criteria_validate(document)
     assert "criteria.tiers" in error.value.fields
+
+
+def test_every_problem_is_named_at_once():
+    def two_problems(document):
+        document["criteria"][0].update(metric="vibes")
+        document["tiers"][1].update(fraction=0.4)
+
+    with pytest.raises(ValidationFailed) as error:
+        criteria_validate(_with(two_problems))
+    assert {"criteria.criteria[0].metric", "criteria.tiers[1].fraction"} <= set(error.value.fields)
+
+
+def test_the_api_and_the_runner_share_one_definition():
+    """What the API stores is exactly what the runner parses, and the runner refuses what the API refuses."""
+    normalized = criteria_validate(CRITERIA)
+    assert Criteria.from_dict(normalized, require_tiers=True).to_dict() == normalized
+    assert criteria_validate(normalized) == normalized
+    refused = _with(lambda d: d["criteria"][0].update(threshold=1.0))  # "at least 1x" is no speedup
+    with pytest.raises(CriteriaError) as problem:
+        Criteria.from_dict(refused)
+    assert problem.value.field == "criteria[0].threshold"
+    with pytest.raises(ValidationFailed):
+        criteria_validate(refused)

@@ -4,7 +4,6 @@ sequential statistical decision. Plain Python: nothing here may import Django.
     from verification.runner import run_verification, calibrate, Criteria
 """
 
-from .api import Progress, run_verification
 from .calibration import CalibrationResult, calibrate
 from .certificate import (
     CertificateError,
@@ -16,8 +15,10 @@ from .certificate import (
 )
 from .criteria import Criteria, CriteriaError
 from .report import RUNNER_VERSION, Report
+from .session import DEFAULT_BUDGET_PAIRS, Progress, run_verification
 
 __all__ = [
+    "DEFAULT_BUDGET_PAIRS",
     "CalibrationResult",
     "CertificateError",
     "Criteria",

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from . import stats
-from .api import DEFAULT_BUDGET_PAIRS, ProgressCallback, run_verification
 from .archive import materialize
 from .criteria import SANDBOX_CATEGORIES, Criteria, Criterion
 from .manifest import load_manifest
 from .report import Report
+from .session import DEFAULT_BUDGET_PAIRS, ProgressCallback, run_verification
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,8 @@ import signal
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .sandbox import Limits
+from .limits import Limits
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PARENT_NAME = "speedproof-sandbox"

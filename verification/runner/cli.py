@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import api, calibration, certificate
+from . import calibration, certificate, sandbox, session
 from .manifest import MANIFEST_NAME
 from .sandbox import runtime_paths_of
 
@@ -40,7 +40,7 @@ def _criteria(path: Path | None, package: Path) -> dict:
     raise SystemExit(f"no --criteria given and no criteria.json next to the package ({MANIFEST_NAME})")
 
 
-def _progress(update: api.Progress) -> None:
+def _progress(update: session.Progress) -> None:
     estimate = f" estimate {update.estimate:.3g}x" if update.estimate is not None else ""
     sys.stderr.write(
         f"\r[{update.phase}] runs {update.runs_done}/{update.runs_budget} "
@@ -61,7 +61,7 @@ def _runtime(python: str | None) -> dict:
 def check(args: argparse.Namespace) -> int:
     criteria = _criteria(args.criteria, args.package)
     key = certificate.load_private_key(args.signing_key) if args.signing_key else None
-    report = api.run_verification(
+    report = session.run_verification(
         args.package,
         args.candidate,
         args.inputs,
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--criteria", type=Path, help="criteria JSON (default: criteria.json next to the package)")
     c.add_argument("--report", type=Path, required=True)
     c.add_argument("--plot", type=Path, help="PNG path; an SVG is written next to it")
-    c.add_argument("--budget", type=int, default=api.DEFAULT_BUDGET_PAIRS, help="maximum pairs of runs")
+    c.add_argument("--budget", type=int, default=session.DEFAULT_BUDGET_PAIRS, help="maximum pairs of runs")
     c.add_argument("--seed", type=int)
     c.add_argument("--alpha", type=float, default=0.05, help="error per side")
     c.add_argument("--signing-key", type=Path, help="Ed25519 private key (PEM) to certify the report")
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--inputs", type=Path)
     a.add_argument("--criteria", type=Path)
     a.add_argument("--pairs", type=int, default=12)
-    a.add_argument("--budget", type=int, default=api.DEFAULT_BUDGET_PAIRS)
+    a.add_argument("--budget", type=int, default=session.DEFAULT_BUDGET_PAIRS)
     a.add_argument("--seed", type=int)
     a.add_argument("--quiet", action="store_true")
     a.add_argument("--python", help=PYTHON_HELP)
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    sandbox.orphans_adopt()  # this process's children are its sandboxes: it reaps their orphans
     try:
         return int(args.handler(args))
     except SystemExit as stop:

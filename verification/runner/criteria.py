@@ -1,8 +1,13 @@
-"""Success criteria, in exactly the JSON shape the marketplace stores for a job."""
+"""Success criteria, in exactly the JSON shape the marketplace stores for a job.
+
+The one definition of valid criteria: the marketplace validates a job's criteria with `Criteria.from_dict`
+(`require_tiers=True`) and maps each of its problems to an API field error, so a job the API accepts is one
+every runner accepts, and a local `speedproof check` refuses what the API would."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +17,10 @@ STATISTICS = ("median", "mean", "p90", "p95", "p99")
 KINDS = ("speedup", "absolute", "no_worse")
 CORRECTNESS_MODES = ("exact", "numeric", "scorer")
 REPORTED_PREFIX = "reported:"
+REPORTED_METRIC = re.compile(r"^reported:[a-z][a-z0-9_]{0,63}$")
+MAX_CRITERIA = 10
+MAX_TIERS = 10
+MAX_SPEEDUP = 1000.0
 
 # A per-run percentile needs this many requests per run to exist meaningfully: 2 / (1 - q).
 PERCENTILE_QUANTILES = {"p90": 0.90, "p95": 0.95, "p99": 0.99}
@@ -24,12 +33,30 @@ SANDBOX_ACTIONS = ("fail", "report")
 
 
 class CriteriaError(ValueError):
-    """The criteria are malformed or cannot be tested with this package. ``field`` names the part of
-    the criteria document at fault where one part is (e.g. ``sandbox_policy.network``)."""
+    """The criteria are malformed or cannot be tested with this package.
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    ``problems`` lists every ``(field, message)`` found, ``field`` naming the part of the criteria document at
+    fault (e.g. ``criteria[0].threshold``, ``sandbox_policy.network``) or None; ``field`` is the first one's."""
+
+    def __init__(self, message: str, *, field: str | None = None, problems=None) -> None:
         super().__init__(message)
-        self.field = field
+        self.problems: tuple[tuple[str | None, str], ...] = tuple(problems or ((field, message),))
+        self.field = self.problems[0][0]
+
+
+class _Problems:
+    """Collects every problem of a document, so that one answer names all of them."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str | None, str]] = []
+
+    def add(self, field: str | None, message: str) -> None:
+        self.found.append((field, message))
+
+    def raise_any(self) -> None:
+        if self.found:
+            summary = "; ".join(f"{field}: {message}" if field else message for field, message in self.found[:5])
+            raise CriteriaError(summary, problems=self.found)
 
 
 @dataclass(frozen=True)
@@ -57,14 +84,11 @@ class Criterion:
         return f"{self.metric} {self.statistic} no worse than baseline (+{self.tolerance:.0%})"
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "metric": self.metric,
-            "statistic": self.statistic,
-            "kind": self.kind,
-            "threshold": self.threshold,
-        }
+        data: dict[str, Any] = {"metric": self.metric, "statistic": self.statistic, "kind": self.kind}
         if self.kind == "no_worse":
             data["tolerance"] = self.tolerance
+        else:
+            data["threshold"] = self.threshold
         return data
 
 
@@ -130,18 +154,33 @@ class Criteria:
         return next((c for c in self.criteria if c.kind == "speedup"), None)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Criteria:
+    def from_dict(cls, data: Any, *, require_tiers: bool = False) -> Criteria:
+        """The one definition of valid criteria (the marketplace validates jobs with it, `require_tiers=True`).
+
+        Raises CriteriaError listing every problem found."""
+        problems = _Problems()
         if not isinstance(data, dict):
             raise CriteriaError("criteria must be a JSON object")
         raw_list = data.get("criteria")
         if not isinstance(raw_list, list) or not raw_list:
-            raise CriteriaError("'criteria' must be a non-empty list")
-        criteria = tuple(_parse_criterion(item, i) for i, item in enumerate(raw_list))
-        correctness = _parse_correctness(data.get("correctness", {"mode": "exact"}))
-        tiers = _parse_tiers(data.get("tiers", []))
-        if tiers and not any(c.kind == "speedup" for c in criteria):
-            raise CriteriaError("tiers need a speedup criterion")
-        policy = parse_sandbox_policy(data.get("sandbox_policy"))
+            problems.add("criteria", "at least one criterion is required")
+            raw_list = []
+        elif len(raw_list) > MAX_CRITERIA:
+            problems.add("criteria", f"at most {MAX_CRITERIA} criteria")
+        criteria = tuple(
+            criterion
+            for index, item in enumerate(raw_list[:MAX_CRITERIA])
+            if (criterion := _parse_criterion(item, f"criteria[{index}]", problems)) is not None
+        )
+        correctness = _parse_correctness(data.get("correctness", {"mode": "exact"}), problems)
+        speedup = next((c for c in criteria if c.kind == "speedup"), None)
+        tiers = _parse_tiers(data.get("tiers", []), speedup, problems, required=require_tiers)
+        try:
+            policy = parse_sandbox_policy(data.get("sandbox_policy"))
+        except CriteriaError as problem:
+            problems.add(problem.field, str(problem))
+            policy = default_sandbox_policy()
+        problems.raise_any()
         return cls(criteria=criteria, correctness=correctness, tiers=tiers, sandbox_policy=policy)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,75 +215,94 @@ class Criteria:
             raise CriteriaError("correctness mode 'scorer' needs a scorer in the package")
 
 
-def _parse_criterion(item: Any, index: int) -> Criterion:
-    where = f"criteria[{index}]"
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _parse_criterion(item: Any, where: str, problems: _Problems) -> Criterion | None:
     if not isinstance(item, dict):
-        raise CriteriaError(f"{where} must be an object")
-    metric = item.get("metric")
-    if not isinstance(metric, str) or not (
-        metric in MEASURED_METRICS or (metric.startswith(REPORTED_PREFIX) and len(metric) > len(REPORTED_PREFIX))
-    ):
-        raise CriteriaError(f"{where}.metric must be one of {MEASURED_METRICS} or 'reported:<name>'")
-    statistic = item.get("statistic", "median")
+        problems.add(where, "must be an object")
+        return None
+    found = len(problems.found)
+    metric, statistic, kind = item.get("metric"), item.get("statistic", "median"), item.get("kind")
+    if not (metric in MEASURED_METRICS or (isinstance(metric, str) and REPORTED_METRIC.match(metric))):
+        problems.add(f"{where}.metric", f"one of {', '.join(MEASURED_METRICS)} or {REPORTED_PREFIX}<name>")
     if statistic not in STATISTICS:
-        raise CriteriaError(f"{where}.statistic must be one of {STATISTICS}")
-    kind = item.get("kind")
+        problems.add(f"{where}.statistic", f"one of {', '.join(STATISTICS)}")
     if kind not in KINDS:
-        raise CriteriaError(f"{where}.kind must be one of {KINDS}")
-    threshold = _number(item.get("threshold", 1.0 if kind == "no_worse" else None), f"{where}.threshold")
-    tolerance = _number(item.get("tolerance", 0.0), f"{where}.tolerance")
-    if threshold <= 0:
-        raise CriteriaError(f"{where}.threshold must be positive")
-    if kind == "speedup" and threshold < 1.0:
-        raise CriteriaError(f"{where}.threshold: a speedup threshold below 1 is not a speedup")
-    if not 0.0 <= tolerance < 10.0:
-        raise CriteriaError(f"{where}.tolerance must be a fraction >= 0")
-    return Criterion(metric=metric, statistic=statistic, kind=kind, threshold=threshold, tolerance=tolerance)
+        problems.add(f"{where}.kind", f"one of {', '.join(KINDS)}")
+    threshold, tolerance = _finite(item.get("threshold")), _finite(item.get("tolerance", 0.0))
+    if kind == "speedup" and (threshold is None or not 1.0 < threshold <= MAX_SPEEDUP):
+        problems.add(f"{where}.threshold", f"a speedup ratio above 1 and at most {MAX_SPEEDUP:g}")
+    elif kind == "absolute" and (threshold is None or threshold <= 0):
+        problems.add(f"{where}.threshold", "a positive bound")
+    elif kind == "no_worse":
+        threshold = 1.0  # the baseline itself; the allowance is `tolerance`
+        if tolerance is None or not 0.0 <= tolerance <= 1.0:
+            problems.add(f"{where}.tolerance", "a fraction between 0 and 1")
+    if len(problems.found) > found:
+        return None
+    return Criterion(
+        metric=metric,
+        statistic=statistic,
+        kind=kind,
+        threshold=threshold,
+        tolerance=tolerance if kind == "no_worse" else 0.0,
+    )
 
 
-def _parse_correctness(raw: Any) -> Correctness:
+def _parse_correctness(raw: Any, problems: _Problems) -> Correctness:
     if not isinstance(raw, dict) or raw.get("mode") not in CORRECTNESS_MODES:
-        raise CriteriaError(f"correctness.mode must be one of {CORRECTNESS_MODES}")
+        problems.add("correctness.mode", f"one of {', '.join(CORRECTNESS_MODES)}")
+        return Correctness(mode="exact")
     mode = raw["mode"]
     if mode == "numeric":
-        rtol = _number(raw.get("rtol", 1e-5), "correctness.rtol")
-        atol = _number(raw.get("atol", 1e-8), "correctness.atol")
-        if rtol < 0 or atol < 0:
-            raise CriteriaError("correctness tolerances must be >= 0")
-        return Correctness(mode=mode, rtol=rtol, atol=atol)
+        rtol, atol = _finite(raw.get("rtol", 0.0)), _finite(raw.get("atol", 0.0))
+        if rtol is None or rtol < 0:
+            problems.add("correctness.rtol", "a non-negative number")
+        if atol is None or atol < 0:
+            problems.add("correctness.atol", "a non-negative number")
+        return Correctness(mode=mode, rtol=rtol or 0.0, atol=atol or 0.0)
     if mode == "scorer":
-        ratio = _number(raw.get("min_score_ratio", 1.0), "correctness.min_score_ratio")
-        if not 0.0 < ratio <= 10.0:
-            raise CriteriaError("correctness.min_score_ratio must be positive")
+        ratio = _finite(raw.get("min_score_ratio", 1.0))
+        if ratio is None or not 0.0 < ratio <= 1.0:
+            problems.add("correctness.min_score_ratio", "a ratio in (0, 1]")
+            ratio = 1.0
         return Correctness(mode=mode, min_score_ratio=ratio)
     return Correctness(mode="exact")
 
 
-def _parse_tiers(raw: Any) -> tuple[Tier, ...]:
+def _parse_tiers(raw: Any, speedup: Criterion | None, problems: _Problems, *, required: bool) -> tuple[Tier, ...]:
     if not isinstance(raw, list):
-        raise CriteriaError("tiers must be a list")
-    tiers = []
-    for i, item in enumerate(raw):
+        problems.add("tiers", "a list of payout tiers")
+        return ()
+    if not raw:
+        if required:
+            problems.add("tiers", "at least one payout tier is required")
+        return ()
+    if len(raw) > MAX_TIERS:
+        problems.add("tiers", f"at most {MAX_TIERS} tiers")
+    if speedup is None:
+        problems.add("tiers", "payout tiers need a speedup criterion")
+    tiers: list[Tier] = []
+    previous_speedup, previous_fraction = 0.0, 0.0
+    for index, item in enumerate(raw[:MAX_TIERS]):
+        where = f"tiers[{index}]"
         if not isinstance(item, dict):
-            raise CriteriaError(f"tiers[{i}] must be an object")
-        tiers.append(
-            Tier(
-                speedup=_number(item.get("speedup"), f"tiers[{i}].speedup"),
-                fraction=_number(item.get("fraction"), f"tiers[{i}].fraction"),
-            )
-        )
-    for previous, current in zip(tiers, tiers[1:]):
-        if not (current.speedup > previous.speedup and current.fraction > previous.fraction):
-            raise CriteriaError("tiers must increase in both speedup and fraction")
-    if tiers:
-        if abs(tiers[-1].fraction - 1.0) > 1e-12:
-            raise CriteriaError("the last tier's fraction must be 1.0")
-        if tiers[0].fraction <= 0 or tiers[0].speedup < 1.0:
-            raise CriteriaError("tier fractions must be positive and speedups at least 1")
+            problems.add(where, "must be an object")
+            continue
+        tier_speedup, fraction = _finite(item.get("speedup")), _finite(item.get("fraction"))
+        if tier_speedup is None or tier_speedup <= previous_speedup or tier_speedup < 1.0:
+            problems.add(f"{where}.speedup", "tier speedups must increase, from at least 1")
+        elif index == 0 and speedup is not None and tier_speedup < speedup.threshold:
+            problems.add(f"{where}.speedup", "the first tier cannot be below the speedup criterion's threshold")
+        if fraction is None or not previous_fraction < fraction <= 1.0 or round(fraction * 10_000) != fraction * 10_000:
+            problems.add(f"{where}.fraction", "fractions must increase, stay within (0, 1] and have at most 4 decimals")
+        if tier_speedup is not None and fraction is not None:
+            tiers.append(Tier(speedup=tier_speedup, fraction=fraction))
+        previous_speedup, previous_fraction = tier_speedup or previous_speedup, fraction or previous_fraction
+    if len(tiers) == len(raw[:MAX_TIERS]) and tiers and tiers[-1].fraction != 1.0:
+        problems.add(f"tiers[{len(tiers) - 1}].fraction", "the last tier pays 100% (fraction 1.0)")
     return tuple(tiers)
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CriteriaError(f"{where} must be a finite number")
-    return float(value)

@@ -91,6 +91,18 @@ def margins(
     return np.asarray(out, dtype=np.float64)
 
 
+def natural_log_value(criterion: Criterion, reported_higher: dict[str, bool], margin: float) -> float:
+    """The log of the criterion's natural figure for a margin (inverse of ``margins``): the log
+    speedup, the log of the candidate's value (absolute), the log of candidate/baseline (no_worse)."""
+    up = higher_is_better(criterion, reported_higher)
+    if criterion.kind == "speedup":
+        return margin + math.log(criterion.threshold)
+    if criterion.kind == "absolute":
+        return (margin if up else -margin) + math.log(criterion.threshold)
+    ratio = margin - math.log1p(criterion.tolerance)
+    return ratio if up else -ratio
+
+
 class MissingMeasurement(RuntimeError):
     pass
 
@@ -103,9 +115,16 @@ class CriterionState:
     looks: list[dict[str, Any]] = field(default_factory=list)
     estimate: float | None = None
     interval: tuple[float, float] | None = None
+    interval_confidence: float | None = None
     p_pass: float | None = None
     p_fail: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # The confidence sequence on the median margin so far (see stats.run_sequential_with_bounds),
+    # with the error each side's bound may carry: the side's alpha once a look has bounded it.
+    low: float = -math.inf
+    high: float = math.inf
+    low_error: float | None = None
+    high_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +135,7 @@ class CriterionState:
             "decided_at_pairs": self.decided_at_pairs,
             "estimate": self.estimate,
             "interval": list(self.interval) if self.interval else None,
+            "interval_confidence": self.interval_confidence,
             "p_value_pass": self.p_pass,
             "p_value_fail": self.p_fail,
             "looks": self.looks,
@@ -157,6 +177,10 @@ class SequentialDecision:
         self.states = [CriterionState(c) for c in criteria.criteria]
         self.tiers = [TierState(t) for t in criteria.tiers]
         self.looks_done: list[int] = []
+        # Each side's error over all looks, exact for the sign test (stats.sequential_sign_error).
+        counts = [lk.pairs for lk in self.looks]
+        self.pass_alpha = stats.sequential_sign_error(counts, [lk.pass_critical for lk in self.looks])
+        self.fail_alpha = stats.sequential_sign_error(counts, [lk.fail_critical for lk in self.looks])
 
     @property
     def budget_pairs(self) -> int:
@@ -165,10 +189,16 @@ class SequentialDecision:
     def update(self, pairs: Sequence[Pair]) -> None:
         n = len(pairs)
         look = next((lk for lk in self.looks if lk.pairs == n), None)
+        if look is not None:
+            self._look(look, pairs)
         for state in self.states:
-            self._estimate(state, pairs)
-        if look is None:
-            return
+            # A decided criterion keeps the estimate and interval it was decided on; later pairs are
+            # measured for the other criteria.
+            if state.decided_at_pairs is None or state.decided_at_pairs == n:
+                self._estimate(state, pairs)
+
+    def _look(self, look: stats.Look, pairs: Sequence[Pair]) -> None:
+        n = look.pairs
         self.looks_done.append(n)
         for state in self.states:
             if state.decision != stats.UNDECIDED:
@@ -184,10 +214,19 @@ class SequentialDecision:
                     "p_value_pass": outcome.p_pass,
                     "p_value_fail": outcome.p_fail,
                     "decision": outcome.decision,
-                    "outlier_pairs": outcome.outlier_pairs,
+                    "pairs_above_bar": outcome.above,
+                    "pairs_below_bar": outcome.below,
+                    "outlier_pairs": 0,  # the sign test leaves no pair out
                 }
             )
             state.p_pass, state.p_fail = outcome.p_pass, outcome.p_fail
+            low, high = max(state.low, outcome.low), min(state.high, outcome.high)
+            if low > high:
+                # Bounds of different looks cross only when the pairs drift; this look's own bounds
+                # carry the same guarantee (each is one of the sequence's) and agree with its decision.
+                low, high = outcome.low, outcome.high
+            state.low, state.low_error = (low, self.pass_alpha) if low > -math.inf else (low, None)
+            state.high, state.high_error = (high, self.fail_alpha) if high < math.inf else (high, None)
             if outcome.decision != stats.UNDECIDED:
                 state.decision, state.decided_at_pairs = outcome.decision, n
         speedup = self.criteria.speedup_criterion
@@ -223,35 +262,40 @@ class SequentialDecision:
         state.decided_at_pairs = n
 
     def _estimate(self, state: CriterionState, pairs: Sequence[Pair]) -> None:
-        """Hodges-Lehmann estimate and interval, reported on the criterion's natural scale: the
-        speedup ratio, the candidate's value for absolute criteria, the candidate/baseline ratio for
-        no_worse criteria."""
+        """Estimate and interval on the criterion's natural scale: the speedup ratio, the candidate's
+        value for absolute criteria, the candidate/baseline ratio for no_worse criteria.
+
+        For tested criteria: the sample median (the statistic the decision certifies) and the
+        confidence sequence of the sign test, which agrees with the decision (PASS iff the interval
+        lies above the bar, FAIL iff below, INCONCLUSIVE iff it holds the bar). ``interval_confidence``
+        is the coverage it is guaranteed for independent pairs: one minus each side's error, alpha for
+        a side a look has bounded, 2^-n for a side that is still the sample's extreme. The median is
+        clipped into the interval: the sequence keeps the tightest bound of every look, which drift
+        can move past the current median."""
         c = state.criterion
         if len(pairs) < 1:
             return
-        values: list[float]
         if c.metric == "peak_memory" and c.kind == "no_worse":
             values = [
                 math.log(p.candidate.peak_memory_bytes / p.baseline.peak_memory_bytes)
                 for p in pairs
                 if p.candidate.peak_memory_bytes and p.baseline.peak_memory_bytes
             ]
-        else:
-            m = margins(c, pairs, self.reported_higher)
-            up = higher_is_better(c, self.reported_higher)
-            if c.kind == "speedup":  # log speedup
-                values = list(m + math.log(c.threshold))
-            elif c.kind == "absolute":  # log of the candidate's value
-                values = list((m if up else -m) + math.log(c.threshold))
-            else:  # log(candidate / baseline)
-                ratio = m - math.log1p(c.tolerance)
-                values = list(ratio if up else -ratio)
-        if not values:
+            if values:
+                low, high = stats.hodges_lehmann_interval(values, self.confidence)
+                state.estimate = math.exp(stats.hodges_lehmann(values))
+                state.interval = (math.exp(low), math.exp(high))
+                state.interval_confidence = self.confidence
             return
-        estimate = stats.hodges_lehmann(values)
-        low, high = stats.hodges_lehmann_interval(values, self.confidence)
-        state.estimate = math.exp(estimate)
-        state.interval = (math.exp(low), math.exp(high))
+        m = margins(c, pairs, self.reported_higher)
+        n = m.size
+        low, low_error = (state.low, state.low_error) if state.low_error is not None else (float(m.min()), 0.5**n)
+        high, high_error = (state.high, state.high_error) if state.high_error is not None else (float(m.max()), 0.5**n)
+        median = min(max(float(np.median(m)), low), high)
+        ends = sorted(math.exp(natural_log_value(c, self.reported_higher, v)) for v in (low, high))
+        state.estimate = math.exp(natural_log_value(c, self.reported_higher, median))
+        state.interval = (ends[0], ends[1])
+        state.interval_confidence = 1.0 - low_error - high_error
 
     def all_decided(self) -> bool:
         if any(s.decision == FAIL for s in self.states):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .sandbox import Limits
+from .limits import Limits
 
 MANIFEST_NAME = "speedproof.toml"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")

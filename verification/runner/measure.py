@@ -12,6 +12,7 @@ import select
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,24 +31,52 @@ ERROR_DETAIL_CHARS = 200
 STREAM_EXIT_GRACE_SECONDS = 2.0
 
 
+JSON_LINES_SUFFIX = ".jsonl"
+
+
 @dataclass(frozen=True)
 class InputItem:
     id: str
     path: Path
+    # An input read from one line of a JSON-lines file: its bytes (the line), kept in memory.
+    data: bytes | None = None
 
     def read(self) -> bytes:
-        return self.path.read_bytes()
+        return self.path.read_bytes() if self.data is None else self.data
+
+
+def _json_lines(path: Path) -> list[InputItem]:
+    """One input per non-blank line, id `<file stem>-<line number>`; a line that is not JSON is named by
+    file and line only (hidden inputs' content never reaches an error)."""
+    items = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+            except ValueError:
+                raise ValueError(f"{path.name} line {number} is not one JSON value") from None
+            items.append(InputItem(f"{path.name[: -len(JSON_LINES_SUFFIX)]}-{number}", path, line.strip()))
+    return items
 
 
 def list_inputs(directory: Path, suffix: str) -> list[InputItem]:
-    """One input per file with the format's suffix (stem = id); ``references/`` is for the scorer."""
-    items = [
-        InputItem(p.name[: -len(suffix)], p)
-        for p in sorted(directory.iterdir())
-        if p.is_file() and p.name.endswith(suffix)
-    ]
+    """One input per file with the format's suffix (stem = id), and for JSON inputs one per line of each
+    `*.jsonl` file (id `<stem>-<line>`); ``references/`` is for the scorer."""
+    items = []
+    for path in sorted(directory.iterdir()):
+        if not path.is_file():
+            continue
+        if path.name.endswith(suffix):
+            items.append(InputItem(path.name[: -len(suffix)], path))
+        elif suffix == ".json" and path.name.endswith(JSON_LINES_SUFFIX):
+            items.extend(_json_lines(path))
     if not items:
         raise ValueError(f"no *{suffix} inputs in {directory}")
+    duplicates = [item_id for item_id, count in Counter(item.id for item in items).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"two inputs have the id {duplicates[0]!r} (a file and a JSON-lines line?)")
     return items
 
 
@@ -148,10 +177,13 @@ class Executor:
             suffix = self.manifest.input_suffix()
             for item in inputs:
                 target = stage / f"{item.id}{suffix}"
-                try:
-                    os.link(item.path, target)
-                except OSError:
-                    shutil.copyfile(item.path, target)
+                if item.data is not None:
+                    target.write_bytes(item.data)
+                else:
+                    try:
+                        os.link(item.path, target)
+                    except OSError:
+                        shutil.copyfile(item.path, target)
                 target.chmod(0o644)
             order = stage / "ORDER"
             order.write_text("".join(f"{item.id}\n" for item in inputs))

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RUNNER_VERSION = "1.0.0"
+RUNNER_VERSION = "1.1.0"
 REPORT_FORMAT = 1
 
 # Names whose values must never appear in a report, and shapes of common credentials.

@@ -30,6 +30,7 @@ run is an infrastructure error; nothing is ever run unsandboxed.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import fcntl
 import io
 import os
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import IO
 
 from .cgroups import Cgroups
+from .limits import Limits
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
@@ -132,17 +134,6 @@ class SandboxError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Limits:
-    wall_seconds: float = 120.0
-    memory_bytes: int = 2 << 30
-    max_processes: int = 64
-    max_file_bytes: int = 256 << 20
-    max_open_files: int = 256
-    scratch_bytes: int = 256 << 20
-    outputs_bytes: int = 256 << 20
-
-
-@dataclass(frozen=True)
 class Mount:
     host: Path
     sandbox: str
@@ -182,6 +173,48 @@ class RunOutcome:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and self.limit_broken is None
+
+
+PR_SET_CHILD_SUBREAPER = 36
+_adopting_orphans = False
+
+
+def orphans_adopt() -> bool:
+    """Make this process the reaper of its sandboxes' orphans (Linux); True if it now is.
+
+    bwrap's namespace init can outlive the bwrap that started it and is then reparented to PID 1. Where PID 1
+    reaps slowly (some container inits do) those zombies still count against the sandbox uid's RLIMIT_NPROC, and
+    after a few runs a sandbox cannot fork (EAGAIN: "exited before announcing it was ready"). Adopted, they are
+    reaped after every run. Only for a process whose children are all sandboxes (the `speedproof` command), not a
+    worker pool that waits for children of its own.
+    """
+    global _adopting_orphans
+    try:
+        _adopting_orphans = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        _adopting_orphans = False
+    return _adopting_orphans
+
+
+def _orphans_reap() -> None:
+    """Reap adopted sandbox inits that have exited (zombie children of ours named bwrap)."""
+    if not _adopting_orphans:
+        return
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        name_end = stat.rfind(")")
+        state, parent = stat[name_end + 2 :].split()[:2]
+        if state == "Z" and int(parent) == me and stat[stat.find("(") + 1 : name_end] == "bwrap":
+            try:
+                os.waitpid(int(entry.name), os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def default_runtime_paths() -> list[Path]:
@@ -358,6 +391,7 @@ class SandboxProcess:
     """One sandboxed command. Use as a context manager; ``finish()`` collects the outcome."""
 
     def __init__(self, spec: SandboxSpec, *, stream: bool = False) -> None:
+        _orphans_reap()
         self.spec = spec
         self.stream = stream
         try:
@@ -590,6 +624,7 @@ class SandboxProcess:
             except OSError:
                 pass
         self._cgroups.remove()
+        _orphans_reap()
 
     def __enter__(self) -> SandboxProcess:
         return self

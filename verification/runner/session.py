@@ -533,9 +533,13 @@ class _Session:
                 "confidence": 1.0 - 2.0 * self.alpha,
                 "inputs": "hidden" if self.hidden_used else "public",
                 "inputs_per_run": getattr(self, "per_run", None),
-                "looks_weights": {"early": stats.EARLY_LOOK_WEIGHT, "late_decay": stats.LATE_LOOK_DECAY},
-                "rank_test_from_pairs": stats.RANK_TEST_MIN_PAIRS,
-                "outlier_pair_factor": stats.OUTLIER_FACTOR,
+                "looks_weights": {
+                    "early": stats.EARLY_LOOK_WEIGHT,
+                    "late_decay": stats.LATE_LOOK_DECAY,
+                    "late_from_pairs": stats.LATE_LOOKS_FROM,
+                },
+                "test": "sign",
+                "min_pass_pairs": min(stats.MIN_PASS_PAIRS, self.budget),
             },
             criteria_spec=self.criteria.to_dict() if self.criteria else self.criteria_raw,
             package={
@@ -612,9 +616,4 @@ def _encode_output(value: Any, output_format: str) -> bytes:
     return bytes(value)
 
 
-__all__ = ["run_verification", "Progress", "ProgressCallback", "Report", "DEFAULT_BUDGET_PAIRS"]
-
-# Re-exported for callers that use ``runner.api`` as the runner's facade (verification/host.py).
-from .calibration import CalibrationResult, calibrate  # noqa: E402  (calibration imports this module)
-
-__all__ += ["CalibrationResult", "calibrate"]
+__all__ = ["run_verification", "Progress", "ProgressCallback", "DEFAULT_BUDGET_PAIRS"]

@@ -358,7 +358,7 @@ def test_scorer_correctness_and_self_reported_metrics(tmp_path, hidden_inputs):
     same = tmp_path / "same"
     same.mkdir()
     (same / "run.py").write_text(implementation.replace("THRESHOLD", "0"))
-    report = _verify(package, same, hidden, criteria, budget=4)
+    report = _verify(package, same, hidden, criteria, budget=5)  # 4 pairs can never show a median at 5%
     assert report.decision == "PASS", report.reason
     assert report.criteria[0]["self_reported"] is True
     assert report.correctness["scores"]["hidden"]["baseline"] == 1.0
