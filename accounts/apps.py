@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts"
 
     def ready(self) -> None:
-        from . import schema  # noqa: F401 - registers the OpenAPI description of Bearer tokens
+        from . import receivers, schema  # noqa: F401 - membership changes; the OpenAPI description of tokens

@@ -1,8 +1,12 @@
+from django.core.cache import cache
 from django.db.models import QuerySet
 
 from common.errors import NotFound
+from common.http_cache import version_counters_bump, version_counters_get
 
 from .models import ApiToken, EngineerProfile, Membership, Organization, OrganizationInvite, User
+
+MEMBERSHIPS_CACHE_SECONDS = 3600
 
 
 def membership_role(*, user: User, organization_id: int) -> str | None:
@@ -19,10 +23,29 @@ def user_is_org_member(*, user: User, organization_id: int) -> bool:
     return membership_role(user=user, organization_id=organization_id) is not None
 
 
+def _organizations_counter(user_id: int) -> str:
+    return f"accounts:memberships:{user_id}"
+
+
 def user_organization_ids(*, user: User) -> list[int]:
+    """The organizations the user belongs to; remembered under a counter that every change to the user's
+    memberships bumps on commit (accounts.receivers), read before the query, as the response cache does."""
     if not user.is_authenticated:
         return []
-    return list(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
+    counter = _organizations_counter(user.pk)
+    version = version_counters_get([counter])[counter]
+    key = f"accounts:organization-ids:{user.pk}:{version}"
+    remembered = cache.get(key)
+    if remembered is not None:
+        return list(remembered)
+    ids = list(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
+    cache.set(key, ids, MEMBERSHIPS_CACHE_SECONDS)
+    return ids
+
+
+def user_memberships_changed(*, user_id: int) -> None:
+    """Call (inside the change's transaction) whenever a membership of the user is added or removed."""
+    version_counters_bump([_organizations_counter(user_id)])
 
 
 def organization_members(*, organization: Organization) -> QuerySet[Membership]:

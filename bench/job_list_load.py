@@ -59,7 +59,7 @@ LIST_PATH = "/api/v1/jobs/?page_size=25"
 GOAL_RPS, GOAL_P95_MS = 400, 40
 BIDS_PER_JOB = 5
 
-# name -> gunicorn worker options. "compose" is what docker-compose.yml ran before this bench chose.
+# name -> gunicorn worker options. "compose" is what docker-compose.yml ran before this bench chose sync-3.
 GUNICORN_CONFIGS = {
     "compose": ["--workers=3", "--worker-class=sync", "--max-requests=2000", "--max-requests-jitter=200"],
     "sync-3": ["--workers=3", "--worker-class=sync"],
