@@ -8,6 +8,7 @@ controller properties (Express dashboard, the platform collects fees and bears l
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -45,6 +46,8 @@ T = TypeVar("T")
 
 # A secret (sk_) or restricted (rk_) key names its mode in its prefix (https://docs.stripe.com/keys).
 _KEY_MODES = {"sk_live_": True, "rk_live_": True, "sk_test_": False, "rk_test_": False}
+
+logger = logging.getLogger(__name__)
 
 
 def secret_key_livemode(secret_key: str) -> bool | None:
@@ -88,6 +91,13 @@ def _call(fn: Callable[[], T]) -> T:
         raise RetryableError("Could not reach Stripe (network error or timeout).", code="provider_unreachable") from exc
     except stripe.IdempotencyError as exc:
         raise IdempotencyConflict(exc.user_message or str(exc)) from exc
+    except stripe.AuthenticationError as exc:
+        # 401: the key was rotated or revoked. The operation itself is sound: it waits, retryable, for the new key.
+        logger.error("stripe_authentication_failed: check STRIPE_SECRET_KEY (rotated or revoked?)")
+        raise RetryableError(
+            "Stripe refused the platform's API key; the operation will be retried once the key is fixed.",
+            code="provider_authentication_failed",
+        ) from exc
     except stripe.InvalidRequestError as exc:
         if (exc.http_status or 0) >= 500:
             raise RetryableError("Stripe failed temporarily.", code="provider_unavailable") from exc

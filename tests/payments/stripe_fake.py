@@ -272,7 +272,7 @@ class FakeStripe(stripe.HTTPClient):
 
     # -- failure injection
     def inject(self, kind: str, *, count: int = 1, path: str | None = None) -> None:
-        """kind: decline | 429 | 500 | timeout (request not applied) | timeout_after (applied, answer lost)."""
+        """kind: decline | 401 | 429 | 500 | timeout (request not applied) | timeout_after (applied, answer lost)."""
         with self.lock:
             self.injected.extend([(kind, path)] * count)
 
@@ -312,6 +312,11 @@ class FakeStripe(stripe.HTTPClient):
                             "message": "Too many requests hit the API too quickly.",
                         }
                     },
+                )
+            if injection == "401":
+                return self._respond(
+                    401,
+                    {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"}},
                 )
             if injection == "500":
                 return self._respond(

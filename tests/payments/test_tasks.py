@@ -45,6 +45,30 @@ def test_payment_operation_execute_twice_makes_one_transfer(parties, settle, str
     assert op.status == "succeeded" and stripe_world.fake.count("transfer") == 1
 
 
+def test_a_rotated_key_leaves_the_transfer_pending_and_retryable(parties, settle, stripe_world, caplog):
+    """401 (a rotated or revoked key) is not the operation's fault: it stays pending, then succeeds once."""
+    admin, org, engineer = parties
+    settle(stripe_world.onboard, engineer)
+    escrow = funded_escrow(stripe_world, settle, org, engineer, admin)
+    with stripe_world.fake.lock:
+        stripe_world.fake.inject("401", count=2, path="/v1/transfers")
+    result = services.escrow_release(escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
+    op = ProviderOperation.objects.get(idempotency_key=result.operation_key)
+    from common.errors import RetryableError
+
+    for _ in range(2):
+        with pytest.raises(RetryableError) as refused:
+            tasks.payment_operation_execute(op.pk)
+        assert refused.value.code == "provider_authentication_failed"
+        op.refresh_from_db()
+        assert op.status == "pending", op.last_error
+    assert "STRIPE_SECRET_KEY" in caplog.text
+    tasks.payment_operation_execute(op.pk)  # the key is fixed
+    tasks.payment_operation_execute(op.pk)
+    op.refresh_from_db()
+    assert op.status == "succeeded" and stripe_world.fake.count("transfer") == 1
+
+
 def test_payouts_retry_payable_twice(parties, settle, stripe_world):
     admin, org, engineer = parties
     escrow = funded_escrow(stripe_world, settle, org, engineer, admin)
