@@ -39,6 +39,7 @@ def _signup_response(user, *, status_code=status.HTTP_201_CREATED) -> Response:
 
 
 class CompanySignupApi(APIView):
+    schema_extra_error_statuses = ("404",)  # an unknown invite token
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
 
@@ -218,6 +219,8 @@ class InviteViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.Gener
 class InviteAcceptApi(APIView):
     """The signed-in invitee accepts: the account's email must be the invited address. Without an account, sign up
     with the token instead (`POST /auth/signup/company/` with `invite_token`)."""
+
+    schema_extra_error_statuses = ("404",)  # an unknown invite token
 
     @extend_schema(request=InviteAcceptSerializer, responses=MyMembershipSerializer)
     def post(self, request):

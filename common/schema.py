@@ -128,6 +128,8 @@ class SpeedproofAutoSchema(AutoSchema):
             statuses.append("422")
         if getattr(view, "throttle_classes", None):
             statuses.append("429")
+        # Answers a view gives beyond what its shape implies (e.g. 404 for an unknown token in a request body).
+        statuses.extend(code for code in getattr(view, "schema_extra_error_statuses", ()) if code not in statuses)
         return statuses
 
     def _get_response_bodies(self, direction="response"):

@@ -49,7 +49,8 @@ def test_every_operation_documents_its_errors_with_the_one_error_shape(schema):
         ("/api/v1/jobs/{id}/publish/", "post", {"400", "401", "403", "404", "409"}, {"422"}),
         ("/api/v1/jobs/", "post", {"400", "401", "403", "413", "415", "422"}, {"404"}),
         ("/api/v1/jobs/", "get", {"400", "401", "404"}, {"409"}),
-        ("/api/v1/auth/signup/company/", "post", {"400", "409"}, {"401", "404"}),
+        ("/api/v1/auth/signup/company/", "post", {"400", "404", "409"}, {"401"}),  # 404: an unknown invite token
+        ("/api/v1/invites/accept/", "post", {"400", "401", "404", "409"}, {"422"}),
         ("/api/v1/verification/keys/", "get", {"401"}, {"403", "404"}),
     ],
 )

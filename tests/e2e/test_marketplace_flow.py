@@ -114,7 +114,7 @@ def test_fast_candidate_passes_and_is_paid_after_the_review_window(stack):
     submission = _verified(engineer, _submit(engineer, contract, "fast"))
     assert submission["status"] == "passed", submission
     runs = wait_for(
-        lambda: (r := engineer("get", f"submissions/{submission['id']}/verification/"))[0]["has_plot"] and r,
+        lambda: (r := engineer("get", f"submissions/{submission['id']}/verification/")["results"])[0]["has_plot"] and r,
         what="the plot, drawn by the default worker",
     )
     assert runs[0]["decision"] == "PASS" and runs[0]["certificate"]["key_id"]
