@@ -8,7 +8,7 @@ no gunicorn) with production settings and the bench's Redis database, and prints
 - the SQL queries of one warm request;
 - CPU per request over `--requests` requests, with the response cache on (hits) and off (every request builds
   its page: queries, model construction, serialization);
-- for each, cProfile's functions by cumulative CPU (inflated by the profiler; compare rows, not totals).
+- for each, cProfile's functions by own CPU, with their cumulative CPU (inflated by the profiler; compare rows).
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ def main() -> int:
     django.setup()
     from django.db import connection
     from django.test import Client, override_settings
-    from django.test.utils import CaptureQueriesContext
 
     from accounts.models import User
     from accounts.services import api_token_create
@@ -73,32 +72,33 @@ def main() -> int:
         with override_settings(API_RESPONSE_CACHE_SECONDS=cache_seconds):
             for _ in range(30):
                 assert client.get(LIST_PATH).status_code == 200
-            with CaptureQueriesContext(connection) as captured:
+            captured: list[str] = []
+
+            def record(execute, sql, params, many, context, _captured=captured):
+                _captured.append(sql)
+                return execute(sql, params, many, context)
+
+            # execute_wrapper, not CaptureQueriesContext: each request's start resets Django's query log.
+            with connection.execute_wrapper(record):
                 client.get(LIST_PATH)
             started = time.process_time()
             for _ in range(args.requests):
                 client.get(LIST_PATH)
             cpu_ms = (time.process_time() - started) / args.requests * 1000
             print(f"\n{args.viewer}, {label}: {cpu_ms:.2f} ms CPU per request, {len(captured)} queries:")
-            for query in captured.captured_queries:
-                print(f"  {query['sql'][:140]}")
+            for sql in captured:
+                print(f"  {sql[:140]}")
             profiler = cProfile.Profile(time.process_time)
             profiler.enable()
             for _ in range(args.requests):
                 client.get(LIST_PATH)
             profiler.disable()
-            print(f"  cProfile, {args.requests} requests, by cumulative CPU:")
+            print(f"  cProfile, {args.requests} requests, by own CPU (cumulative beside it):")
             stats = pstats.Stats(profiler)
-            rows = sorted(stats.stats.items(), key=lambda item: item[1][3], reverse=True)
-            shown = 0
-            for (filename, line, name), (_, calls, _, cumulative, _) in rows:
-                if "test/client.py" in filename or "core/handlers" in filename or filename.startswith("~"):
-                    continue
+            rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)[: args.top]
+            for (filename, line, name), (_, calls, own, cumulative, _) in rows:
                 short = filename.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
-                print(f"    {cumulative:7.3f} s {calls:>8}x  {short}:{line} {name}")
-                shown += 1
-                if shown >= args.top:
-                    break
+                print(f"    {own:7.3f} s {cumulative:7.3f} s {calls:>8}x  {short}:{line} {name}")
     return 0
 
 
