@@ -48,6 +48,10 @@ class RunRejected(Exception):
     """The platform refused this run's token: the run was requeued elsewhere, finished or expired."""
 
 
+class PlatformUnreachable(ConnectionError):
+    """The platform could not be reached (refused, reset, timed out): the run is retried, not failed."""
+
+
 @dataclass(frozen=True)
 class HostConfig:
     signing_key_path: Path
@@ -165,6 +169,8 @@ class PlatformClient:
                 raise RunRejected(f"{path}: {error.code}") from error
             detail = error.read()[:500].decode(errors="replace")
             raise HostFailure(f"{path}: the platform answered {error.code}: {detail}") from error
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise PlatformUnreachable(f"{path}: {type(error).__name__}") from error
 
     def download(self, url: str, destination: Path, sha256: str) -> None:
         digest = hashlib.sha256()
@@ -287,7 +293,7 @@ def execute_run(
         }
         certificate = sign_report(report, signing_key)
         body = {"report": report, "certificate": certificate}
-    except RunRejected:
+    except (RunRejected, PlatformUnreachable):
         raise
     except Exception as error:
         # Other exceptions' texts may quote the files they choked on (hidden inputs among them), and

@@ -38,20 +38,35 @@ app.conf.update(
 )
 
 
-@app.task(name="verification.execute_run", acks_late=True, reject_on_worker_lost=True)
-def execute_run(run_id: int, token: str, base_url: str, artifacts: dict | None = None, **_later_fields) -> str | None:
+# A platform that cannot be reached (restarting, not up yet) gets the run again after 2, 4, ... 60 s, for about
+# eight minutes; after that the platform's watchdog requeues runs that were never started or went silent.
+UNREACHABLE_RETRIES = 12
+
+
+@app.task(
+    bind=True,
+    name="verification.execute_run",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=UNREACHABLE_RETRIES,
+)
+def execute_run(
+    self, run_id: int, token: str, base_url: str, artifacts: dict | None = None, **_later_fields
+) -> str | None:
     # ``**_later_fields``: a platform newer than this host may add fields to the message; the run
     # must still be carried out (upgrade hosts before the platform).
     try:
         return host.execute_run(run_id=run_id, token=token, base_url=base_url, announced=artifacts)
     except host.RunRejected:
         return None  # the platform moved on (requeued, finished, expired): nothing to do
+    except host.PlatformUnreachable as error:
+        raise self.retry(exc=error, countdown=min(60, 2 ** (self.request.retries + 1))) from error
 
 
 @worker_init.connect
 def plan_sequential_looks(**kwargs) -> None:
-    """Look plans are costly (a seeded simulation) and cached per process: plan the usual budgets
-    before the pool forks, so no run pays for it between its timed runs."""
+    """Look plans are computed once per budget and cached per process: plan the usual budgets before
+    the pool forks, so no run pays for it between its timed runs."""
     from .runner import stats
 
     for budget in os.environ.get("VERIFICATION_PLANNED_BUDGETS", "40,8").split(","):

@@ -308,3 +308,29 @@ def test_a_failure_of_the_hosts_own_making_is_posted_in_full(platform, tmp_path)
         )
     (failure,) = platform.posted["failure"]
     assert failure["reason"] == "HostFailure: package.tar.gz: sha256 mismatch after download"
+
+
+def test_an_unreachable_platform_is_retried_not_failed(tmp_path, monkeypatch):
+    """Refused connections (a platform restarting, or not up yet) raise PlatformUnreachable, post nothing, and the
+    worker's task runs again with backoff instead of dropping the run."""
+    import socket
+
+    from verification import worker
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once the socket is closed
+    with pytest.raises(host.PlatformUnreachable):
+        host.execute_run(run_id=1, token="token", base_url=f"http://127.0.0.1:{port}", config=_host_config(tmp_path))
+
+    attempts = []
+
+    def flaky(**kwargs):
+        attempts.append(kwargs["run_id"])
+        if len(attempts) < 3:
+            raise host.PlatformUnreachable("start/: URLError")
+        return "passed"
+
+    monkeypatch.setattr(host, "execute_run", flaky)
+    result = worker.execute_run.apply(kwargs={"run_id": 7, "token": "t", "base_url": f"http://127.0.0.1:{port}"})
+    assert (result.state, result.result, attempts) == ("SUCCESS", "passed", [7, 7, 7])
