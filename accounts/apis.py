@@ -122,14 +122,19 @@ class OrganizationViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
-class MemberViewSet(IdempotentCreateMixin, viewsets.GenericViewSet, mixins.ListModelMixin):
-    serializer_class = MemberSerializer
+class OrganizationScopedMixin:
+    """Views under /organizations/{organization_pk}/: the caller's organization, 404 for anyone else's (the
+    services decide who may change what in it)."""
 
     def _organization(self) -> Organization:
         organization = get_object_or_404(Organization, pk=self.kwargs["organization_pk"])
         if not selectors.user_is_org_member(user=self.request.user, organization_id=organization.pk):
             raise NotFound("No such organization.")
         return organization
+
+
+class MemberViewSet(OrganizationScopedMixin, IdempotentCreateMixin, viewsets.GenericViewSet, mixins.ListModelMixin):
+    serializer_class = MemberSerializer
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -173,18 +178,11 @@ class EngineerProfileApi(APIView):
         return Response(EngineerPublicSerializer(profile).data)
 
 
-class InviteViewSet(IdempotentCreateMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class InviteViewSet(OrganizationScopedMixin, IdempotentCreateMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """An organization's invites: owners create and revoke them; owners and admins list them."""
 
     serializer_class = InviteSerializer
     idempotency_secret_fields = ("token",)
-
-    def _organization(self) -> Organization:
-        """The caller's organization (404 for anyone else's); the services decide who may change invites."""
-        organization = get_object_or_404(Organization, pk=self.kwargs["organization_pk"])
-        if not selectors.user_is_org_member(user=self.request.user, organization_id=organization.pk):
-            raise NotFound("No such organization.")
-        return organization
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

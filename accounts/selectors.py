@@ -1,8 +1,7 @@
-from django.core.cache import cache
 from django.db.models import QuerySet
 
 from common.errors import NotFound
-from common.http_cache import version_counters_bump, version_counters_get
+from common.http_cache import version_counters_bump, version_counters_get, versioned_get_or_compute
 
 from .models import ApiToken, EngineerProfile, Membership, Organization, OrganizationInvite, User
 
@@ -32,15 +31,13 @@ def user_organization_ids(*, user: User) -> list[int]:
     memberships bumps on commit (accounts.receivers), read before the query, as the response cache does."""
     if not user.is_authenticated:
         return []
-    counter = _organizations_counter(user.pk)
-    version = version_counters_get([counter])[counter]
-    key = f"accounts:organization-ids:{user.pk}:{version}"
-    remembered = cache.get(key)
-    if remembered is not None:
-        return list(remembered)
-    ids = list(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
-    cache.set(key, ids, MEMBERSHIPS_CACHE_SECONDS)
-    return ids
+    ids = versioned_get_or_compute(
+        f"accounts:organization-ids:{user.pk}",
+        version_counters_get([_organizations_counter(user.pk)]),
+        lambda: list(Membership.objects.filter(user=user).values_list("organization_id", flat=True)),
+        MEMBERSHIPS_CACHE_SECONDS,
+    )
+    return list(ids)
 
 
 def user_memberships_changed(*, user_id: int) -> None:

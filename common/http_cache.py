@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -88,6 +89,17 @@ def version_counters_bump(names: Iterable[str]) -> None:
     names = tuple(names)
     _bump(names)
     transaction.on_commit(lambda: _bump(names))
+
+
+def versioned_get_or_compute(key: str, versions: dict[str, int], compute: Callable[[], Any], timeout: int) -> Any:
+    """`compute()`'s value, remembered under `key` and the counter values in `versions` (read with
+    `version_counters_get` before anything `compute` reads): a change bumps them on commit and orphans it."""
+    full_key = f"{key}:" + ",".join(str(versions[name]) for name in sorted(versions))
+    remembered = cache.get(full_key)
+    if remembered is None:
+        remembered = compute()
+        cache.set(full_key, remembered, timeout)
+    return remembered
 
 
 def response_cache_enabled() -> bool:

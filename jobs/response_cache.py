@@ -10,10 +10,15 @@ could have seen it, before or after.
 """
 
 from django.conf import settings
-from django.core.cache import cache
 
 from accounts.models import User
-from common.http_cache import CacheScope, response_cache_enabled, version_counters_bump, version_counters_get
+from common.http_cache import (
+    CacheScope,
+    response_cache_enabled,
+    version_counters_bump,
+    version_counters_get,
+    versioned_get_or_compute,
+)
 
 from .models import Job
 from .selectors import JobViewerScope, engineer_sees_unlisted, job_list_scope, job_viewer_scope
@@ -48,12 +53,12 @@ def job_cache_scope(*, user: User) -> tuple[JobViewerScope, CacheScope | None]:
     versions = version_counters_get(_counters_for(scope))
 
     def remembered(*, engineer: User) -> bool:
-        key = f"jobs:engineer-sees-unlisted:{engineer.pk}:{versions[PUBLISHED]}"
-        sees_unlisted = cache.get(key)
-        if sees_unlisted is None:
-            sees_unlisted = engineer_sees_unlisted(engineer=engineer)
-            cache.set(key, sees_unlisted, settings.API_RESPONSE_CACHE_SECONDS)
-        return sees_unlisted
+        return versioned_get_or_compute(
+            f"jobs:engineer-sees-unlisted:{engineer.pk}",
+            versions,
+            lambda: engineer_sees_unlisted(engineer=engineer),
+            settings.API_RESPONSE_CACHE_SECONDS,
+        )
 
     scope = job_viewer_scope(scope=scope, engineer=user, sees_unlisted=remembered)
     return scope, CacheScope(_cache_scope_name(scope), versions)

@@ -1,19 +1,17 @@
 """Organization invites: an owner invites an address with a role; the invitee joins by signing up with the token or
 by accepting it with the invited address's existing account; invites expire, can be revoked and work once."""
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, OrganizationInvite, User
 from accounts.services import invite_accept, invite_create, token_hash
-from common.errors import DomainError
 from common.models import AuditEvent
 from tests.factories import CompanyAdminFactory, CompanyMemberFactory, EngineerFactory, StaffFactory, UserFactory
+from tests.races import race
 
 PASSWORD = "a long passphrase"
 
@@ -259,35 +257,13 @@ def test_the_token_is_shown_once_and_never_listed(api_client_for):
     assert first.json()["token"] not in replay.content.decode()
 
 
-def _race(*calls) -> list[str]:
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[str] = []
-
-    def run(call):
-        try:
-            barrier.wait()
-            call()
-            outcomes.append("done")
-        except DomainError as exc:
-            outcomes.append(exc.code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return sorted(outcomes)
-
-
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_accepts_of_one_invite_at_once_join_once(attempt):
     owner, organization = _owner()
     invitee = UserFactory(email=f"race{attempt}@acme.test")
     token = invite_create(actor=owner, organization=organization, email=invitee.email, role="admin").token
-    outcomes = _race(lambda: invite_accept(user=invitee, token=token), lambda: invite_accept(user=invitee, token=token))
+    outcomes = race(lambda: invite_accept(user=invitee, token=token), lambda: invite_accept(user=invitee, token=token))
     assert outcomes == ["done", "invite_already_used"], outcomes
     assert Membership.objects.filter(organization=organization, user=invitee).count() == 1
     assert AuditEvent.objects.filter(verb="invite_accepted").count() == 1
@@ -305,7 +281,7 @@ def test_two_signups_with_one_invite_at_once_create_one_account(attempt):
     def signup():
         company_signup(email=email, password=PASSWORD, name="N", invite_token=token)
 
-    outcomes = _race(signup, signup)
+    outcomes = race(signup, signup)
     assert outcomes == ["done", "invite_already_used"], outcomes
     assert User.objects.filter(email=email).count() == 1
     assert Membership.objects.filter(organization=organization).count() == 2

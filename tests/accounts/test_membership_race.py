@@ -1,36 +1,11 @@
 """Membership changes that race each other in real PostgreSQL transactions never leave an organization ownerless."""
 
-import threading
-
 import pytest
-from django.db import connection
 
 from accounts.models import Membership
 from accounts.services import membership_change_role, membership_remove
-from common.errors import DomainError
 from tests.factories import CompanyAdminFactory, CompanyMemberFactory
-
-
-def _race(*calls) -> list[str]:
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[str] = []
-
-    def run(call):
-        try:
-            barrier.wait()
-            call()
-            outcomes.append("done")
-        except DomainError as exc:
-            outcomes.append(exc.code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return sorted(outcomes)
+from tests.races import race
 
 
 def _two_owners():
@@ -48,7 +23,7 @@ def _owner_count(organization) -> int:
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_owners_demoting_each_other_leave_one_owner(attempt):
     organization, first, second = _two_owners()
-    outcomes = _race(
+    outcomes = race(
         lambda: membership_change_role(actor=first, membership=second.memberships.get(), role="admin"),
         lambda: membership_change_role(actor=second, membership=first.memberships.get(), role="admin"),
     )
@@ -61,7 +36,7 @@ def test_two_owners_demoting_each_other_leave_one_owner(attempt):
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_owners_removing_each_other_leave_one_owner(attempt):
     organization, first, second = _two_owners()
-    outcomes = _race(
+    outcomes = race(
         lambda: membership_remove(actor=first, membership=second.memberships.get()),
         lambda: membership_remove(actor=second, membership=first.memberships.get()),
     )
@@ -73,7 +48,7 @@ def test_two_owners_removing_each_other_leave_one_owner(attempt):
 @pytest.mark.parametrize("attempt", range(3))
 def test_two_owners_leaving_at_once_leave_one_owner(attempt):
     organization, first, second = _two_owners()
-    outcomes = _race(
+    outcomes = race(
         lambda: membership_remove(actor=first, membership=first.memberships.get()),
         lambda: membership_remove(actor=second, membership=second.memberships.get()),
     )
