@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import stat
 import threading
@@ -242,9 +241,7 @@ def test_a_calibration_judges_speedups_against_the_budget_the_platform_names(pla
     """The run measures its own few A/A pairs, but the smallest verifiable speedup is that of a
     verification with the deployment's budget, not the runner's default (40), which is only for a
     platform older than the host that names none."""
-    from statistics import NormalDist
-
-    from verification.runner import stats
+    from verification.runner.calibration import smallest_verifiable_factor
     from verification.runner.certificate import generate_signing_key, private_key_pem
 
     platform.files = {
@@ -269,10 +266,13 @@ def test_a_calibration_judges_speedups_against_the_budget_the_platform_names(pla
     calibration = result["report"]["calibration"]
     assert calibration["pairs"] == 3
     wall = next(c for c in calibration["criteria"] if c["metric"] == "wall_time")
-    final = stats.plan_looks(budget)[-1]
-    noise = max(wall["pair_log_ratio_sd"], wall["pair_log_ratio_robust_sd"])
-    expected = math.exp((final.t_critical + NormalDist().inv_cdf(0.9)) * noise / math.sqrt(final.pairs))
+    # Three pairs are too few for the robust spread alone: the noise is at least the sample deviation.
+    noise = wall["margin_noise_sd"]
+    assert noise >= wall["pair_log_ratio_sd"] > 0
+    expected = smallest_verifiable_factor(noise, budget=budget)
     assert wall["smallest_verifiable_speedup"] == pytest.approx(expected, rel=1e-9)
+    other_budget = 40 if budget == 12 else 12
+    assert expected != pytest.approx(smallest_verifiable_factor(noise, budget=other_budget), rel=1e-6)
 
 
 def _host_config(tmp_path: Path) -> host.HostConfig:
