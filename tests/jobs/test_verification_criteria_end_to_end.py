@@ -226,6 +226,8 @@ def test_absolute_median_latency_pays_the_candidate_below_the_bound_and_fails_th
     contract = fund_contract(job)
     slow, run = submit_and_verify(platform, contract, serve_py(delay=0.020))
     assert_failed_on(slow, run, contract, "latency", "median")
+    # The reason says which way the bound goes, in seconds ("latency median vs 0.01" before).
+    assert run.reason.endswith(": latency median <= 0.01 s")
     assert criterion_line(run, "latency", "median")["estimate"] > 0.010
 
     fast, run = submit_and_verify(platform, contract, serve_py(delay=0.0))

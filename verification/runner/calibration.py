@@ -32,11 +32,19 @@ import numpy as np
 from . import stats
 from .archive import materialize
 from .criteria import SANDBOX_CATEGORIES, Criteria, Criterion
+from .decision import summarise
 from .manifest import load_manifest
 from .report import Report
 from .session import DEFAULT_BUDGET_PAIRS, ProgressCallback, run_verification
 
 DEFAULT_POWER = 0.9
+# Where a run's report entry holds each per-run metric.
+RUN_FIGURES = {
+    "wall_time": "wall_seconds",
+    "cpu_time": "cpu_seconds",
+    "peak_memory": "peak_memory_bytes",
+    "throughput": "throughput",
+}
 # Simulated verifications behind ``pass_share_needed``: the PASS rate it aims at is off by at most
 # about 0.5 points (one standard error at 90%); one search takes about 0.1-0.2 s of CPU.
 SIMULATED_TRIALS = 4000
@@ -244,26 +252,15 @@ def _baseline_violations(report: Report, policy: dict[str, str]) -> list[dict[st
 
 
 def _aa_values(measured: list[dict[str, Any]], criterion: Criterion) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each A/A pair's two figures of the criterion's statistic (pairs where both were measured)."""
     by_pair: dict[int, dict[str, dict[str, Any]]] = {}
     for m in measured:
         by_pair.setdefault(m["pair"], {})[m["role"]] = m
-    key = {
-        "wall_time": "wall_seconds",
-        "cpu_time": "cpu_seconds",
-        "peak_memory": "peak_memory_bytes",
-        "throughput": "throughput",
-    }.get(criterion.metric)
     base, cand = [], []
     for roles in by_pair.values():
         if "baseline" not in roles or "candidate" not in roles:
             continue
-        if key is not None:
-            b, c = roles["baseline"][key], roles["candidate"][key]
-        elif criterion.metric == "latency":
-            b = _percentile(roles["baseline"]["latencies_seconds"], criterion.statistic)
-            c = _percentile(roles["candidate"]["latencies_seconds"], criterion.statistic)
-        else:
-            return None
+        b, c = _run_figure(roles["baseline"], criterion), _run_figure(roles["candidate"], criterion)
         if b and c:
             base.append(float(b))
             cand.append(float(c))
@@ -272,11 +269,10 @@ def _aa_values(measured: list[dict[str, Any]], criterion: Criterion) -> tuple[np
     return np.asarray(base), np.asarray(cand)
 
 
-def _percentile(values: list[float], statistic: str) -> float | None:
-    if not values:
-        return None
-    if statistic == "mean":
-        return float(np.mean(values))
-    if statistic == "median":
-        return float(np.median(values))
-    return float(np.quantile(values, {"p90": 0.9, "p95": 0.95, "p99": 0.99}[statistic], method="higher"))
+def _run_figure(measurement: dict[str, Any], criterion: Criterion) -> float | None:
+    """A run's figure as the decision takes it (``decision.run_statistic``), from the run's report entry."""
+    if criterion.metric == "latency":
+        return summarise(measurement.get("latencies_seconds") or [], criterion.statistic)
+    if criterion.self_reported:
+        return summarise((measurement.get("reported") or {}).get(criterion.reported_name) or [], criterion.statistic)
+    return measurement.get(RUN_FIGURES[criterion.metric])

@@ -80,8 +80,18 @@ class Criterion:
         if self.kind == "speedup":
             return f"{self.metric} {self.statistic} speedup >= {self.threshold:g}x"
         if self.kind == "absolute":
-            return f"{self.metric} {self.statistic} vs {self.threshold:g}"
+            return f"{self.metric} {self.statistic} {self.bound_text}"
         return f"{self.metric} {self.statistic} no worse than baseline (+{self.tolerance:.0%})"
+
+    @property
+    def bound_text(self) -> str:
+        """An absolute bound as a reason reads it: which side passes, in the metric's unit. A reported
+        metric's direction and unit are the manifest's, which a criterion does not know."""
+        if self.self_reported:
+            return f"vs {self.threshold:g}"
+        if self.metric == "throughput":
+            return f">= {self.threshold:g} per second"
+        return f"<= {self.threshold:g} {'bytes' if self.metric == 'peak_memory' else 's'}"
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"metric": self.metric, "statistic": self.statistic, "kind": self.kind}

@@ -123,3 +123,55 @@ def test_the_noise_is_robust_to_a_few_far_pairs_but_cautious_with_few_pairs():
     assert margin_noise(few) == pytest.approx(float(np.std(few, ddof=1)))
     assert math.isnan(margin_noise(np.array([0.1])))
     assert calibration.MIN_ROBUST_VALUES == 5
+
+
+def _aa_run(role: str, pair: int, scale: float) -> dict:
+    """A run's report entry as the runner writes it (measure.RunRecord.to_dict), the figures scaled."""
+    return {
+        "role": role,
+        "phase": "measure",
+        "pair": pair,
+        "wall_seconds": 1.0 * scale,
+        "cpu_seconds": 0.9 * scale,
+        "peak_memory_bytes": 10_000_000,
+        "throughput": 40.0 / scale,
+        "latencies_seconds": sorted(0.01 * scale * (1 + i / 40) for i in range(40)),
+        "reported": {"gflops": [2.0 / scale, 2.2 / scale, 1.8 / scale]},
+    }
+
+
+# The candidate role's figures are 1.1x the baseline's times, so 1/1.1x its rates.
+SLOWER, LOWER_RATE = 1 / 1.1, 1.1
+
+
+@pytest.mark.parametrize(
+    "criterion,baseline_figure,baseline_over_candidate",
+    [
+        ({"metric": "wall_time", "statistic": "median", "kind": "speedup", "threshold": 1.5}, 1.0, SLOWER),
+        # p95 of 40 requests: the second slowest (the higher value at rank 0.95 x 39).
+        (
+            {"metric": "latency", "statistic": "p95", "kind": "absolute", "threshold": 0.02},
+            0.01 * (1 + 38 / 40),
+            SLOWER,
+        ),
+        (
+            {"metric": "latency", "statistic": "median", "kind": "speedup", "threshold": 1.5},
+            0.01 * (1 + 19.5 / 40),
+            SLOWER,
+        ),
+        ({"metric": "reported:gflops", "statistic": "mean", "kind": "no_worse", "tolerance": 0.05}, 2.0, LOWER_RATE),
+        ({"metric": "throughput", "statistic": "median", "kind": "absolute", "threshold": 30}, 40.0, LOWER_RATE),
+    ],
+)
+def test_every_measured_criterion_is_calibrated_on_the_figure_the_decision_uses(
+    criterion, baseline_figure, baseline_over_candidate
+):
+    from verification.runner.criteria import Criteria
+
+    (parsed,) = Criteria.from_dict({"criteria": [criterion], "correctness": {"mode": "exact"}}).criteria
+    measured = [run for pair in range(4) for run in (_aa_run("baseline", pair, 1.0), _aa_run("candidate", pair, 1.1))]
+    values = calibration._aa_values(measured, parsed)
+    assert values is not None, criterion  # a reported metric was "not measured in the A/A run" before
+    baseline, candidate = values
+    assert baseline == pytest.approx([baseline_figure] * 4)
+    assert baseline / candidate == pytest.approx([baseline_over_candidate] * 4)
