@@ -201,10 +201,13 @@ class SequentialDecision:
         n = look.pairs
         self.looks_done.append(n)
         for state in self.states:
-            if state.decision != stats.UNDECIDED:
-                continue
             if state.criterion.metric == "peak_memory" and state.criterion.kind == "no_worse":
-                self._decide_memory(state, pairs, n)
+                # Checked again at every look over every pair so far: a PASS on the first pairs must
+                # hold for the runs measured afterwards (for the other criteria), its maximum above all.
+                if state.decision != FAIL:
+                    self._decide_memory(state, pairs, n)
+                continue
+            if state.decision != stats.UNDECIDED:
                 continue
             outcome = stats.evaluate_look(margins(state.criterion, pairs, self.reported_higher), look)
             state.looks.append(
@@ -243,7 +246,7 @@ class SequentialDecision:
 
     def _decide_memory(self, state: CriterionState, pairs: Sequence[Pair], n: int) -> None:
         """Peak memory is nearly deterministic: compare the median and the max directly, each with
-        the tolerance; both must hold."""
+        the tolerance; both must hold. ``decided_at_pairs`` is the latest look that checked it."""
         tolerance = 1.0 + state.criterion.tolerance
         base = np.asarray([p.baseline.peak_memory_bytes for p in pairs], dtype=np.float64)
         cand = np.asarray([p.candidate.peak_memory_bytes for p in pairs], dtype=np.float64)

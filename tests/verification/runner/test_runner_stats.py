@@ -261,3 +261,70 @@ def test_the_reported_interval_agrees_with_every_decision(speedup, drift_per_pai
         assert low <= result["estimate"] <= high
         assert 0.5 < result.get("interval_confidence", 0) <= 1
     assert "INCONCLUSIVE" in seen
+
+
+def _memory_pair(index: int, candidate_bytes: int) -> Pair:
+    def record(role: str, seconds: float, peak: int) -> RunRecord:
+        return RunRecord(
+            role=role,
+            phase="measure",
+            pair=index,
+            position=0,
+            input_ids=[],
+            wall_seconds=seconds,
+            peak_memory_bytes=peak,
+        )
+
+    return Pair(index, record("baseline", 2.0, 100_000_000), record("candidate", 1.0, candidate_bytes))
+
+
+@pytest.mark.parametrize(
+    "heavy_pairs",
+    [
+        pytest.param(lambda index: index >= 4 and index % 3 == 0, id="a third of the later runs far larger"),
+        pytest.param(lambda index: index >= 4, id="every run after the first four far larger"),
+    ],
+)
+def test_peak_memory_holds_over_every_run_measured_not_only_the_first_look(heavy_pairs):
+    """Memory was decided once, at the first look (4 pairs), and never looked at again while the speedup
+    went on to 13 pairs: a candidate lean for its first runs and 10x larger afterwards passed, its report
+    showing a maximum it had exceeded."""
+    criteria = Criteria.from_dict(
+        {
+            "criteria": [
+                {"metric": "wall_time", "kind": "speedup", "threshold": 1.5},
+                {"metric": "peak_memory", "kind": "no_worse", "tolerance": 0.25},
+            ]
+        }
+    )
+    state = SequentialDecision(criteria, stats.plan_looks(16), {}, confidence=0.9)
+    pairs: list[Pair] = []
+    for index in range(16):
+        pairs.append(_memory_pair(index, 1_000_000_000 if heavy_pairs(index) else 100_000_000))
+        state.update(pairs)
+        if state.all_decided():
+            break
+    memory = state.states[1].to_dict()
+    assert state.overall() == "FAIL"
+    assert memory["decision"] == "FAIL" and memory["detail"]["candidate_max_bytes"] == 1_000_000_000
+    assert memory["decided_at_pairs"] == len(pairs) > 4
+
+
+def test_peak_memory_that_stays_within_tolerance_passes_with_the_speedup():
+    criteria = Criteria.from_dict(
+        {
+            "criteria": [
+                {"metric": "wall_time", "kind": "speedup", "threshold": 1.5},
+                {"metric": "peak_memory", "kind": "no_worse", "tolerance": 0.25},
+            ]
+        }
+    )
+    state = SequentialDecision(criteria, stats.plan_looks(16), {}, confidence=0.9)
+    pairs: list[Pair] = []
+    for index in range(16):
+        pairs.append(_memory_pair(index, 110_000_000))
+        state.update(pairs)
+        if state.all_decided():
+            break
+    assert state.overall() == "PASS" and len(pairs) == 13
+    assert state.states[1].to_dict()["decided_at_pairs"] == 13
