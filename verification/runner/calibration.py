@@ -45,8 +45,8 @@ RUN_FIGURES = {
     "peak_memory": "peak_memory_bytes",
     "throughput": "throughput",
 }
-# Simulated verifications behind ``pass_share_needed``: the PASS rate it aims at is off by at most
-# about 0.5 points (one standard error at 90%); one search takes about 0.1-0.2 s of CPU.
+# Simulated verifications behind ``pass_share_needed``: the PASS rate it aims at carries a standard
+# error of about 0.5 points at 90%; one search takes about 0.2 s of CPU (40 pairs), once per process.
 SIMULATED_TRIALS = 4000
 SIMULATION_SEED = 20261204
 SHARE_PRECISION = 1e-4
