@@ -15,6 +15,10 @@ sandbox, where it is trusted: how many processes the command left behind and the
 counters. When bwrap's PID 1 exits, the kernel kills everything left in the PID namespace; the runner
 also kills whatever is left in the run's cgroup, so no process survives a run.
 
+Between ``setpriv`` and the command, seccomp.py's installer filters privileged and namespace system
+calls: the runner answers them with EPERM and counts them (``RunOutcome.privileged_calls``), or the
+outcome names the category as ``unobserved`` when the filter could not be installed.
+
 When the runner is not root (an engineer's laptop) bwrap creates a user namespace instead and the
 code runs as the invoking user mapped into it; everything else is the same.
 
