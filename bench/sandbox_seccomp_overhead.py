@@ -1,11 +1,12 @@
 """What observing privileged calls (runner/seccomp.py) costs a sandboxed run.
 
-Run:  python bench/sandbox_seccomp_overhead.py [--runs 30] [--command /bin/true]
+Run:  python bench/sandbox_seccomp_overhead.py [--runs 30] [--installer compiled|python] [--command /bin/true]
 
 Runs a trivial command in a fresh sandbox ``--runs`` times with the seccomp installer and as many
 times without, interleaved so that drift on a shared machine falls on both, and prints the median and
 p90 of each run's total time (sandbox set up, command, teardown) and of its measured wall time (what
-a ``wall_time`` criterion compares), and the differences of the medians.
+a ``wall_time`` criterion compares), and the differences of the medians. ``--installer python`` measures
+the fallback used where the host has no C compiler.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from verification.runner import seccomp
 from verification.runner.sandbox import SandboxProcess, SandboxSpec, default_runtime_paths
 
 
@@ -50,8 +52,13 @@ def _figures(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--installer", choices=("compiled", "python"), default="compiled")
     parser.add_argument("--command", nargs="+", default=["/bin/true"])
     options = parser.parse_args()
+    if options.installer == "python":
+        seccomp.installer_binary = lambda: None
+    elif seccomp.installer_binary() is None:
+        raise SystemExit("no C compiler here: only --installer python can be measured")
     with tempfile.TemporaryDirectory() as scratch:
         implementation = Path(scratch)
         implementation.chmod(0o755)
@@ -61,7 +68,7 @@ def main() -> None:
         for _ in range(options.runs):
             for observe in (True, False):
                 results[observe].append(_run(implementation, options.command, observe))
-    print(f"{options.runs} runs each of {' '.join(options.command)}")
+    print(f"{options.runs} runs each of {' '.join(options.command)}, {options.installer} installer")
     for observe, label in ((False, "without the filter"), (True, "with the filter   ")):
         totals, walls = zip(*results[observe])
         print(f"{label}  total: {_figures(list(totals))}   measured wall: {_figures(list(walls))}")

@@ -269,10 +269,15 @@ def _ancestors(path: str) -> list[str]:
 
 
 def build_bwrap_args(
-    spec: SandboxSpec, launcher_path: Path, *, supervised: bool = False, prefix: Sequence[str] = ()
+    spec: SandboxSpec,
+    launcher_path: Path,
+    *,
+    supervised: bool = False,
+    prefix: Sequence[str] = (),
+    binds: Sequence[Mount] = (),
 ) -> list[str]:
     """bwrap's command line; ``prefix`` runs first inside the sandbox, as the command's uid, and
-    execs the rest (the seccomp installer)."""
+    execs the rest (the seccomp installer); ``binds`` are further read-only files it needs."""
     limits = spec.limits
     as_root = os.geteuid() == 0
     args = [
@@ -337,6 +342,8 @@ def build_bwrap_args(
     if spec.with_outputs:
         args += ["--perms", "0777", "--size", str(limits.outputs_bytes), "--tmpfs", OUTPUTS_MOUNT]
     args += ["--ro-bind", str(launcher_path), "/.launcher.sh"]
+    for bind in binds:
+        args += ["--ro-bind", str(bind.host), bind.sandbox]
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": SCRATCH_MOUNT,
@@ -434,18 +441,24 @@ class SandboxProcess:
         self._watch: seccomp.PrivilegedCallWatch | None = None
         self._unobserved_why = ""
         prefix: list[str] = []
+        binds: list[Mount] = []
         try:
             launcher = _launcher_file(as_root, self._supervised)
             if spec.observe_privileged_calls:
-                arch, python = seccomp.machine(), _installer_python(spec)
+                arch, compiled = seccomp.machine(), seccomp.installer_binary()
+                python = None if compiled else _installer_python(spec)
                 if arch is None:
                     self._unobserved_why = f"not supported on this architecture ({os.uname().machine})"
-                elif python is None:
-                    self._unobserved_why = "no Python visible inside the sandbox to install the filter"
+                elif compiled is None and python is None:
+                    self._unobserved_why = (
+                        "no C compiler, and no Python visible inside the sandbox, to install the filter"
+                    )
                 else:
                     self._watch = seccomp.PrivilegedCallWatch(arch)
-                    prefix = seccomp.installer_command(arch, python)
-            args = build_bwrap_args(spec, launcher, supervised=self._supervised, prefix=prefix)
+                    prefix = seccomp.installer_command(arch, python, compiled=compiled is not None)
+                    if compiled is not None:
+                        binds.append(Mount(compiled, seccomp.INSTALLER_MOUNT))
+            args = build_bwrap_args(spec, launcher, supervised=self._supervised, prefix=prefix, binds=binds)
         except BaseException:
             if self._watch is not None:
                 self._watch.close()

@@ -38,6 +38,16 @@ def _report_errno(call: str) -> str:
     return f"{LIBC}result = {call}\nprint(result, errno.errorcode.get(ctypes.get_errno(), 0))\n"
 
 
+@pytest.fixture(params=["compiled", "python"])
+def installer(request, monkeypatch):
+    """Each installer in turn: the compiled one (where a C compiler exists) and the Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(seccomp, "installer_binary", lambda: None)
+    elif seccomp.installer_binary() is None:
+        pytest.skip("no C compiler on this host: only the Python installer is used")
+    return request.param
+
+
 def _sandboxed(tmp_path: Path, code: str, **spec_changes) -> sb.RunOutcome:
     implementation = tmp_path / "impl"
     implementation.mkdir(exist_ok=True)
@@ -126,7 +136,7 @@ PROBES = {
 @pytest.mark.sandbox
 @needs_filter
 @pytest.mark.parametrize("probe", sorted(PROBES))
-def test_each_privileged_call_is_refused_with_eperm_and_counted_by_name(tmp_path, probe):
+def test_each_privileged_call_is_refused_with_eperm_and_counted_by_name(tmp_path, probe, installer):
     call, name = PROBES[probe]
     outcome = _sandboxed(tmp_path, _report_errno(call))
     assert outcome.exit_code == 0, outcome.stderr
@@ -139,7 +149,7 @@ def test_each_privileged_call_is_refused_with_eperm_and_counted_by_name(tmp_path
 
 @pytest.mark.sandbox
 @needs_filter
-def test_clone3_answers_enosys_uncounted_and_threads_and_processes_work_through_clone(tmp_path):
+def test_clone3_answers_enosys_uncounted_and_threads_and_processes_work_through_clone(tmp_path, installer):
     code = f"""{LIBC}
 import concurrent.futures, subprocess, sys, threading
 import numpy
@@ -172,7 +182,7 @@ if __name__ == "__main__":
 
 @pytest.mark.sandbox
 @needs_filter
-def test_the_command_holds_neither_the_listener_nor_the_runners_socket(tmp_path):
+def test_the_command_holds_neither_the_listener_nor_the_runners_socket(tmp_path, installer):
     code = """import json, os
 targets = {}
 for fd in os.listdir("/proc/self/fd"):
@@ -191,14 +201,14 @@ print(json.dumps(targets))
 
 @pytest.mark.sandbox
 @pytest.mark.skipif(ARCH != "x86_64", reason="x32 numbering exists on x86_64 only")
-def test_a_call_through_another_abi_is_refused_and_counted(tmp_path):
+def test_a_call_through_another_abi_is_refused_and_counted(tmp_path, installer):
     outcome = _sandboxed(tmp_path, _report_errno(f"libc.syscall({seccomp.X32_SYSCALL_BIT | 39})"))  # x32 getpid
     assert outcome.stdout.decode().split() == ["-1", "EPERM"]
     assert outcome.privileged_calls == {seccomp.OTHER_ABI: 1}
 
 
 @pytest.mark.sandbox
-def test_a_run_that_cannot_observe_privileged_calls_says_so_and_still_runs(tmp_path):
+def test_a_run_that_cannot_observe_privileged_calls_says_so_and_still_runs(tmp_path, installer):
     """A runner already under a seccomp listener (a nested sandbox, say): the kernel allows one listener
     per filter chain, so the installer's is refused; the command runs and the outcome names the blind spot."""
     script = f"""
@@ -216,6 +226,8 @@ listener = libc.syscall(ctypes.c_long(seccomp.SECCOMP_SYSCALL[seccomp.machine()]
                         ctypes.c_long(8), ctypes.byref(Program(1, ctypes.addressof(buffer))))
 assert listener >= 0, ctypes.get_errno()
 from test_runner_seccomp import _sandboxed, _report_errno
+if {installer!r} == "python":
+    seccomp.installer_binary = lambda: None
 outcome = _sandboxed(Path(sys.argv[1]), _report_errno("libc.unshare({CLONE_NEWUSER})"))
 print(json.dumps({{"exit": outcome.exit_code, "stdout": outcome.stdout.decode(), "violations": outcome.violations,
                   "unobserved": outcome.unobserved, "blocked": outcome.blocked}}))
