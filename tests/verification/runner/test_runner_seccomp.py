@@ -207,11 +207,9 @@ def test_a_call_through_another_abi_is_refused_and_counted(tmp_path, installer):
     assert outcome.privileged_calls == {seccomp.OTHER_ABI: 1}
 
 
-@pytest.mark.sandbox
-def test_a_run_that_cannot_observe_privileged_calls_says_so_and_still_runs(tmp_path, installer):
-    """A runner already under a seccomp listener (a nested sandbox, say): the kernel allows one listener
-    per filter chain, so the installer's is refused; the command runs and the outcome names the blind spot."""
-    script = f"""
+# A runner already under a seccomp listener (a nested sandbox, say): the kernel allows one listener per
+# filter chain, so the installer's is refused. Prepended to a script run in a fresh Python.
+UNDER_A_LISTENER = f"""
 import ctypes, json, sys
 sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
 from pathlib import Path
@@ -222,9 +220,29 @@ allow = seccomp._instruction(seccomp.BPF_RET_K, 0, 0, seccomp.SECCOMP_RET_ALLOW)
 class Program(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 buffer = ctypes.create_string_buffer(allow, 8)
-listener = libc.syscall(ctypes.c_long(seccomp.SECCOMP_SYSCALL[seccomp.machine()]), ctypes.c_long(1),
+listener = libc.syscall(ctypes.c_long(seccomp.SECCOMP_SYSCALL[seccomp.machine() or "x86_64"]), ctypes.c_long(1),
                         ctypes.c_long(8), ctypes.byref(Program(1, ctypes.addressof(buffer))))
 assert listener >= 0, ctypes.get_errno()
+"""
+
+
+def _under_a_listener(script: str, *args: str) -> dict:
+    result = subprocess.run(
+        [PYTHON, "-c", UNDER_A_LISTENER + script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.sandbox
+@needs_filter
+def test_a_run_that_cannot_observe_privileged_calls_says_so_and_still_runs(tmp_path, installer):
+    script = f"""
 from test_runner_seccomp import _sandboxed, _report_errno
 if {installer!r} == "python":
     seccomp.installer_binary = lambda: None
@@ -232,21 +250,50 @@ outcome = _sandboxed(Path(sys.argv[1]), _report_errno("libc.unshare({CLONE_NEWUS
 print(json.dumps({{"exit": outcome.exit_code, "stdout": outcome.stdout.decode(), "violations": outcome.violations,
                   "unobserved": outcome.unobserved, "blocked": outcome.blocked}}))
 """
-    if ARCH is None:
-        outcome = _sandboxed(tmp_path, _report_errno(f"libc.unshare({CLONE_NEWUSER})"))
-        assert outcome.unobserved == ["privileged_call"]
-        return
-    result = subprocess.run(
-        [PYTHON, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=REPO, check=False
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.splitlines()[-1])
+    seen = _under_a_listener(script, str(tmp_path))
     assert seen["exit"] == 0 and seen["stdout"].split()[0] in ("0", "-1")  # ran: the kernel alone decided
     assert seen["violations"] == {} and seen["unobserved"] == ["privileged_call"]
     assert any(
         line.startswith("privileged calls: not observed in this run (seccomp user notification: ")
         for line in seen["blocked"]
     ), seen["blocked"]
+
+
+@pytest.mark.sandbox
+@needs_filter
+def test_a_verification_that_could_not_observe_says_so_in_the_signed_report(tmp_path, hidden_inputs, criteria):
+    script = """
+from verification.report_schema import report_shape_errors
+from verification.runner import generate_signing_key, run_verification, verify_certificate
+key = generate_signing_key()
+package, candidate = Path(sys.argv[1]) / "package", Path(sys.argv[2])
+report = run_verification(package, candidate, Path(sys.argv[3]), json.loads(sys.argv[4]), budget=8, seed=2,
+                          signing_key=key)
+data = json.loads(report.to_json())
+payload = verify_certificate(data["certificate"], key.public_key(), report=data)
+print(json.dumps({"decision": data["decision"], "reason": data["reason"], "violations": data["sandbox_violations"],
+                  "signed": payload["sandbox_violations"], "shape": report_shape_errors(data),
+                  "blocked": data["blocked_actions"]}))
+"""
+    candidate = _probing(tmp_path, _prelude(f"libc.unshare({CLONE_NEWUSER})"))
+    seen = _under_a_listener(script, str(EXAMPLE), str(candidate), str(hidden_inputs), json.dumps(criteria))
+    # Not observed is not "none made": the verification goes on (nothing decides on what nobody saw),
+    # and the report, the certificate and both parties' views say which runs were blind.
+    assert seen["decision"] == "PASS", seen["reason"]
+    assert seen["shape"] == {}
+    assert seen["violations"]["observed"] == []
+    blind = {(entry["role"], entry["inputs"]): entry for entry in seen["violations"]["unobserved"]}
+    assert set(blind) == {
+        ("baseline", "public"),
+        ("baseline", "hidden"),
+        ("candidate", "public"),
+        ("candidate", "hidden"),
+    }
+    assert all(entry["category"] == "privileged_call" and entry["runs"] >= 1 for entry in blind.values())
+    assert seen["signed"]["unobserved"] == seen["violations"]["unobserved"]
+    assert any(
+        b["role"] == "candidate" and b["action"].startswith("privileged calls: not observed") for b in seen["blocked"]
+    )
 
 
 @pytest.mark.sandbox
