@@ -383,16 +383,16 @@ def _compile() -> Path | None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    directory = Path(tempfile.mkdtemp(prefix="speedproof-seccomp-", dir=os.environ.get("SPEEDPROOF_RUNTIME_DIR")))
-    atexit.register(shutil.rmtree, directory, True)
-    directory.chmod(0o755)
-    source, binary = directory / "installer.c", directory / "installer"
-    source.write_text(INSTALLER_C)
     try:
+        directory = Path(tempfile.mkdtemp(prefix="speedproof-seccomp-", dir=os.environ.get("SPEEDPROOF_RUNTIME_DIR")))
+        atexit.register(shutil.rmtree, directory, True)
+        directory.chmod(0o755)
+        source, binary = directory / "installer.c", directory / "installer"
+        source.write_text(INSTALLER_C)
         subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], capture_output=True, timeout=120, check=True)
+        binary.chmod(0o755)
     except (OSError, subprocess.SubprocessError):
-        return None
-    binary.chmod(0o755)
+        return None  # the Python installer is used then
     return binary
 
 

@@ -90,6 +90,20 @@ def test_the_tables_differ_per_architecture_and_x86_only_calls_stay_there():
     assert (x86.unshare, arm.unshare, x86.clone, arm.clone) == (272, 97, 56, 220)
 
 
+def test_where_the_installer_cannot_be_compiled_the_python_one_is_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(seccomp, "_COMPILED", {})
+    monkeypatch.setenv("SPEEDPROOF_RUNTIME_DIR", str(tmp_path / "missing"))
+    assert seccomp.installer_binary() is None
+    command = seccomp.installer_command("x86_64", "/usr/bin/python3")
+    assert (
+        command[:4] == ["/usr/bin/python3", "-I", "-S", "-c"] and command[5] == seccomp.filter_program("x86_64").hex()
+    )
+    assert seccomp.installer_command("aarch64", None, compiled=True) == [
+        seccomp.INSTALLER_MOUNT,
+        seccomp.filter_program("aarch64").hex(),
+    ]
+
+
 def test_an_unobserved_category_is_summarised_and_shown_to_both_parties():
     class Record:
         def __init__(self, role, public, violations, unobserved):
