@@ -68,6 +68,21 @@ SANDBOX_VIOLATIONS = {
                 },
             },
         },
+        # Categories some runs could not observe (absent from reports of earlier runner versions).
+        "unobserved": {
+            "type": "array",
+            "maxItems": 200,
+            "items": {
+                "type": "object",
+                "required": ["role", "category", "inputs", "runs"],
+                "properties": {
+                    "role": {"enum": ["baseline", "candidate"]},
+                    "category": {"type": "string", "maxLength": 64},
+                    "inputs": {"enum": ["public", "hidden"]},
+                    "runs": COUNT,
+                },
+            },
+        },
     },
 }
 

@@ -15,7 +15,7 @@ REPORT_FIELDS_OWNER_ONLY = ("logs",)
 MEASUREMENT_FIELDS_OWNER_ONLY = ("error", "reported")
 # Likewise on hidden inputs: the exit status it picks, and what it tried that the sandbox blocked
 # (with counts it picks). Warm-up runs see only the public inputs.
-HIDDEN_RUN_FIELDS_OWNER_ONLY = ("exit_code", "blocked", "violations")
+HIDDEN_RUN_FIELDS_OWNER_ONLY = ("exit_code", "blocked", "violations", "privileged_calls")
 PER_REQUEST_LATENCIES = ("latencies_seconds", "repeat_latencies_seconds")
 # A difference's path that names no dict keys, only positions (reports from before runners wrote
 # ``position`` hold only ``where``).

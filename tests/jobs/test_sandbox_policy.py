@@ -34,9 +34,13 @@ def _criteria(**changes):
 
 
 def test_the_policy_is_frozen_with_the_criteria_every_category_named():
-    assert criteria_validate(CRITERIA)["sandbox_policy"] == {"network": "fail", "leftover_processes": "fail"}
-    chosen = criteria_validate(_criteria(sandbox_policy={"network": "report"}))
-    assert chosen["sandbox_policy"] == {"network": "report", "leftover_processes": "fail"}
+    assert criteria_validate(CRITERIA)["sandbox_policy"] == {
+        "network": "fail",
+        "leftover_processes": "fail",
+        "privileged_call": "fail",
+    }
+    chosen = criteria_validate(_criteria(sandbox_policy={"network": "report", "privileged_call": "report"}))
+    assert chosen["sandbox_policy"] == {"network": "report", "leftover_processes": "fail", "privileged_call": "report"}
 
 
 @pytest.mark.parametrize(
@@ -90,7 +94,7 @@ def test_a_violating_candidates_fail_is_recorded_with_its_categories_for_both_pa
     for viewer in (contract.engineer, contract.job.created_by):
         view = api_client_for(viewer).get(f"/api/v1/submissions/{submission.pk}/verification/").json()["results"][0]
         categories = {o["category"] for o in view["report"]["sandbox_violations"]["observed"]}
-        assert categories == {"network", "leftover_processes"}, viewer
+        assert categories == {"network", "leftover_processes", "privileged_call"}, viewer
         assert view["report"]["reason_code"] == "sandbox_violation"
 
 
@@ -116,8 +120,20 @@ def test_the_engineer_sees_categories_and_runs_but_not_counts_chosen_on_hidden_i
             },
         ],
     }
-    measurement = {"role": "candidate", "phase": "measure", "violations": {"network": 1105}, "blocked": []}
-    view = report_for_engineer({"sandbox_violations": violations, "measurements": [measurement], "settings": {}})
+    measurement = {
+        "role": "candidate",
+        "phase": "measure",
+        "violations": {"network": 1105, "privileged_call": 1105},
+        "privileged_calls": {"mount": 1105},  # which calls, too, are the candidate's to choose
+        "blocked": [],
+    }
+    warmup = {**measurement, "phase": "warmup"}  # public inputs: nothing hidden to spell
+    view = report_for_engineer(
+        {"sandbox_violations": violations, "measurements": [measurement, warmup], "settings": {}}
+    )
+    assert "privileged_calls" not in view["measurements"][0]
+    assert view["measurements"][1]["privileged_calls"] == {"mount": 1105}
+    view["measurements"].pop()
     assert view["sandbox_violations"] == {
         "policy": {"network": "report", "leftover_processes": "fail"},
         "observed": [

@@ -25,10 +25,10 @@ MAX_SPEEDUP = 1000.0
 # A per-run percentile needs this many requests per run to exist meaningfully: 2 / (1 - q).
 PERCENTILE_QUANTILES = {"p90": 0.90, "p95": 0.95, "p99": 0.99}
 
-# What the sandbox observes a run attempt (see sandbox.py), and what a job may do about each: "fail"
-# the verification (the default: a company does not pay for code that probes its verifier) or only
-# "report" it (a benchmark that legitimately tries the network and tolerates the refusal).
-SANDBOX_CATEGORIES = ("network", "leftover_processes")
+# What the sandbox observes a run attempt (see sandbox.py and seccomp.py), and what a job may do about
+# each: "fail" the verification (the default: a company does not pay for code that probes its verifier)
+# or only "report" it (a benchmark that legitimately tries the network and tolerates the refusal).
+SANDBOX_CATEGORIES = ("network", "leftover_processes", "privileged_call")
 SANDBOX_ACTIONS = ("fail", "report")
 
 

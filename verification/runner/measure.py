@@ -109,6 +109,10 @@ class RunRecord:
     blocked: list[str] = field(default_factory=list)
     # Sandbox violations by category (counts the command chose: owner-only on hidden inputs).
     violations: dict[str, int] = field(default_factory=dict)
+    # The privileged calls refused, by system call name (chosen by the command, like the counts).
+    privileged_calls: dict[str, int] = field(default_factory=dict)
+    # Categories the sandbox could not observe in this run (see sandbox.RunOutcome.unobserved).
+    unobserved: list[str] = field(default_factory=list)
     stdout_tail: str = ""
     stderr_tail: str = ""
     seed: int | None = None
@@ -141,6 +145,7 @@ class RunRecord:
             "exit_code": self.exit_code,
             "blocked": self.blocked,
             "violations": dict(self.violations),
+            "privileged_calls": dict(self.privileged_calls),
         }
 
 
@@ -445,6 +450,8 @@ class Executor:
         record.limit_broken = outcome.limit_broken
         record.blocked = outcome.blocked
         record.violations = dict(outcome.violations)
+        record.privileged_calls = dict(outcome.privileged_calls)
+        record.unobserved = list(outcome.unobserved)
         record.stdout_tail = _tail(outcome.stdout) if self.manifest.mode == "process" else ""
         record.stderr_tail = _tail(outcome.stderr)
         if self.manifest.mode == "process":

@@ -15,6 +15,10 @@ sandbox, where it is trusted: how many processes the command left behind and the
 counters. When bwrap's PID 1 exits, the kernel kills everything left in the PID namespace; the runner
 also kills whatever is left in the run's cgroup, so no process survives a run.
 
+Between ``setpriv`` and the command, seccomp.py's installer filters privileged and namespace system
+calls: the runner answers them with EPERM and counts them (``RunOutcome.privileged_calls``), or the
+outcome names the category as ``unobserved`` when the filter could not be installed.
+
 When the runner is not root (an engineer's laptop) bwrap creates a user namespace instead and the
 code runs as the invoking user mapped into it; everything else is the same.
 
@@ -50,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from . import seccomp
 from .cgroups import Cgroups
 from .limits import Limits
 
@@ -152,6 +157,8 @@ class SandboxSpec:
     workdir: str = IMPL_MOUNT
     # The runtime's Python, which measures CPU time and peak memory where no cgroup can (see SUPERVISOR).
     supervisor_python: str | None = None
+    # Refuse and count privileged and namespace system calls (seccomp.py). Off only to measure its cost.
+    observe_privileged_calls: bool = True
 
 
 @dataclass
@@ -167,8 +174,14 @@ class RunOutcome:
     blocked: list[str]
     leftover_processes: int
     # What the sandbox saw the command attempt, by category (criteria.SANDBOX_CATEGORIES): counts of
-    # network attempts and of processes left running. Only categories seen are present.
+    # network attempts, of processes left running and of privileged calls refused. Only categories
+    # seen are present.
     violations: dict[str, int] = field(default_factory=dict)
+    # The privileged calls refused, by system call name (the command chose them, like the counts).
+    privileged_calls: dict[str, int] = field(default_factory=dict)
+    # Categories this run could not observe (seccomp user notification refused, say): absent from
+    # ``violations`` because nobody looked, not because nothing happened.
+    unobserved: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -255,7 +268,16 @@ def _ancestors(path: str) -> list[str]:
     return ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def build_bwrap_args(spec: SandboxSpec, launcher_path: Path, *, supervised: bool = False) -> list[str]:
+def build_bwrap_args(
+    spec: SandboxSpec,
+    launcher_path: Path,
+    *,
+    supervised: bool = False,
+    prefix: Sequence[str] = (),
+    binds: Sequence[Mount] = (),
+) -> list[str]:
+    """bwrap's command line; ``prefix`` runs first inside the sandbox, as the command's uid, and
+    execs the rest (the seccomp installer); ``binds`` are further read-only files it needs."""
     limits = spec.limits
     as_root = os.geteuid() == 0
     args = [
@@ -320,6 +342,8 @@ def build_bwrap_args(spec: SandboxSpec, launcher_path: Path, *, supervised: bool
     if spec.with_outputs:
         args += ["--perms", "0777", "--size", str(limits.outputs_bytes), "--tmpfs", OUTPUTS_MOUNT]
     args += ["--ro-bind", str(launcher_path), "/.launcher.sh"]
+    for bind in binds:
+        args += ["--ro-bind", str(bind.host), bind.sandbox]
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": SCRATCH_MOUNT,
@@ -336,6 +360,7 @@ def build_bwrap_args(spec: SandboxSpec, launcher_path: Path, *, supervised: bool
     command = list(spec.command)
     if supervised:
         command = [spec.supervisor_python, "-I", "-S", "-c", SUPERVISOR, *command]
+    command = [*prefix, *command]
     args += ["--chdir", spec.workdir, "/bin/sh", "/.launcher.sh", *command]
     return args
 
@@ -366,6 +391,17 @@ def _launcher_file(as_root: bool, supervised: bool = False) -> Path:
 
 
 # ---------------------------------------------------------------- running
+
+
+def _installer_python(spec: SandboxSpec) -> str | None:
+    """A Python the sandbox can run the seccomp installer with: the job's own (already in the page
+    cache), the runner's, or the system's, whichever is visible inside the sandbox."""
+    visible = [Path("/usr"), *spec.runtime_paths]
+    for python in (spec.supervisor_python, sys.executable, "/usr/bin/python3"):
+        usable = python and os.path.isabs(python) and os.access(python, os.X_OK)
+        if usable and any(Path(python).is_relative_to(root) for root in visible):
+            return python
+    return None
 
 
 def _preexec(
@@ -402,10 +438,30 @@ class SandboxProcess:
         # Root hosts measure with cgroups or not at all: a supervisor there would run as the
         # command's uid, and figures it reports could be forged by the command.
         self._supervised = bool(spec.supervisor_python) and not as_root
+        self._watch: seccomp.PrivilegedCallWatch | None = None
+        self._unobserved_why = ""
+        prefix: list[str] = []
+        binds: list[Mount] = []
         try:
             launcher = _launcher_file(as_root, self._supervised)
-            args = build_bwrap_args(spec, launcher, supervised=self._supervised)
+            if spec.observe_privileged_calls:
+                arch, compiled = seccomp.machine(), seccomp.installer_binary()
+                python = None if compiled else _installer_python(spec)
+                if arch is None:
+                    self._unobserved_why = f"not supported on this architecture ({os.uname().machine})"
+                elif compiled is None and python is None:
+                    self._unobserved_why = (
+                        "no C compiler, and no Python visible inside the sandbox, to install the filter"
+                    )
+                else:
+                    self._watch = seccomp.PrivilegedCallWatch(arch)
+                    prefix = seccomp.installer_command(arch, python, compiled=compiled is not None)
+                    if compiled is not None:
+                        binds.append(Mount(compiled, seccomp.INSTALLER_MOUNT))
+            args = build_bwrap_args(spec, launcher, supervised=self._supervised, prefix=prefix, binds=binds)
         except BaseException:
+            if self._watch is not None:
+                self._watch.close()
             self._cgroups.remove()
             raise
         self._report_read, report_write = os.pipe()
@@ -429,7 +485,7 @@ class SandboxProcess:
                 stdin=subprocess.PIPE if stream else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(3, 4, 5),
+                pass_fds=(3, 4, 5, seccomp.CHANNEL_FD) if self._watch else (3, 4, 5),
                 preexec_fn=_preexec_with_fds(
                     _preexec(
                         spec.limits, self._cgroups.procs_files(), self._cgroups.has_memory, self._cgroups.has_pids
@@ -437,17 +493,22 @@ class SandboxProcess:
                     report_write,
                     tar_write,
                     info_write,
+                    self._watch.sandbox_fd() if self._watch else None,
                 ),
                 close_fds=True,
             )
         except Exception as error:
             for fd in (report_write, tar_write, info_write, self._report_read, self._tar_read, self._info_read):
                 os.close(fd)
+            if self._watch is not None:
+                self._watch.close()
             self._cgroups.kill_all()
             self._cgroups.remove()
             raise SandboxError(f"cannot start the sandbox: {error}") from error
         for fd in (report_write, tar_write, info_write):
             os.close(fd)
+        if self._watch is not None:
+            self._watch.started()
         assert self._process.stderr is not None and self._process.stdout is not None
         sinks = [
             _Sink(self._process.stderr.fileno(), self._stderr_chunks, limit=MAX_CAPTURED_LOG_BYTES),
@@ -499,8 +560,12 @@ class SandboxProcess:
         leftover_in_cgroup = self._cgroups.kill_all()
         for reader in self._readers:
             reader.join(timeout=5)
+        calls = self._privileged_calls()
         if self._ready_at and self._ended_at and not self.stream:
-            wall = self._ended_at[0] - self._ready_at[0]
+            # From the command's exec where the installer marked it: the installer's own start is
+            # the sandbox's cost, not the command's.
+            started = calls.exec_at if calls.exec_at is not None else self._ready_at[0]
+            wall = self._ended_at[0] - started
         stdout = b"".join(self._stdout_chunks)  # stream mode: the protocol already consumed stdout
         report = b"".join(self._report_chunks).decode("utf-8", "replace")
         leftover, blocked, network_attempts = _parse_launcher_report(report)
@@ -517,6 +582,10 @@ class SandboxProcess:
             limit_broken = self._limit_from_evidence(exit_code)
         if limit_broken is not None:
             blocked.append(f"limit enforced: {limit_broken}")
+        if calls.total:
+            blocked.append(f"privileged calls: {calls.total} system call(s) refused with EPERM")
+        if not calls.observed:
+            blocked.append(f"privileged calls: not observed in this run ({calls.problem})")
         outcome = RunOutcome(
             exit_code=exit_code,
             wall_seconds=wall,
@@ -530,12 +599,25 @@ class SandboxProcess:
             leftover_processes=leftover,
             violations={
                 category: count
-                for category, count in (("network", network_attempts), ("leftover_processes", leftover))
+                for category, count in (
+                    ("network", network_attempts),
+                    ("leftover_processes", leftover),
+                    (seccomp.CATEGORY, calls.total),
+                )
                 if count
             },
+            privileged_calls=calls.counts,
+            unobserved=[] if calls.observed else [seccomp.CATEGORY],
         )
         self._close()
         return outcome
+
+    def _privileged_calls(self) -> seccomp.PrivilegedCalls:
+        if self._watch is None:
+            why = self._unobserved_why or "the sandbox was asked not to observe them"
+            return seccomp.PrivilegedCalls(observed=False, problem=why)
+        calls, self._watch = self._watch.finish(), None
+        return calls
 
     def _cpu_seconds(self) -> float | None:
         measured = self._cgroups.cpu_seconds()
@@ -623,6 +705,9 @@ class SandboxProcess:
                 os.close(fd)
             except OSError:
                 pass
+        if self._watch is not None:
+            self._watch.finish()
+            self._watch = None
         self._cgroups.remove()
         _orphans_reap()
 
@@ -639,12 +724,15 @@ class SandboxProcess:
                 self._close()
 
 
-def _preexec_with_fds(inner: Callable[[], None], report_fd: int, tar_fd: int, info_fd: int) -> Callable[[], None]:
+def _preexec_with_fds(
+    inner: Callable[[], None], report_fd: int, tar_fd: int, info_fd: int, channel_fd: int | None = None
+) -> Callable[[], None]:
     def setup() -> None:
         # Put the pipes at the fixed numbers the launcher and bwrap use (via high numbers, so that
-        # one cannot overwrite another); Popen keeps 3, 4 and 5 open because they are pass_fds.
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 200) for fd in (report_fd, tar_fd, info_fd)]
-        for target, fd in zip((3, 4, 5), high):
+        # one cannot overwrite another); Popen keeps 3, 4, 5 (and 6) open because they are pass_fds.
+        sources = (report_fd, tar_fd, info_fd) if channel_fd is None else (report_fd, tar_fd, info_fd, channel_fd)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 200) for fd in sources]
+        for target, fd in zip((3, 4, 5, seccomp.CHANNEL_FD), high):
             os.dup2(fd, target)
         for fd in high:
             os.close(fd)

@@ -46,6 +46,7 @@ SANDBOX_POLICY = [
     "network: no network interfaces except an isolated loopback (new network namespace)",
     "filesystem: only the runtime, the implementation (read-only) and size-capped scratch are visible",
     "processes: new PID namespace; every process is killed when the run ends",
+    "system calls: namespace, mount, identity, tracing and kernel-interface calls refused (EPERM) and counted",
     "privileges: unprivileged uid 65534, no capabilities, no_new_privs",
 ]
 # Without root (an engineer's own machine) the code runs as the invoking user inside a user namespace,

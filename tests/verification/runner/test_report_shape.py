@@ -48,7 +48,7 @@ def test_calibration_and_error_reports_have_the_shape_the_platform_accepts(
 def test_a_violating_candidates_report_has_the_shape_and_a_bad_violation_summary_is_refused(
     example_package, candidates, hidden_inputs, criteria
 ):
-    criteria["sandbox_policy"] = {"network": "report", "leftover_processes": "report"}
+    criteria["sandbox_policy"] = {"network": "report", "leftover_processes": "report", "privileged_call": "report"}
     report = run_verification(
         example_package,
         candidates / "cheater",

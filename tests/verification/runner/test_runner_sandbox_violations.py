@@ -84,17 +84,32 @@ def test_the_example_cheater_fails_by_default_with_signed_categories(
     )
     data = json.loads(report.to_json())
     assert (data["decision"], data["reason_code"]) == ("FAIL", "sandbox_violation")
-    assert data["reason"].startswith("sandbox_violation: ") and "network, leftover_processes" in data["reason"]
+    assert (
+        data["reason"].startswith("sandbox_violation: ")
+        and "(network, leftover_processes, privileged_call)" in data["reason"]
+    )
     assert data["payout_fraction"] == 0.0
     observed = {(o["role"], o["category"]): o for o in data["sandbox_violations"]["observed"]}
-    assert set(observed) == {("candidate", "network"), ("candidate", "leftover_processes")}
+    assert set(observed) == {
+        ("candidate", "network"),
+        ("candidate", "leftover_processes"),
+        ("candidate", "privileged_call"),
+    }
     assert all(o["action"] == "fail" and o["runs"] == 1 and o["events"] >= 1 for o in observed.values())
     # It stopped at its first run (the warm-up): nothing of the hidden inputs was ever sent to it.
     assert [m["phase"] for m in data["measurements"] if m["role"] == "candidate"] == ["warmup"]
     payload = verify_certificate(data["certificate"], key.public_key(), report=data)
     assert payload["reason_code"] == "sandbox_violation"
-    assert payload["criteria_spec"]["sandbox_policy"] == {"network": "fail", "leftover_processes": "fail"}
-    assert {o["category"] for o in payload["sandbox_violations"]["observed"]} == {"network", "leftover_processes"}
+    assert payload["criteria_spec"]["sandbox_policy"] == {
+        "network": "fail",
+        "leftover_processes": "fail",
+        "privileged_call": "fail",
+    }
+    assert {o["category"] for o in payload["sandbox_violations"]["observed"]} == {
+        "network",
+        "leftover_processes",
+        "privileged_call",
+    }
     assert processes_matching("while True: time.sleep(0.1)") == []
 
 
@@ -142,7 +157,11 @@ def test_report_lets_an_otherwise_good_candidate_pass_and_still_counts(
         "events": len(measured),  # one attempt a run
     }
     payload = verify_certificate(data["certificate"], key.public_key(), report=data)
-    assert payload["criteria_spec"]["sandbox_policy"] == {"network": "report", "leftover_processes": "fail"}
+    assert payload["criteria_spec"]["sandbox_policy"] == {
+        "network": "report",
+        "leftover_processes": "fail",
+        "privileged_call": "fail",
+    }
     signed = {o["inputs"]: o for o in payload["sandbox_violations"]["observed"]}
     # A count of attempts in runs on hidden inputs is the candidate's to choose: signed as runs only.
     assert "events" not in signed["hidden"] and signed["hidden"]["runs"] == len(measured)
@@ -165,7 +184,11 @@ def test_the_policy_is_validated(criteria, policy, field):
 
 
 def test_no_policy_fails_every_category(criteria):
-    assert Criteria.from_dict(criteria).to_dict()["sandbox_policy"] == {"network": "fail", "leftover_processes": "fail"}
+    assert Criteria.from_dict(criteria).to_dict()["sandbox_policy"] == {
+        "network": "fail",
+        "leftover_processes": "fail",
+        "privileged_call": "fail",
+    }
 
 
 def test_calibration_of_a_violating_baseline_measures_and_flags_it(tmp_path, example_package, hidden_inputs, criteria):

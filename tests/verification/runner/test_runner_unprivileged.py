@@ -133,6 +133,8 @@ while time.process_time() - start < 0.3:
     pass
 block = bytearray(b"x" * (120 * 1024 * 1024))
 time.sleep(0.3)
+import ctypes
+print(ctypes.CDLL(None).unshare(0x10000000))  # CLONE_NEWUSER: refused and counted without root too
 print(os.getuid() == int(os.environ["EXPECTED_UID"]))
 """
 
@@ -148,7 +150,8 @@ with sb.SandboxProcess(spec) as process:
     outcome = process.finish()
 print(json.dumps({"exit": outcome.exit_code, "cpu": outcome.cpu_seconds, "peak": outcome.peak_memory_bytes,
                   "stdout": outcome.stdout.decode(), "leftover": outcome.leftover_processes,
-                  "blocked": outcome.blocked}))
+                  "blocked": outcome.blocked, "violations": outcome.violations,
+                  "privileged_calls": outcome.privileged_calls, "unobserved": outcome.unobserved}))
 """
 
 
@@ -163,7 +166,9 @@ def test_the_sandbox_holds_and_measures_without_root(laptop):
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["exit"] == 0
-    assert outcome["stdout"].split() == ["report", "fd", "closed", "network", "blocked", "True"]
+    assert outcome["stdout"].split() == ["report", "fd", "closed", "network", "blocked", "-1", "True"]
+    assert outcome["privileged_calls"] == {"unshare": 1} and outcome["unobserved"] == []
+    assert outcome["violations"]["privileged_call"] == 1
     assert outcome["leftover"] == 1 and any("still running" in line for line in outcome["blocked"])
     assert 0.55 <= outcome["cpu"] < 5  # the command's own CPU and its ended orphan's
     assert outcome["peak"] >= 120 * 2**20

@@ -96,10 +96,13 @@ def test_cheater_is_contained_and_its_attempts_are_reported(example_package, can
     assert (report.decision, report.reason_code) == ("FAIL", "sandbox_violation")
     blocked = {(b["role"], b["action"].split(":")[0]) for b in report.blocked_actions}
     assert ("candidate", "network") in blocked
+    assert ("candidate", "privileged calls") in blocked
     assert any(b["role"] == "candidate" and "still running" in b["action"] for b in report.blocked_actions)
     assert not any(b["role"] == "baseline" for b in report.blocked_actions)
     stderr = next(log["stderr"] for log in report.logs if log["role"] == "candidate")
     assert "cheater: network blocked" in stderr
+    assert "cheater: setuid(0) refused: Operation not permitted" in stderr
+    assert "cheater: unshare(CLONE_NEWUSER) refused: Operation not permitted" in stderr
     assert "cheater: cannot read /work/main/examples/mlp/package/implementation/serve.py" in stderr
     assert "cheater: read " not in stderr
     assert processes_matching("while True: time.sleep(0.1)") == []

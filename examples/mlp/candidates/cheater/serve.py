@@ -1,8 +1,10 @@
 """Cheater: fast and correct, but also tries to escape its sandbox. Every attempt is written to
-stderr so the runner's report (and the tests) can show it was blocked. Its network attempt and the
-process it leaves running are sandbox violations: by default the verification FAILs with
-``sandbox_violation`` at its first run (its host-path reads are refused but not observable)."""
+stderr so the runner's report (and the tests) can show it was blocked. Its network attempt, its
+privileged calls and the process it leaves running are sandbox violations: by default the
+verification FAILs with ``sandbox_violation`` at its first run (its host-path reads are refused but
+not observable)."""
 
+import ctypes
 import json
 import os
 import socket
@@ -38,6 +40,16 @@ def attempt_escape() -> None:
         sys.stderr.write("cheater: network connection succeeded\n")
     except OSError as error:
         sys.stderr.write(f"cheater: network blocked: {error}\n")
+    # Root, outright or in a new user namespace (whose root could then mount and unshare more).
+    libc = ctypes.CDLL(None, use_errno=True)
+    for call, result in (
+        ("setuid(0)", lambda: libc.setuid(0)),
+        ("unshare(CLONE_NEWUSER)", lambda: libc.unshare(0x10000000)),
+    ):
+        if result() == 0:
+            sys.stderr.write(f"cheater: {call} succeeded\n")
+        else:
+            sys.stderr.write(f"cheater: {call} refused: {os.strerror(ctypes.get_errno())}\n")
     # A background process that would keep running (and stealing CPU) after the run.
     subprocess.Popen(
         [sys.executable, "-c", "import time\nwhile True: time.sleep(0.1)"],
