@@ -8,7 +8,8 @@ machine runs it too (``scripts/gpu_check.sh``). The device nodes are ``VERIFICAT
 else every ``/dev/nvidia*`` character device.
 
 The tests print their figures (runs to decision, per-run cost in and out of the sandbox, A/A noise) and,
-when ``SPEEDPROOF_GPU_FIGURES`` names a file, write them there as JSON, test by test.
+when ``SPEEDPROOF_GPU_FIGURES`` names a file, write them there as JSON, test by test (and each full report
+beside it).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def _record(section: str, figures: dict[str, object]) -> None:
     target = os.environ.get("SPEEDPROOF_GPU_FIGURES")
     if target:
         Path(target).write_text(json.dumps(FIGURES, indent=2, sort_keys=True) + "\n")
+
+
+def _keep_report(name: str, report_dict: dict) -> None:
+    """The whole report beside the figures file, when there is one (for the record of a GPU check)."""
+    target = os.environ.get("SPEEDPROOF_GPU_FIGURES")
+    if target:
+        (Path(target).parent / name).write_text(json.dumps(report_dict, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def _device_nodes() -> list[str]:
@@ -161,6 +169,7 @@ def test_fused_bf16_attention_passes_against_the_float32_baseline(gpu_host, pack
     )
     elapsed = time.perf_counter() - started
     result = report.to_dict()
+    _keep_report("gpu_verification_report.json", result)
     speedup = next(c for c in result["criteria"] if c["criterion"]["metric"] == "wall_time")
     measured = [m for m in result["measurements"] if m["phase"] == "measure"]
     _record(
@@ -258,6 +267,7 @@ def test_calibration_noise_and_the_sandbox_cost_per_run(gpu_host, package, hidde
     calibration = calibrate(package, hidden_inputs, CRITERIA, pairs=AA_PAIRS, seed=SEED, **_runner_kwargs(gpu_host))
     aa_seconds = time.perf_counter() - started
     aa = calibration.report.to_dict()
+    _keep_report("gpu_calibration_report.json", aa)
     assert aa["decision"] != "ERROR", _failure(aa)
     wall = next(c for c in calibration.criteria if c["metric"] == "wall_time")
     sandboxed_latencies = [
