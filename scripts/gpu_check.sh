@@ -199,7 +199,7 @@ section "tests"
 ini=$(mktemp /tmp/speedproof-gpu-pytest.XXXXXX.ini)
 printf '[pytest]\nmarkers =\n    gpu: GPU\n    sandbox: sandboxes\n' >"$ini"
 SPEEDPROOF_GPU_FIGURES="$OUT/gpu_figures.json" timeout "${SPEEDPROOF_GPU_TEST_TIMEOUT:-900}" \
-    "$PY" -m pytest -c "$ini" --rootdir . --noconftest -p no:cacheprovider -s -v -rA \
+    "$PY" -m pytest -c "$ini" --rootdir . --noconftest -p no:cacheprovider -m gpu -s -v -rA \
     tests/verification/runner/test_gpu_example.py
 status=$?
 section "done: tests exited $status"

@@ -7,7 +7,12 @@ every test here is skipped, and nothing here imports torch. Plain runner, no dat
 machine runs it too (``scripts/gpu_check.sh``). The device nodes are ``VERIFICATION_DEVICES`` when set,
 else every ``/dev/nvidia*`` character device.
 
-The tests print their figures (runs to decision, per-run cost in and out of the sandbox, A/A noise) and,
+Without a GPU, the CPU tests at the end run the same package and candidate through real sandboxes with
+a numpy stand-in for torch (``numpy_torch/``) copied beside each implementation, and another host device
+node bound in place of /dev/nvidia*: the servers, their protocol, the correctness rule and the device
+binding are checked on every machine, the speed only on a GPU.
+
+The GPU tests print their figures (runs to decision, per-run cost in and out of the sandbox, A/A noise) and,
 when ``SPEEDPROOF_GPU_FIGURES`` names a file, write them there as JSON, test by test (and each full report
 beside it).
 """
@@ -50,7 +55,11 @@ SEED = 20261204
 MEMORY_MB = os.environ.get("SPEEDPROOF_GPU_MEMORY_MB")
 EXTRA_PATHS = [Path(p) for p in os.environ.get("SPEEDPROOF_GPU_EXTRA_PATHS", "").split(":") if p]
 
-pytestmark = [pytest.mark.gpu, pytest.mark.sandbox]
+NUMPY_TORCH = Path(__file__).parent / "numpy_torch" / "torch"
+# Character devices the CPU tests bind in place of /dev/nvidia*: the first one this host has.
+STAND_IN_DEVICES = ("/dev/loop-control", "/dev/fuse", "/dev/kmsg")
+
+pytestmark = pytest.mark.sandbox
 
 FIGURES: dict[str, object] = {}
 
@@ -162,6 +171,7 @@ def _per_run_seconds(report_dict: dict) -> dict[str, float | None]:
     }
 
 
+@pytest.mark.gpu
 def test_fused_bf16_attention_passes_against_the_float32_baseline(gpu_host, package, hidden_inputs):
     started = time.perf_counter()
     report = run_verification(
@@ -262,6 +272,7 @@ def _worst_difference(expected: list, actual: list, rtol: float, atol: float) ->
     return largest, all(abs(a - e) <= atol + rtol * abs(e) for e, a in pairs)
 
 
+@pytest.mark.gpu
 def test_calibration_noise_and_the_sandbox_cost_per_run(gpu_host, package, hidden_inputs, tmp_path):
     started = time.perf_counter()
     calibration = calibrate(package, hidden_inputs, CRITERIA, pairs=AA_PAIRS, seed=SEED, **_runner_kwargs(gpu_host))
@@ -315,3 +326,73 @@ def test_calibration_noise_and_the_sandbox_cost_per_run(gpu_host, package, hidde
     )
     assert all(within for _, within in differences), "the fused attention is outside the job's tolerance"
     assert 0 < wall["run_to_run_cv"] < 0.5
+
+
+# ---------------------------------------------------------------- without a GPU: the plumbing
+
+
+@pytest.fixture
+def stand_in_device() -> str:
+    for node in STAND_IN_DEVICES:
+        if Path(node).exists() and stat.S_ISCHR(Path(node).stat().st_mode):
+            return node
+    pytest.skip(f"none of {STAND_IN_DEVICES} exists here to bind in place of a GPU")
+
+
+def _with_numpy_torch(source: Path, target: Path, replace: tuple[str, str] | None = None) -> Path:
+    """A copy of an implementation with the numpy stand-in for torch beside its server."""
+    shutil.copytree(source, target)
+    shutil.copytree(
+        NUMPY_TORCH, target / "implementation" / "torch" if (target / "implementation").is_dir() else target / "torch"
+    )
+    if replace is not None:
+        serve = target / "serve.py"
+        text = serve.read_text()
+        assert replace[0] in text
+        serve.write_text(text.replace(*replace))
+    return target
+
+
+def test_the_example_runs_in_sandboxes_with_a_device_bound_and_meets_its_tolerance(
+    hidden_inputs, stand_in_device, tmp_path
+):
+    package = _with_numpy_torch(PACKAGE, tmp_path / "package")
+    candidate = _with_numpy_torch(CANDIDATE, tmp_path / "candidate")
+    report = run_verification(
+        package, candidate, hidden_inputs, CRITERIA, budget=4, seed=SEED, devices=[stand_in_device]
+    )
+    result = report.to_dict()
+    # Four pairs decide no PASS; the speed of numpy says nothing about the GPU anyway.
+    assert result["decision"] in ("FAIL", "INCONCLUSIVE"), _failure(result)
+    assert all(m["exit_code"] == 0 and m["error"] is None for m in result["measurements"])
+    assert result["correctness"]["passed"] and result["correctness"]["first_differences"] == []
+    repeat_fraction = load_manifest(PACKAGE).repeat_fraction  # each run repeats a share of its requests
+    public_requests, hidden_requests = (n + round(n * repeat_fraction) for n in (4, 8))
+    assert result["correctness"]["outputs_compared"] == public_requests + 4 * hidden_requests
+
+
+def test_without_the_device_nodes_the_baseline_cannot_start_and_the_verification_is_an_error(
+    hidden_inputs, stand_in_device, tmp_path
+):
+    package = _with_numpy_torch(PACKAGE, tmp_path / "package")
+    candidate = _with_numpy_torch(CANDIDATE, tmp_path / "candidate")
+    report = run_verification(package, candidate, hidden_inputs, CRITERIA, budget=4, seed=SEED)
+    assert report.decision == "ERROR"
+    assert report.reason == (
+        "the baseline failed in warm-up on the public inputs: the implementation exited before announcing it was ready"
+    )
+
+
+def test_a_candidate_that_skips_the_attention_scale_fails_on_correctness(hidden_inputs, stand_in_device, tmp_path):
+    package = _with_numpy_torch(PACKAGE, tmp_path / "package")
+    unscaled = _with_numpy_torch(
+        CANDIDATE,
+        tmp_path / "unscaled",
+        replace=("F.scaled_dot_product_attention(*half)", "F.scaled_dot_product_attention(half[0] * 8.0, *half[1:])"),
+    )
+    report = run_verification(
+        package, unscaled, hidden_inputs, CRITERIA, budget=4, seed=SEED, devices=[stand_in_device]
+    )
+    result = report.to_dict()
+    assert result["decision"] == "FAIL", _failure(result)
+    assert result["correctness"]["mismatched_outputs"] > 0
