@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[3]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from verification.runner import calibrate, run_verification  # noqa: E402
+from verification.runner import calibrate, cli, run_verification  # noqa: E402
 from verification.runner.manifest import load_manifest  # noqa: E402
 from verification.runner.sandbox import runtime_paths_of  # noqa: E402
 
@@ -396,3 +396,20 @@ def test_a_candidate_that_skips_the_attention_scale_fails_on_correctness(hidden_
     result = report.to_dict()
     assert result["decision"] == "FAIL", _failure(result)
     assert result["correctness"]["mismatched_outputs"] > 0
+
+
+def test_speedproof_check_binds_the_device_nodes_named_with_device(hidden_inputs, stand_in_device, tmp_path):
+    package = _with_numpy_torch(PACKAGE, tmp_path / "package")
+    candidate = _with_numpy_torch(CANDIDATE, tmp_path / "candidate")
+    argv = [
+        "check",
+        *("--package", str(package), "--candidate", str(candidate), "--inputs", str(hidden_inputs)),
+        *("--criteria", str(EXAMPLE / "criteria.json"), "--budget", "4", "--seed", str(SEED), "--quiet"),
+    ]
+    bound = cli.main([*argv, "--report", str(tmp_path / "bound.json"), "--device", stand_in_device])
+    unbound = cli.main([*argv, "--report", str(tmp_path / "unbound.json")])
+    report = json.loads((tmp_path / "bound.json").read_text())
+    assert bound in (1, 2), _failure(report)  # FAIL or INCONCLUSIVE: measured, not an error
+    assert report["correctness"]["passed"]
+    assert unbound == 3
+    assert json.loads((tmp_path / "unbound.json").read_text())["decision"] == "ERROR"
