@@ -1,8 +1,8 @@
 """Candidate: PyTorch's fused attention (torch.nn.functional.scaled_dot_product_attention) in bfloat16.
 
 The fused kernel (FlashAttention or cuDNN's, whichever PyTorch picks for the GPU) never writes the score
-matrix to memory and runs on the tensor cores; it accumulates in float32, so the bfloat16 inputs cost
-about 1e-4 relative in the block energies, well inside the job's tolerance (rtol 1e-2)."""
+matrix to memory and runs on the tensor cores; it accumulates in float32, so what differs from the
+baseline is the rounding of the inputs to bfloat16, which the job's tolerance (rtol 1e-2) allows for."""
 
 import json
 import sys
