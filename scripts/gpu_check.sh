@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The GPU path, checked on a GPU host as root: prints the machine (nvidia-smi, Python, torch, device
-# nodes, driver libraries, cgroups), prepares what a verification host needs (bubblewrap, the driver's
-# libraries in the loader cache, device nodes the sandbox's uid can open, cgroup v1 controllers where the
-# kernel has them), starts one sandbox that imports torch on the GPU, then runs
+# nodes, driver libraries, cgroups), says what a verification host still lacks and, with
+# SPEEDPROOF_GPU_PREPARE=1, changes the host to provide it (device nodes the sandbox's uid can open, the
+# driver's libraries in the loader cache, cgroup v1 controllers where the kernel has them), starts one
+# sandbox that imports torch on the GPU, then runs
 # tests/verification/runner/test_gpu_example.py (A/A calibration and a verification of the example GPU
 # job) and writes its figures to $OUT/gpu_figures.json and everything printed to $OUT/log.txt.
 #
 #   sudo OUT=/tmp/gpu-check scripts/gpu_check.sh
+#   sudo SPEEDPROOF_GPU_PREPARE=1 OUT=/tmp/gpu-check scripts/gpu_check.sh   # a fresh machine
 #
 # Settings (environment): VERIFICATION_PYTHON (the job's Python, with torch; default python3),
 # VERIFICATION_DEVICES (comma-separated device nodes; default every /dev/nvidia* character device),
+# SPEEDPROOF_GPU_PREPARE (1: change the host where it lacks something, as above),
 # SPEEDPROOF_GPU_DEBS (a folder of .deb files with bubblewrap, unpacked when bwrap is missing),
 # SPEEDPROOF_GPU_WHEELS (a folder of wheels installed when the runner's packages are missing),
 # SPEEDPROOF_GPU_TEST_TIMEOUT (seconds for the tests; default 900), and the test's own
@@ -24,6 +27,10 @@ export PYTHONUNBUFFERED=1
 PY="${VERIFICATION_PYTHON:-python3}"
 section() { echo; echo "== $* ($(date -u +%H:%M:%S))"; }
 give_up() { echo "GPU CHECK FAILED: $*"; exit 2; }
+# Runs a command that changes the host only with SPEEDPROOF_GPU_PREPARE=1; else says what it would do.
+prepare() {
+    if [ "${SPEEDPROOF_GPU_PREPARE:-0}" = 1 ]; then "$@"; else echo "NOT DONE (set SPEEDPROOF_GPU_PREPARE=1): $*"; false; fi
+}
 
 section "GPU"
 command -v nvidia-smi >/dev/null || give_up "nvidia-smi not found: no NVIDIA driver on this host, nothing to check"
@@ -54,8 +61,8 @@ section "device nodes"
 ls -la /dev/nvidia* 2>&1
 for node in /dev/nvidia*; do
     if [ -c "$node" ] && [ "$(stat -c %a "$node")" != 666 ]; then
-        echo "chmod 0666 $node (the sandbox's uid 65534 must open it)"
-        chmod 0666 "$node"
+        echo "$node is mode $(stat -c %a "$node"): the sandbox's uid 65534 must open it"
+        prepare chmod 0666 "$node"
     fi
 done
 
@@ -65,8 +72,7 @@ if ! ldconfig -p | grep -q 'libcuda\.so\.1'; then
     [ -n "$found" ] || give_up "libcuda.so.1 not found"
     echo "libcuda.so.1 is in $(dirname "$found"), not in the loader cache the sandbox uses: adding it"
     case "$found" in /usr/*) ;; *) echo "WARNING: $found is outside /usr, which the sandbox does not bind";; esac
-    dirname "$found" >/etc/ld.so.conf.d/zz-speedproof-gpu.conf
-    ldconfig
+    prepare sh -c "dirname '$found' >/etc/ld.so.conf.d/zz-speedproof-gpu.conf && ldconfig"
 fi
 ldconfig -p | grep -E 'libcuda\.so|libnvidia-ml\.so' | head -4
 
@@ -99,12 +105,11 @@ for controller in memory pids cpuacct; do
     [ -d "/sys/fs/cgroup/$controller" ] && continue
     # The runner uses cgroup v1 controllers (memory cap and peak, process count, CPU time); a kernel
     # built with them can mount one beside cgroup2 while cgroup2 does not use that controller.
-    mkdir -p "/sys/fs/cgroup/$controller" 2>/dev/null
-    if mount -t cgroup -o "$controller" "speedproof-$controller" "/sys/fs/cgroup/$controller" 2>&1; then
+    if prepare sh -c "mkdir -p /sys/fs/cgroup/$controller && mount -t cgroup -o $controller speedproof-$controller /sys/fs/cgroup/$controller"; then
         echo "mounted the cgroup v1 $controller controller"
     else
         rmdir "/sys/fs/cgroup/$controller" 2>/dev/null
-        echo "no cgroup v1 $controller controller here: the runner falls back to rlimits"
+        echo "no cgroup v1 $controller controller mounted: the runner falls back to rlimits"
     fi
 done
 
