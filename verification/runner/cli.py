@@ -1,9 +1,9 @@
 """Command line for engineers and operators: exactly the decision code the platform runs.
 
     speedproof check --package P --candidate C [--inputs I] [--criteria F] --report out.json
-        [--plot out.png] [--budget 40] [--seed N] [--signing-key key.pem] [--python PATH]
+        [--plot out.png] [--budget 40] [--seed N] [--signing-key key.pem] [--python PATH] [--device /dev/nvidia0 ...]
     speedproof verify-certificate FILE --public-key K [--report report.json]
-    speedproof calibrate --package P [--inputs I] [--criteria F] [--pairs 12] [--python PATH]
+    speedproof calibrate --package P [--inputs I] [--criteria F] [--pairs 12] [--python PATH] [--device ...]
     speedproof keygen --private-key key.pem --public-key key.pub.pem
 
 (``python -m verification.runner`` is the same command inside the platform's repository.)
@@ -26,6 +26,7 @@ from .sandbox import runtime_paths_of
 
 EXIT_ERROR = 3
 PYTHON_HELP = "the Python that runs a command starting with `python` (default: the verifier's own)"
+DEVICE_HELP = "a device node to bind into every sandbox, e.g. /dev/nvidia0 (repeat it for each node a GPU job needs)"
 
 
 def _criteria(path: Path | None, package: Path) -> dict:
@@ -51,11 +52,13 @@ def _progress(update: session.Progress) -> None:
     sys.stderr.flush()
 
 
-def _runtime(python: str | None) -> dict:
-    """The job's Python, when it is not the verifier's own interpreter, and its environment to bind."""
-    if python is None:
-        return {}
-    return {"python_executable": python, "runtime_paths": runtime_paths_of(python)}
+def _runtime(python: str | None, devices: Sequence[str]) -> dict:
+    """The job's Python, when it is not the verifier's own interpreter, and its environment to bind;
+    the device nodes (a GPU's) to bind into every sandbox."""
+    runtime: dict = {"devices": tuple(devices)}
+    if python is not None:
+        runtime.update(python_executable=python, runtime_paths=runtime_paths_of(python))
+    return runtime
 
 
 def check(args: argparse.Namespace) -> int:
@@ -71,7 +74,7 @@ def check(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         signing_key=key,
         progress=None if args.quiet else _progress,
-        **_runtime(args.python),
+        **_runtime(args.python, args.device),
     )
     report.write(args.report)
     if args.plot is not None:
@@ -126,7 +129,7 @@ def calibrate(args: argparse.Namespace) -> int:
         budget=args.budget,
         seed=args.seed,
         progress=None if args.quiet else _progress,
-        **_runtime(args.python),
+        **_runtime(args.python, args.device),
     )
     print(json.dumps(result.to_dict(), indent=2))
     return 0 if result.report.decision != "ERROR" else EXIT_ERROR
@@ -160,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--signing-key", type=Path, help="Ed25519 private key (PEM) to certify the report")
     c.add_argument("--quiet", action="store_true")
     c.add_argument("--python", help=PYTHON_HELP)
+    c.add_argument("--device", action="append", default=[], help=DEVICE_HELP)
     c.set_defaults(handler=check)
 
     v = commands.add_parser("verify-certificate", help="check a certificate (or a report carrying one)")
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int)
     a.add_argument("--quiet", action="store_true")
     a.add_argument("--python", help=PYTHON_HELP)
+    a.add_argument("--device", action="append", default=[], help=DEVICE_HELP)
     a.set_defaults(handler=calibrate)
 
     k = commands.add_parser("keygen", help="make an Ed25519 key pair for certificates")
