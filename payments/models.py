@@ -166,6 +166,12 @@ class LedgerAccount(models.TextChoices):
     CHARGEBACKS = "chargebacks", "Returned to company by chargeback"
     DISPUTE_LOSS = "dispute_loss", "Dispute losses (platform)"
     PLATFORM_CASH = "platform_cash", "Platform funds (external)"
+    # Stripe's fees on the escrow's charges, refunds, transfers and disputes: a platform expense paid from
+    # platform_cash, booked in the balance transaction's currency (see payments/README.md, "Fees").
+    STRIPE_FEES = "stripe_fees", "Stripe fees (platform expense)"
+    # The processing fee kept back from a refund under REFUND_FEE_POLICY=company_bears: held money the company
+    # does not get back, which pays for the Stripe fee the platform already booked.
+    STRIPE_FEES_RECOVERED = "stripe_fees_recovered", "Processing fee withheld from a refund"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -205,6 +211,8 @@ class LedgerTransaction(AppendOnlyModel):
 
     class Meta:
         ordering = ["id"]
+        # The monthly report reads transactions by booking month.
+        indexes = [models.Index(fields=["created_at"], name="ledger_txn_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.idempotency_key}"
