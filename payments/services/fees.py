@@ -94,6 +94,11 @@ def _fee_key(balance_transaction_id: str) -> str:
 
 def escrow_fees_record(*, escrow_id: int, balance_transactions: list[BalanceTransaction]) -> int:
     """Book the fee of each balance transaction once (escrow row locked); returns how many were new."""
+    due = {_fee_key(bt.id) for bt in balance_transactions if bt.fee}
+    if not due - set(
+        LedgerTransaction.objects.filter(idempotency_key__in=due).values_list("idempotency_key", flat=True)
+    ):
+        return 0  # all booked already: the hourly sweep takes no row lock for nothing
     booked = 0
     with transaction.atomic():
         escrow = _lock(escrow_id)
