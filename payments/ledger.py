@@ -28,7 +28,7 @@ A = LedgerAccount
 
 def ledger_post(
     *,
-    escrow: Escrow,
+    escrow: Escrow | None,
     idempotency_key: str,
     kind: str,
     lines: Iterable[tuple[str, int]],
@@ -39,7 +39,10 @@ def ledger_post(
 ) -> tuple[LedgerTransaction, bool]:
     """Book one balanced transaction once; a second call with the same key returns the first one, unchanged.
 
-    `currency` defaults to the escrow's; fee transactions pass their balance transaction's currency."""
+    `currency` defaults to the escrow's; fee transactions pass their balance transaction's currency. Without an
+    escrow (a platform-level fee) the currency is required."""
+    if escrow is None and not currency:
+        raise ValueError(f"A platform-level ledger transaction needs a currency: {idempotency_key}")
     lines = [(account, amount) for account, amount in lines if amount]
     if sum(amount for _, amount in lines) != 0:
         raise ValueError(f"Unbalanced ledger transaction {idempotency_key}: {lines}")
@@ -123,7 +126,7 @@ def ledger_invariant_violations(*, escrow_ids: Iterable[int] | None = None) -> l
     for row in unbalanced:
         problems.append(f"ledger transaction {row['transaction_id']} does not balance ({row['total']:+d})")
     per_escrow: dict[int, dict[str, int]] = {}
-    rows = LedgerEntry.objects.values("escrow_id", "account").annotate(total=Sum("amount"))
+    rows = LedgerEntry.objects.filter(escrow__isnull=False).values("escrow_id", "account").annotate(total=Sum("amount"))
     if escrow_ids is not None:
         rows = rows.filter(escrow_id__in=escrow_ids)
     for row in rows:
@@ -192,14 +195,21 @@ def _fee_violations(escrow_ids: list[int] | None) -> list[str]:
     for transaction_id in sorted(set(stray)):
         problems.append(f"fee transaction {transaction_id} moves more than Stripe fees and platform funds")
     foreign = (
-        entries.filter(account__in=ESCROW_MONEY_ACCOUNTS)
+        entries.filter(account__in=ESCROW_MONEY_ACCOUNTS, escrow__isnull=False)
         .exclude(transaction__currency=F("escrow__currency"))
         .values_list("transaction_id", flat=True)
     )
     for transaction_id in sorted(set(foreign)):
         problems.append(f"ledger transaction {transaction_id} moves escrow money in another currency")
+    platform = (
+        entries.filter(escrow__isnull=True)
+        .exclude(account__in=[A.STRIPE_FEES, A.PLATFORM_CASH])
+        .values_list("transaction_id", flat=True)
+    )
+    for transaction_id in sorted(set(platform)):
+        problems.append(f"platform-level transaction {transaction_id} moves more than Stripe fees and platform funds")
     fees = (
-        entries.filter(account__in=[A.STRIPE_FEES, A.STRIPE_FEES_RECOVERED])
+        entries.filter(account__in=[A.STRIPE_FEES, A.STRIPE_FEES_RECOVERED], escrow__isnull=False)
         .values("escrow_id", "escrow__currency", "transaction__currency", "account")
         .annotate(total=Sum("amount"))
     )

@@ -198,9 +198,14 @@ class AppendOnlyModel(models.Model):
 
 
 class LedgerTransaction(AppendOnlyModel):
-    """One balanced money movement. Its idempotency key is unique: the backstop against booking twice."""
+    """One balanced money movement. Its idempotency key is unique: the backstop against booking twice.
 
-    escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="ledger_transactions")
+    Without an escrow: a platform-level movement that belongs to no contract (Stripe's Connect fees, billed monthly).
+    """
+
+    escrow = models.ForeignKey(
+        Escrow, on_delete=models.PROTECT, related_name="ledger_transactions", null=True, blank=True
+    )
     idempotency_key = models.CharField(max_length=160, unique=True)
     kind = models.CharField(max_length=32)
     currency = models.CharField(max_length=3)
@@ -222,7 +227,7 @@ class LedgerEntry(AppendOnlyModel):
     """One line of a transaction: positive amounts are debits, negative credits; a transaction sums to zero."""
 
     transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
-    escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="ledger_entries")
+    escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="ledger_entries", null=True, blank=True)
     account = models.CharField(max_length=24, choices=LedgerAccount.choices)
     amount = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)

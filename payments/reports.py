@@ -21,12 +21,13 @@ from .ledger import A
 from .models import LedgerEntry
 
 TOTAL = "TOTAL"
+PLATFORM = "platform"  # fees billed to the platform that belong to no contract (Connect account and payout fees)
 
 
 @dataclass(frozen=True)
 class MonthReportRow:
     month: str
-    reference: str  # the escrow's reference (e.g. "contract:42"), or TOTAL for a currency's total row
+    reference: str  # the escrow's reference (e.g. "contract:42"), PLATFORM, or TOTAL for a currency's total row
     escrow_id: int | None
     currency: str
     gross_collected: int
@@ -80,7 +81,7 @@ def payments_month_report(*, month: str) -> list[MonthReportRow]:
     report = [
         MonthReportRow(
             month=month,
-            reference=reference,
+            reference=reference or PLATFORM,
             escrow_id=escrow_id,
             currency=currency,
             gross_collected=-balances.get(A.COMPANY_FUNDING, 0),
@@ -92,7 +93,7 @@ def payments_month_report(*, month: str) -> list[MonthReportRow]:
             dispute_loss=balances.get(A.DISPUTE_LOSS, 0),
         )
         for (escrow_id, reference, currency), balances in sorted(
-            sums.items(), key=lambda item: (item[0][2], item[0][0])
+            sums.items(), key=lambda item: (item[0][2], item[0][0] is None, item[0][0] or 0)
         )
     ]
     totals = []

@@ -326,6 +326,11 @@ class PaymentProvider(abc.ABC):
     @abc.abstractmethod
     def balance_get(self) -> ProviderBalance: ...
 
+    @abc.abstractmethod
+    def platform_fee_balance_transactions(self, *, created_gte: int, limit: int) -> list[BalanceTransaction]:
+        """Fees the provider bills the platform separately (type `stripe_fee`: Connect account and payout fees),
+        created at or after `created_gte` (Unix time), newest first, at most `limit`."""
+
     # Disputes and webhooks.
     @abc.abstractmethod
     def dispute_get(self, *, dispute_id: str) -> Dispute:

@@ -809,7 +809,7 @@ class OfflineProvider(PaymentProvider):
             currency=txn["currency"].upper(),
             status="available" if txn["available_on"] <= time.time() else "pending",
             available_on=txn["available_on"],
-            source_id=txn["source"],
+            source_id=txn.get("source"),
             fee_details=tuple(
                 FeeDetail(
                     amount=d["amount"], currency=d["currency"].upper(), type=d["type"], description=d["description"]
@@ -826,6 +826,16 @@ class OfflineProvider(PaymentProvider):
 
     def transfer_balance_transaction(self, *, transfer_id) -> BalanceTransaction | None:
         return self._balance_transaction(self._load(transfer_id, "transfer").get("balance_transaction"))
+
+    def platform_fee_balance_transactions(self, *, created_gte, limit) -> list[BalanceTransaction]:
+        # The offline provider bills no Connect fees unless a test or a demo stores one (type `stripe_fee`).
+        rows = OfflineObject.objects.filter(object_type="balance_transaction").order_by("-id")
+        found = [
+            self._balance_transaction(row.object_id)
+            for row in rows
+            if row.data["type"] == "stripe_fee" and row.data["created"] >= created_gte
+        ]
+        return [bt for bt in found if bt][:limit]
 
     def balance_get(self) -> ProviderBalance:
         available: dict[str, int] = {}

@@ -476,6 +476,20 @@ class StripeProvider(PaymentProvider):
         transfer = _call(lambda: self._client.v1.transfers.retrieve(transfer_id, self._EXPAND))
         return _balance_transaction(_get(transfer, "balance_transaction"))
 
+    def platform_fee_balance_transactions(self, *, created_gte, limit) -> list[BalanceTransaction]:
+        params = {"type": "stripe_fee", "created": {"gte": created_gte}, "limit": min(limit, 100)}
+        page = _call(lambda: self._client.v1.balance_transactions.list(params))
+
+        def first() -> list[Any]:
+            found = []
+            for txn in page.auto_paging_iter():
+                found.append(txn)
+                if len(found) >= limit:
+                    break
+            return found
+
+        return [bt for bt in (_balance_transaction(txn) for txn in _call(first)) if bt]
+
     def balance_get(self) -> ProviderBalance:
         balance = _call(lambda: self._client.v1.balance.retrieve())
         return ProviderBalance(

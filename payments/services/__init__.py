@@ -21,6 +21,7 @@ from .fees import (
     escrow_dispute_fees_book,
     escrow_fees_book,
     escrow_fees_record,
+    platform_fees_book,
     refund_fee_policy,
 )
 from .funding import (
@@ -112,6 +113,7 @@ __all__ = [
     "payment_customer_ensure",
     "payment_operation_execute",
     "payments_reconcile",
+    "platform_fees_book",
     "payout_account_disconnect",
     "payout_account_for_token",
     "payout_account_link_refresh",

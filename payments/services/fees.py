@@ -6,12 +6,15 @@
   ledger key `stripe_fee:<balance transaction id>`. A returned fee (negative) books the other way.
 - A balance transaction the provider has not made yet is booked later: by the next booking call for the escrow or
   by the reconciliation sweep.
+- Fees Stripe bills the platform separately (Connect account and payout fees: balance transactions of type
+  `stripe_fee`) belong to no contract: `platform_fees_book` books them as platform-level transactions (no escrow).
 - REFUND_FEE_POLICY decides who bears the processing fee when a failed contract is refunded (payments/README.md).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -131,6 +134,34 @@ def escrow_fees_book(*, escrow_id: int) -> int:
     return escrow_fees_record(
         escrow_id=escrow_id, balance_transactions=[s.balance_transaction for s in found if s.balance_transaction]
     )
+
+
+PLATFORM_FEE_KIND = "platform_stripe_fee"
+PLATFORM_FEE_LOOKBACK_DAYS = 40  # Connect fees are billed monthly: look back over more than one billing period
+
+
+def platform_fees_book(*, lookback_days: int = PLATFORM_FEE_LOOKBACK_DAYS, limit: int = 500) -> int:
+    """Book the platform-level fees Stripe billed recently (Connect account and payout fees), once each; returns
+    how many were new. The expense is what left the balance (-net), in the balance transaction's currency."""
+    found = payment_provider().platform_fee_balance_transactions(
+        created_gte=int(time.time()) - lookback_days * 86_400, limit=limit
+    )
+    booked = 0
+    for bt in found:
+        if not bt.net:
+            continue
+        _, created = ledger_post(
+            escrow=None,
+            idempotency_key=_fee_key(bt.id),
+            kind=PLATFORM_FEE_KIND,
+            lines=[(A.STRIPE_FEES, -bt.net), (A.PLATFORM_CASH, bt.net)],
+            provider_object_id=bt.id,
+            provider_ids={"balance_transaction": bt.id, "type": bt.type},
+            memo="Stripe fee billed to the platform (Connect)",
+            currency=bt.currency,
+        )
+        booked += created
+    return booked
 
 
 def escrow_dispute_fees_book(*, escrow_id: int, dispute: Dispute) -> int:

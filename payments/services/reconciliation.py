@@ -16,7 +16,13 @@ from common.errors import DomainError
 from ..ledger import A, ledger_balances
 from ..models import Escrow, LedgerEntry, ReconciliationIssue
 from ..providers.factory import payment_provider
-from .fees import SourcedBalanceTransaction, escrow_balance_transactions, escrow_fees_booked, escrow_fees_record
+from .fees import (
+    SourcedBalanceTransaction,
+    escrow_balance_transactions,
+    escrow_fees_booked,
+    escrow_fees_record,
+    platform_fees_book,
+)
 from .funding import escrow_funding_sync
 from .support import S, _transfer_group
 from .webhook_events import webhook_events_redrive
@@ -81,6 +87,10 @@ def payments_reconcile(*, limit: int = 500) -> int:
         else:
             escrow_balance_transactions_reconcile(escrow=escrow, found=found)
         checked += 1
+    try:
+        platform_fees_book(limit=limit)
+    except DomainError as exc:
+        logger.warning("reconcile: platform fees: %s", exc.message)
     webhook_events_redrive()
     return checked
 

@@ -109,6 +109,12 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", r"/v1/balance", "balance_retrieve", "_balance_retrieve_params.BalanceRetrieveParams"),
     (
         "GET",
+        r"/v1/balance_transactions",
+        "balance_transaction_list",
+        "_balance_transaction_list_params.BalanceTransactionListParams",
+    ),
+    (
+        "GET",
         r"/v1/balance_transactions/(?P<id>[^/]+)",
         "balance_transaction_retrieve",
         "_balance_transaction_retrieve_params.BalanceTransactionRetrieveParams",
@@ -1006,6 +1012,16 @@ class FakeStripe(stripe.HTTPClient):
     def balance_transaction_retrieve(self, params, id):
         return self._get(id, "balance_transaction")
 
+    def balance_transaction_list(self, params):
+        created = params.get("created") or {}
+        gte = int(created.get("gte", 0)) if isinstance(created, dict) else int(created)
+        items = [
+            txn
+            for txn in self.of_kind("balance_transaction")
+            if (not params.get("type") or txn["type"] == params["type"]) and txn["created"] >= gte
+        ]
+        return self._list(list(reversed(items)), "/v1/balance_transactions")
+
     def balance_retrieve(self, params):
         now = int(time.time())
         available: dict[str, int] = defaultdict(int)
@@ -1182,6 +1198,14 @@ class FakeStripe(stripe.HTTPClient):
             charge["refunded"] = False
             self._event("refund.updated", refund)
             return self._event("refund.failed", refund)
+
+    def platform_fee_bill(self, amount: int, description: str, *, currency: str = "usd") -> dict:
+        """Stripe bills the platform a Connect fee (e.g. active accounts, payouts): a `stripe_fee` balance transaction
+        of its own, with no source object."""
+        with self.lock:
+            txn = self._balance_transaction({"id": None}, type_="stripe_fee", amount=-amount, currency=currency)
+            txn["description"] = description
+            return txn
 
     def balance_transactions_attach(self) -> list[dict]:
         """Stripe made the balance transactions of charges that had none yet."""

@@ -285,3 +285,41 @@ def test_the_fakes_balance_moves_from_pending_to_available(stripe_world, parties
     assert (retrieved.id, retrieved.source) == (bt.id, transfer_id)
     unexpanded = stripe_world.fake_client.v1.charges.retrieve(escrow.charge_id)
     assert isinstance(unexpanded.balance_transaction, str)
+
+
+def test_connect_fees_billed_to_the_platform_are_booked_once_without_a_contract(stripe_world, parties, settle):
+    admin, org, engineer = parties
+    funded_escrow(stripe_world, settle, org, engineer, admin)
+    bill = stripe_world.fake.platform_fee_bill(200, "Connect (2026-11): Active Account Billing")
+    stripe_world.fake.platform_fee_bill(75, "Connect (2026-11): Payouts", currency="eur")
+    settle(services.payments_reconcile)
+    settle(services.payments_reconcile)
+    assert services.platform_fees_book() == 0
+    platform = LedgerTransaction.objects.filter(escrow=None).order_by("currency")
+    assert [(t.kind, t.currency) for t in platform] == [("platform_stripe_fee", "EUR"), ("platform_stripe_fee", "USD")]
+    usd = platform.get(currency="USD")
+    assert usd.idempotency_key == f"stripe_fee:{bill['id']}"
+    assert sorted(usd.entries.values_list("account", "amount")) == [(A.PLATFORM_CASH, -200), (A.STRIPE_FEES, 200)]
+    assert ledger_invariant_violations() == []
+
+
+def test_the_offline_provider_bills_no_connect_fees(offline_world, parties, settle):
+    admin, org, engineer = parties
+    funded_escrow(offline_world, settle, org, engineer, admin)
+    assert settle(services.platform_fees_book) == 0
+    assert not LedgerTransaction.objects.filter(escrow=None).exists()
+
+
+def test_the_ledger_check_refuses_a_platform_transaction_moving_escrow_money(stripe_world, parties, settle):
+    with pytest.raises(_Rollback), transaction.atomic():
+        ledger_post(
+            escrow=None,
+            idempotency_key="platform:bogus",
+            kind="platform_stripe_fee",
+            lines=[(A.HELD, -100), (A.STRIPE_FEES, 100)],
+            currency="USD",
+        )
+        assert any("platform-level transaction" in p for p in ledger_invariant_violations())
+        raise _Rollback
+    with pytest.raises(ValueError, match="needs a currency"):
+        ledger_post(escrow=None, idempotency_key="x", kind="k", lines=[(A.STRIPE_FEES, 1), (A.PLATFORM_CASH, -1)])

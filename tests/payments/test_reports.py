@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from common.errors import ValidationFailed
 from payments import services
-from payments.reports import TOTAL, payments_month_report
+from payments.reports import PLATFORM, TOTAL, payments_month_report
 
 from .conftest import funded_escrow
 from .test_fees import CHARGE_FEE
@@ -73,3 +73,16 @@ def test_the_command_prints_currency_units(month_with_one_released_and_one_refun
     assert "report:released" in table.getvalue() and "2200.00" in table.getvalue()
     with pytest.raises(CommandError, match="2026-11"):
         call_command("payments_report", month="11/2026")
+
+
+def test_connect_fees_appear_as_the_platforms_row(stripe_world, parties, settle):
+    admin, org, engineer = parties
+    funded_escrow(stripe_world, settle, org, engineer, admin, reference="report:funded")
+    stripe_world.fake.platform_fee_bill(200, "Connect (2026-11): Active Account Billing")
+    settle(services.payments_reconcile)
+    rows = payments_month_report(month=timezone.now().strftime("%Y-%m"))
+    assert [(row.reference, row.stripe_fees, row.net) for row in rows] == [
+        ("report:funded", CHARGE_FEE, -CHARGE_FEE),
+        (PLATFORM, 200, -200),
+        (TOTAL, CHARGE_FEE + 200, -CHARGE_FEE - 200),
+    ]
