@@ -83,3 +83,25 @@ def test_reconciliation_work_is_bounded(world, parties, settle):
     assert settle(services.payments_reconcile, limit=1) == 1
     assert settle(services.payments_reconcile) == 2
     assert open_issues(first) == open_issues(second) == {}
+
+
+def test_one_escrow_costs_a_few_provider_reads_per_run(stripe_world, parties, settle):
+    admin, org, engineer = parties
+    settle(stripe_world.onboard, engineer)
+    escrow = funded_escrow(stripe_world, settle, org, engineer, admin)
+    settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=5000, reason="t", verification_run_id="r")
+    settle(services.escrow_refund_remainder, escrow_id=escrow.pk, reason="tier 2 failed")
+    before = len(stripe_world.fake.requests)
+    settle(tasks.payments_reconcile)
+    paths = sorted(
+        path.rsplit("/", 1)[0] if "_fake" in path else path for _, path, _ in stripe_world.fake.requests[before:]
+    )
+    # transfers and refunds listed, the charge, the transfer and the refund re-fetched, Connect fees listed
+    assert paths == [
+        "/v1/balance_transactions",
+        "/v1/charges",
+        "/v1/refunds",
+        "/v1/refunds",
+        "/v1/transfers",
+        "/v1/transfers",
+    ]
