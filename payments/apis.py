@@ -36,6 +36,9 @@ class EscrowSummarySerializer(serializers.Serializer):
     fee_kept = serializers.IntegerField()
     held = serializers.IntegerField()
     dispute_loss = serializers.IntegerField()
+    processing_fee_withheld = serializers.IntegerField(
+        help_text="Stripe's processing fee kept back from the refund (REFUND_FEE_POLICY=company_bears); 0 otherwise."
+    )
     frozen = serializers.BooleanField(help_text="A chargeback is open: nothing can be released or refunded.")
     frozen_reason = serializers.CharField()
     funding_deadline = serializers.DateTimeField()

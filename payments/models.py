@@ -166,6 +166,12 @@ class LedgerAccount(models.TextChoices):
     CHARGEBACKS = "chargebacks", "Returned to company by chargeback"
     DISPUTE_LOSS = "dispute_loss", "Dispute losses (platform)"
     PLATFORM_CASH = "platform_cash", "Platform funds (external)"
+    # Stripe's fees on the escrow's charges, refunds, transfers and disputes: a platform expense paid from
+    # platform_cash, booked in the balance transaction's currency (see payments/README.md, "Fees").
+    STRIPE_FEES = "stripe_fees", "Stripe fees (platform expense)"
+    # The processing fee kept back from a refund under REFUND_FEE_POLICY=company_bears: held money the company
+    # does not get back, which pays for the Stripe fee the platform already booked.
+    STRIPE_FEES_RECOVERED = "stripe_fees_recovered", "Processing fee withheld from a refund"
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -192,9 +198,14 @@ class AppendOnlyModel(models.Model):
 
 
 class LedgerTransaction(AppendOnlyModel):
-    """One balanced money movement. Its idempotency key is unique: the backstop against booking twice."""
+    """One balanced money movement. Its idempotency key is unique: the backstop against booking twice.
 
-    escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="ledger_transactions")
+    Without an escrow: a platform-level movement that belongs to no contract (Stripe's Connect fees, billed monthly).
+    """
+
+    escrow = models.ForeignKey(
+        Escrow, on_delete=models.PROTECT, related_name="ledger_transactions", null=True, blank=True
+    )
     idempotency_key = models.CharField(max_length=160, unique=True)
     kind = models.CharField(max_length=32)
     currency = models.CharField(max_length=3)
@@ -205,6 +216,8 @@ class LedgerTransaction(AppendOnlyModel):
 
     class Meta:
         ordering = ["id"]
+        # The monthly report reads transactions by booking month.
+        indexes = [models.Index(fields=["created_at"], name="ledger_txn_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.idempotency_key}"
@@ -214,7 +227,7 @@ class LedgerEntry(AppendOnlyModel):
     """One line of a transaction: positive amounts are debits, negative credits; a transaction sums to zero."""
 
     transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
-    escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="ledger_entries")
+    escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="ledger_entries", null=True, blank=True)
     account = models.CharField(max_length=24, choices=LedgerAccount.choices)
     amount = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)

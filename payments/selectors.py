@@ -8,7 +8,7 @@ from accounts.models import User
 from accounts.selectors import user_is_org_member
 from common.errors import NotFound
 
-from .ledger import EscrowTotals, ledger_balances, totals_from_balances
+from .ledger import FEE_TRANSACTION_KIND, EscrowTotals, ledger_balances, totals_from_balances
 from .models import Escrow, LedgerEntry, ReconciliationIssue
 
 
@@ -38,6 +38,7 @@ class EscrowSummary:
     fee_kept: int
     held: int
     dispute_loss: int
+    processing_fee_withheld: int
     frozen: bool
     frozen_reason: str
     funding_deadline: str
@@ -79,7 +80,13 @@ def escrow_totals(*, escrow_id: int) -> EscrowTotals:
 def escrow_summary(escrow_id: int) -> EscrowSummary:
     escrow = escrow_get(escrow_id=escrow_id)
     totals = escrow_totals(escrow_id=escrow.pk)
-    entries = LedgerEntry.objects.filter(escrow_id=escrow.pk).select_related("transaction").order_by("id")
+    # Stripe's fees are the platform's own expense, not the company's or the engineer's business.
+    entries = (
+        LedgerEntry.objects.filter(escrow_id=escrow.pk)
+        .exclude(transaction__kind=FEE_TRANSACTION_KIND)
+        .select_related("transaction")
+        .order_by("id")
+    )
     lines = tuple(
         LedgerLine(
             transaction_id=entry.transaction_id,
@@ -106,6 +113,7 @@ def escrow_summary(escrow_id: int) -> EscrowSummary:
         fee_kept=totals.fee_kept,
         held=totals.held,
         dispute_loss=totals.dispute_loss,
+        processing_fee_withheld=totals.fees_recovered,
         frozen=escrow.frozen,
         frozen_reason=escrow.frozen_reason,
         funding_deadline=escrow.funding_deadline.isoformat(),

@@ -40,6 +40,11 @@ def escrow_checkout_close(escrow_id: int) -> None:
     services.escrow_checkout_close(escrow_id=escrow_id)
 
 
+@shared_task(**RETRY)
+def escrow_fees_book(escrow_id: int) -> None:
+    services.escrow_fees_book(escrow_id=escrow_id)
+
+
 @shared_task
 def escrows_expire_unfunded() -> int:
     return services.escrows_expire_unfunded()

@@ -124,6 +124,7 @@ def _dispute(event: WebhookEvent) -> str:
         return IGNORED
     dispute = payment_provider().dispute_get(dispute_id=event.object_id)
     services.escrow_dispute_sync(escrow_id=escrow.pk, dispute=dispute)
+    services.escrow_dispute_fees_book(escrow_id=escrow.pk, dispute=dispute)
     return PROCESSED
 
 

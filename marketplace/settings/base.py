@@ -277,6 +277,9 @@ STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
 # Keys sent to Stripe are "<prefix>:<installation id>:<our key>" (payments/README.md, "Idempotency keys").
 PAYMENTS_IDEMPOTENCY_PREFIX = env("PAYMENTS_IDEMPOTENCY_PREFIX", default="sp")
 FUNDING_DEADLINE_DAYS = env.int("FUNDING_DEADLINE_DAYS", default=7)
+# Who bears Stripe's processing fee when a failed contract is refunded (payments/README.md, "Fees"):
+# "platform_absorbs" (the company gets everything back) or "company_bears" (the refund keeps the fee back).
+REFUND_FEE_POLICY = env("REFUND_FEE_POLICY", default="platform_absorbs")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # Jobs may only be posted in these currencies: the platform account settles (holds a balance) in them, and
 # Stripe transfers must be in the currency of the charge's balance transaction.

@@ -118,6 +118,41 @@ class Payout:
 
 
 @dataclass(frozen=True)
+class FeeDetail:
+    amount: int
+    currency: str
+    type: str  # stripe_fee, application_fee, tax (and, with some pricing plans, others)
+    description: str
+
+
+@dataclass(frozen=True)
+class BalanceTransaction:
+    """How one charge, refund, transfer or dispute moved the platform's provider balance: the gross `amount`
+    (negative when money left), the provider's `fee` (negative when a fee was returned), `net` = amount - fee,
+    in the balance's (settlement) `currency`. `status` is pending until `available_on` (a Unix time)."""
+
+    id: str
+    type: str  # charge, payment, refund, transfer, adjustment (disputes), stripe_fee, ...
+    amount: int
+    fee: int
+    net: int
+    currency: str
+    status: str  # pending, available
+    available_on: int | None
+    source_id: str | None
+    fee_details: tuple[FeeDetail, ...] = ()
+    exchange_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class ProviderBalance:
+    """The platform's balance at the provider, per currency (minor units)."""
+
+    available: Mapping[str, int]
+    pending: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class Dispute:
     id: str
     status: str  # warning_needs_response, warning_under_review, warning_closed, needs_response, under_review, won, lost
@@ -125,6 +160,8 @@ class Dispute:
     currency: str
     charge_id: str | None
     payment_intent_id: str | None
+    # Funds withdrawn (with the dispute fee) and, if won, reinstated: zero, one or two.
+    balance_transactions: tuple[BalanceTransaction, ...] = ()
 
     @property
     def open(self) -> bool:
@@ -276,9 +313,28 @@ class PaymentProvider(abc.ABC):
     @abc.abstractmethod
     def payout_get(self, *, account_id: str, payout_id: str) -> Payout: ...
 
+    # Balance transactions: re-fetched with the object they belong to; None while the provider has not made it yet.
+    @abc.abstractmethod
+    def charge_balance_transaction(self, *, charge_id: str) -> BalanceTransaction | None: ...
+
+    @abc.abstractmethod
+    def refund_balance_transaction(self, *, refund_id: str) -> BalanceTransaction | None: ...
+
+    @abc.abstractmethod
+    def transfer_balance_transaction(self, *, transfer_id: str) -> BalanceTransaction | None: ...
+
+    @abc.abstractmethod
+    def balance_get(self) -> ProviderBalance: ...
+
+    @abc.abstractmethod
+    def platform_fee_balance_transactions(self, *, created_gte: int, limit: int) -> list[BalanceTransaction]:
+        """Fees the provider bills the platform separately (type `stripe_fee`: Connect account and payout fees),
+        created at or after `created_gte` (Unix time), newest first, at most `limit`."""
+
     # Disputes and webhooks.
     @abc.abstractmethod
-    def dispute_get(self, *, dispute_id: str) -> Dispute: ...
+    def dispute_get(self, *, dispute_id: str) -> Dispute:
+        """The dispute with its balance transactions (withdrawal with the dispute fee, reinstatement if won)."""
 
     @abc.abstractmethod
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:

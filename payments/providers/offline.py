@@ -32,14 +32,17 @@ from ..errors import (
 )
 from ..models import OfflineIdempotencyKey, OfflineObject
 from .base import (
+    BalanceTransaction,
     CheckoutSession,
     ConnectedAccountInfo,
     Customer,
     Dispute,
+    FeeDetail,
     Funding,
     OnboardingLink,
     PaymentProvider,
     Payout,
+    ProviderBalance,
     ProviderEvent,
     Refund,
     Transfer,
@@ -49,6 +52,14 @@ from .base import (
 )
 
 DECLINE_MESSAGE = "Your card was declined."
+
+# The offline provider's own fee model, so that fee booking, the report and reconciliation work without Stripe.
+# It is a simulation: nobody is ever charged these fees. Shaped like Stripe's standard US card pricing (2.9% + 30
+# minor units per charge, nothing returned on refunds, a 1500 dispute fee on the withdrawal, none returned if won).
+OFFLINE_FEE_BPS = 290
+OFFLINE_FEE_FIXED = 30
+OFFLINE_DISPUTE_FEE = 1500
+OFFLINE_CHARGE_AVAILABLE_AFTER = 2 * 24 * 3600
 
 
 def _digest(*parts: str) -> str:
@@ -84,7 +95,18 @@ def _fingerprint(endpoint: str, params: Mapping[str, Any]) -> str:
 class OfflineProvider(PaymentProvider):
     name = "offline"
 
-    def __init__(self, *, base_url: str, webhook_secret: str, connect_webhook_secret: str, tolerance: int = 300):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        webhook_secret: str,
+        connect_webhook_secret: str,
+        tolerance: int = 300,
+        fee_bps: int = OFFLINE_FEE_BPS,
+        fee_fixed: int = OFFLINE_FEE_FIXED,
+        dispute_fee: int = OFFLINE_DISPUTE_FEE,
+    ):
+        self._fee_bps, self._fee_fixed, self._dispute_fee = fee_bps, fee_fixed, dispute_fee
         self._base_url = base_url.rstrip("/")
         self._webhook_secret = webhook_secret or offline_webhook_secret(connect=False)
         self._connect_webhook_secret = connect_webhook_secret or webhook_secret or offline_webhook_secret(connect=True)
@@ -378,6 +400,14 @@ class OfflineProvider(PaymentProvider):
                         "status": "succeeded",
                         "transfer_group": pi.get("transfer_group"),
                         "livemode": False,
+                        "balance_transaction": self._balance_transaction_make(
+                            source_id=charge_id,
+                            type_="charge",
+                            amount=pi["amount"],
+                            currency=pi["currency"],
+                            fee=self._processing_fee(pi["amount"], pi["currency"]),
+                            pending_for=OFFLINE_CHARGE_AVAILABLE_AFTER,
+                        ),
                     }
                 )
                 pi.update(
@@ -407,6 +437,16 @@ class OfflineProvider(PaymentProvider):
                     "reason": "fraudulent",
                     "livemode": False,
                 }
+                dispute["balance_transactions"] = [
+                    self._balance_transaction_make(
+                        source_id=dispute["id"],
+                        type_="adjustment",
+                        amount=-dispute["amount"],
+                        currency=dispute["currency"],
+                        fee=self._dispute_fee,
+                        description="Dispute fee",
+                    )
+                ]
                 charge["disputed"] = True
                 self._save(charge)
                 self._save(dispute)
@@ -416,6 +456,16 @@ class OfflineProvider(PaymentProvider):
                     raise PaymentStateConflict("This payment has no charge to dispute.")
                 dispute = self._load(f"dp_off_{_digest(pi['latest_charge'])}", "dispute", lock=True)
                 dispute["status"] = "won" if outcome == "dispute_won" else "lost"
+                if outcome == "dispute_won":
+                    reinstated = self._balance_transaction_make(
+                        source_id=dispute["id"],
+                        type_="adjustment",
+                        amount=dispute["amount"],
+                        currency=dispute["currency"],
+                        key="reinstated",
+                    )
+                    if reinstated not in dispute.setdefault("balance_transactions", []):
+                        dispute["balance_transactions"].append(reinstated)
                 self._save(dispute)
                 events.append(("charge.dispute.closed", dispute))
                 if outcome == "dispute_won":
@@ -485,6 +535,9 @@ class OfflineProvider(PaymentProvider):
                 "livemode": False,
                 "created": int(time.time()),
             }
+            tr["balance_transaction"] = self._balance_transaction_make(
+                source_id=tr["id"], type_="transfer", amount=-amount, currency=currency.lower()
+            )
             self._save(tr, group=transfer_group)
             return tr
 
@@ -570,6 +623,10 @@ class OfflineProvider(PaymentProvider):
                 "failure_reason": None,
                 "metadata": dict(metadata),
             }
+            # Like Stripe: the processing fee of the charge is not returned, and a refund costs no fee here.
+            re["balance_transaction"] = self._balance_transaction_make(
+                source_id=re["id"], type_="refund", amount=-amount, currency=charge["currency"]
+            )
             return self._save(re, group=payment_intent_id)
 
         re, created = self._idempotent(idempotency_key, "refunds.create", params, create)
@@ -700,6 +757,96 @@ class OfflineProvider(PaymentProvider):
                 return [self._event("account.application.deauthorized", application, account=account_id)]
         raise ProviderRejected(f"Unknown outcome {outcome!r}.", code="unknown_outcome")
 
+    # ---- balance transactions ------------------------------------------------------------------
+    def _processing_fee(self, amount: int, currency: str) -> int:
+        step = currency_amount_step(currency)
+        return (amount * self._fee_bps + 5_000) // 10_000 + self._fee_fixed * step
+
+    def _balance_transaction_make(
+        self,
+        *,
+        source_id: str,
+        type_: str,
+        amount: int,
+        currency: str,
+        fee: int = 0,
+        description: str = "Processing fees (offline simulation)",
+        pending_for: int = 0,
+        key: str = "",
+    ) -> str:
+        now = int(time.time())
+        txn = {
+            "id": f"txn_off_{_digest(source_id, key)}",
+            "object": "balance_transaction",
+            "type": type_,
+            "amount": amount,
+            "fee": fee,
+            "fee_details": (
+                [{"amount": fee, "currency": currency, "type": "stripe_fee", "description": description}] if fee else []
+            ),
+            "net": amount - fee,
+            "currency": currency,
+            "source": source_id,
+            "created": now,
+            "available_on": now + pending_for,
+            "exchange_rate": None,
+        }
+        if not OfflineObject.objects.filter(object_id=txn["id"]).exists():
+            self._save(txn, group=source_id)
+        return txn["id"]
+
+    def _balance_transaction(self, txn_id: str | None) -> BalanceTransaction | None:
+        row = OfflineObject.objects.filter(object_id=txn_id or "", object_type="balance_transaction").first()
+        if row is None:
+            return None
+        txn = row.data
+        return BalanceTransaction(
+            id=txn["id"],
+            type=txn["type"],
+            amount=txn["amount"],
+            fee=txn["fee"],
+            net=txn["net"],
+            currency=txn["currency"].upper(),
+            status="available" if txn["available_on"] <= time.time() else "pending",
+            available_on=txn["available_on"],
+            source_id=txn.get("source"),
+            fee_details=tuple(
+                FeeDetail(
+                    amount=d["amount"], currency=d["currency"].upper(), type=d["type"], description=d["description"]
+                )
+                for d in txn["fee_details"]
+            ),
+        )
+
+    def charge_balance_transaction(self, *, charge_id) -> BalanceTransaction | None:
+        return self._balance_transaction(self._load(charge_id, "charge").get("balance_transaction"))
+
+    def refund_balance_transaction(self, *, refund_id) -> BalanceTransaction | None:
+        return self._balance_transaction(self._load(refund_id, "refund").get("balance_transaction"))
+
+    def transfer_balance_transaction(self, *, transfer_id) -> BalanceTransaction | None:
+        return self._balance_transaction(self._load(transfer_id, "transfer").get("balance_transaction"))
+
+    def platform_fee_balance_transactions(self, *, created_gte, limit) -> list[BalanceTransaction]:
+        # The offline provider bills no Connect fees unless a test or a demo stores one (type `stripe_fee`).
+        rows = OfflineObject.objects.filter(object_type="balance_transaction").order_by("-id")
+        found = [
+            self._balance_transaction(row.object_id)
+            for row in rows
+            if row.data["type"] == "stripe_fee" and row.data["created"] >= created_gte
+        ]
+        return [bt for bt in found if bt][:limit]
+
+    def balance_get(self) -> ProviderBalance:
+        available: dict[str, int] = {}
+        pending: dict[str, int] = {}
+        for row in OfflineObject.objects.filter(object_type="balance_transaction"):
+            txn = row.data
+            bucket = available if txn["available_on"] <= time.time() else pending
+            currency = txn["currency"].upper()
+            bucket[currency] = bucket.get(currency, 0) + txn["net"]
+        return ProviderBalance(available=available, pending=pending)
+
     # ---- disputes and webhooks -----------------------------------------------------------------
     def dispute_get(self, *, dispute_id) -> Dispute:
         dp = self._load(dispute_id, "dispute")
@@ -710,6 +857,9 @@ class OfflineProvider(PaymentProvider):
             currency=dp["currency"].upper(),
             charge_id=dp.get("charge"),
             payment_intent_id=dp.get("payment_intent"),
+            balance_transactions=tuple(
+                bt for bt in (self._balance_transaction(txn) for txn in dp.get("balance_transactions") or ()) if bt
+            ),
         )
 
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:

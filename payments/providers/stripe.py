@@ -27,14 +27,17 @@ from ..errors import (
     WebhookRejected,
 )
 from .base import (
+    BalanceTransaction,
     CheckoutSession,
     ConnectedAccountInfo,
     Customer,
     Dispute,
+    FeeDetail,
     Funding,
     OnboardingLink,
     PaymentProvider,
     Payout,
+    ProviderBalance,
     ProviderEvent,
     Refund,
     Transfer,
@@ -193,6 +196,33 @@ def _payout(po: Any, account_id: str) -> Payout:
     )
 
 
+def _balance_transaction(txn: Any) -> BalanceTransaction | None:
+    """An expanded balance transaction; None when Stripe has not made it yet (or it came back unexpanded)."""
+    if txn is None or isinstance(txn, str):
+        return None
+    return BalanceTransaction(
+        id=txn["id"],
+        type=str(_get(txn, "type", "")),
+        amount=int(_get(txn, "amount", 0)),
+        fee=int(_get(txn, "fee", 0)),
+        net=int(_get(txn, "net", 0)),
+        currency=str(_get(txn, "currency", "")).upper(),
+        status=str(_get(txn, "status", "")),
+        available_on=_get(txn, "available_on"),
+        source_id=_id(_get(txn, "source")),
+        fee_details=tuple(
+            FeeDetail(
+                amount=int(_get(detail, "amount", 0)),
+                currency=str(_get(detail, "currency", "")).upper(),
+                type=str(_get(detail, "type", "")),
+                description=str(_get(detail, "description", "")),
+            )
+            for detail in _get(txn, "fee_details") or ()
+        ),
+        exchange_rate=_get(txn, "exchange_rate"),
+    )
+
+
 def _dispute(dp: Any) -> Dispute:
     return Dispute(
         id=dp["id"],
@@ -201,7 +231,19 @@ def _dispute(dp: Any) -> Dispute:
         currency=str(_get(dp, "currency", "")).upper(),
         charge_id=_id(_get(dp, "charge")),
         payment_intent_id=_id(_get(dp, "payment_intent")),
+        # Stripe always includes a dispute's balance transactions as full objects.
+        balance_transactions=tuple(
+            bt for bt in (_balance_transaction(txn) for txn in _get(dp, "balance_transactions") or ()) if bt
+        ),
     )
+
+
+def _balance_amounts(entries: Any) -> dict[str, int]:
+    amounts: dict[str, int] = {}
+    for entry in entries or ():
+        currency = str(_get(entry, "currency", "")).upper()
+        amounts[currency] = amounts.get(currency, 0) + int(_get(entry, "amount", 0))
+    return amounts
 
 
 class StripeProvider(PaymentProvider):
@@ -418,6 +460,41 @@ class StripeProvider(PaymentProvider):
     def payout_get(self, *, account_id, payout_id) -> Payout:
         po = _call(lambda: self._client.v1.payouts.retrieve(payout_id, options={"stripe_account": account_id}))
         return _payout(po, account_id)
+
+    # Balance transactions, re-fetched with the object they belong to (expand, one request each).
+    _EXPAND = {"expand": ["balance_transaction"]}
+
+    def charge_balance_transaction(self, *, charge_id) -> BalanceTransaction | None:
+        charge = _call(lambda: self._client.v1.charges.retrieve(charge_id, self._EXPAND))
+        return _balance_transaction(_get(charge, "balance_transaction"))
+
+    def refund_balance_transaction(self, *, refund_id) -> BalanceTransaction | None:
+        refund = _call(lambda: self._client.v1.refunds.retrieve(refund_id, self._EXPAND))
+        return _balance_transaction(_get(refund, "balance_transaction"))
+
+    def transfer_balance_transaction(self, *, transfer_id) -> BalanceTransaction | None:
+        transfer = _call(lambda: self._client.v1.transfers.retrieve(transfer_id, self._EXPAND))
+        return _balance_transaction(_get(transfer, "balance_transaction"))
+
+    def platform_fee_balance_transactions(self, *, created_gte, limit) -> list[BalanceTransaction]:
+        params = {"type": "stripe_fee", "created": {"gte": created_gte}, "limit": min(limit, 100)}
+        page = _call(lambda: self._client.v1.balance_transactions.list(params))
+
+        def first() -> list[Any]:
+            found = []
+            for txn in page.auto_paging_iter():
+                found.append(txn)
+                if len(found) >= limit:
+                    break
+            return found
+
+        return [bt for bt in (_balance_transaction(txn) for txn in _call(first)) if bt]
+
+    def balance_get(self) -> ProviderBalance:
+        balance = _call(lambda: self._client.v1.balance.retrieve())
+        return ProviderBalance(
+            available=_balance_amounts(_get(balance, "available")), pending=_balance_amounts(_get(balance, "pending"))
+        )
 
     # Disputes and webhooks
     def dispute_get(self, *, dispute_id) -> Dispute:

@@ -2,7 +2,8 @@
 
 Modules: `escrows` (open, release, refund, disputes), `funding` (PaymentIntent, Checkout, unfunded expiry),
 `operations` (executing and recording transfers and refunds), `payouts` (engineers' payout accounts),
-`webhook_events` (stored events and the drain), `reconciliation`, `offline` (the offline provider's simulations)
+`webhook_events` (stored events and the drain), `fees` (Stripe's fees from balance transactions, the refund fee
+policy), `reconciliation`, `offline` (the offline provider's simulations)
 and `support` (row locks, moves checked against `payments.states`, queueing on commit, the idempotency namespace).
 """
 
@@ -14,6 +15,14 @@ from .escrows import (
     escrow_open,
     escrow_refund_remainder,
     escrow_release,
+)
+from .fees import (
+    REFUND_FEE_POLICIES,
+    escrow_dispute_fees_book,
+    escrow_fees_book,
+    escrow_fees_record,
+    platform_fees_book,
+    refund_fee_policy,
 )
 from .funding import (
     FundingInstructions,
@@ -73,6 +82,7 @@ __all__ = [
     "ONBOARDING_URL_MAX_AGE",
     "OnboardingStatus",
     "PAYEE_DISCONNECTED_REASON",
+    "REFUND_FEE_POLICIES",
     "RefundResult",
     "ReleaseResult",
     "STALE_CLAIM",
@@ -82,8 +92,11 @@ __all__ = [
     "escrow_cancel_unfunded",
     "escrow_checkout_close",
     "escrow_checkout_sync",
+    "escrow_dispute_fees_book",
     "escrow_dispute_sync",
     "escrow_expire_unfunded",
+    "escrow_fees_book",
+    "escrow_fees_record",
     "escrow_funding_cancel",
     "escrow_funding_start",
     "escrow_funding_sync",
@@ -100,6 +113,7 @@ __all__ = [
     "payment_customer_ensure",
     "payment_operation_execute",
     "payments_reconcile",
+    "platform_fees_book",
     "payout_account_disconnect",
     "payout_account_for_token",
     "payout_account_link_refresh",
@@ -109,6 +123,7 @@ __all__ = [
     "payout_record",
     "payouts_release_awaiting",
     "payouts_retry_payable",
+    "refund_fee_policy",
     "refund_sync",
     "transfer_sync",
     "webhook_event_ignored",

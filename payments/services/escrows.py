@@ -27,6 +27,7 @@ from ..errors import EscrowFrozen
 from ..ledger import A, ledger_balances, ledger_post
 from ..models import Escrow, ProviderOperation
 from ..providers.base import Dispute
+from .fees import refund_fee_withhold
 from .support import FULL_BPS, S, _enqueue, _lock, _move, _payee_payable, _payee_wait_reason, _signal_kwargs
 
 logger = logging.getLogger(__name__)
@@ -219,12 +220,20 @@ def escrow_refund_remainder(*, escrow_id: int, reason: str) -> RefundResult:
             return RefundResult(escrow.pk, 0, None, escrow.status)
         if escrow.frozen:
             raise EscrowFrozen("The escrow is frozen while a chargeback is open; nothing can be refunded.")
-        op = _refund_mark(escrow, amount=held, reason=reason)
+        fee_withheld = refund_fee_withhold(escrow=escrow, held=held)  # REFUND_FEE_POLICY (services/fees.py)
+        amount = held - fee_withheld
+        op = _refund_mark(escrow, amount=amount, reason=reason) if amount > 0 else None
         escrow.status_reason = reason[:255]
         to = S.REFUNDED if escrow.released_amount == 0 and escrow.status == S.FUNDED else S.CLOSED
-        _move(escrow, to, verb="escrow_refunded", data={"amount": held, "reason": reason}, fields=["status_reason"])
+        _move(
+            escrow,
+            to,
+            verb="escrow_refunded",
+            data={"amount": amount, "fee_withheld": fee_withheld, "reason": reason},
+            fields=["status_reason"],
+        )
         signals.escrow_closed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason, status=escrow.status))
-    return RefundResult(escrow.pk, held, op.idempotency_key, escrow.status)
+    return RefundResult(escrow.pk, amount, op.idempotency_key if op else None, escrow.status)
 
 
 # ---- executing provider operations ---------------------------------------------------------------

@@ -217,7 +217,7 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
                             "detail": {"payment_intent": funding.id},
                         },
                     )
-                ledger_post(
+                _, funded_now = ledger_post(
                     escrow=escrow,
                     idempotency_key=f"fund:{escrow.pk}",
                     kind="funding",
@@ -225,6 +225,8 @@ def escrow_funding_sync(*, escrow_id: int, funding: Funding) -> Escrow:
                     provider_object_id=funding.id,
                     provider_ids={"payment_intent": funding.id, "charge": funding.charge_id or ""},
                 )
+                if funded_now:
+                    _enqueue("escrow_fees_book", escrow.pk)  # the charge's processing fee (services/fees.py)
             if escrow.status == S.PENDING_FUNDING:
                 escrow.funding_failure_reason = ""
                 _move(

@@ -16,7 +16,7 @@ from ..ledger import A, ledger_post
 from ..models import ConnectedAccount, Escrow, LedgerEntry, ProviderOperation
 from ..providers.base import Refund, Transfer
 from ..providers.factory import payment_provider
-from .support import PAYEE_DISCONNECTED_REASON, _lock, _payee_wait_reason, _transfer_group
+from .support import PAYEE_DISCONNECTED_REASON, _enqueue, _lock, _payee_wait_reason, _transfer_group
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ def operation_refund_record(*, operation_id: int, refund: Refund) -> ProviderOpe
             audit_record(
                 actor=None, verb="escrow_refund_made", obj=escrow, data={"refund": refund.id, "amount": op.amount}
             )
+            _enqueue("escrow_fees_book", escrow.pk)  # a refund fee, where Stripe charges one (services/fees.py)
         if refund.status in ("failed", "canceled"):
             _, created = ledger_post(
                 escrow=escrow,

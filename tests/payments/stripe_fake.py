@@ -9,7 +9,14 @@
 - replays the stored response for a repeated Idempotency-Key; a reused key with other parameters is an
   `idempotency_error`;
 - rejects parameters that the SDK's typed `...Params` TypedDicts do not define (and missing required ones);
-- injects card declines, 429s, 500s and timeouts (before or after the request took effect).
+- injects card declines, 429s, 500s and timeouts (before or after the request took effect);
+- balance transactions for charges (processing fee: PROCESSING_FEE per currency, with `fee_details`), refunds
+  (no fee returned, REFUND_FEE per currency), transfers and disputes (DISPUTE_FEE on the withdrawal, none
+  returned when won), `pending` until `available_on` for charges; retrievable at `/v1/balance_transactions/{id}`,
+  expandable (`expand[]=balance_transaction`) on charges, refunds and transfers; `GET /v1/balance` sums them per
+  currency into available and pending. `balance_transactions_delayed` leaves new charges without one (Stripe
+  makes it shortly after the charge) until `balance_transactions_attach()`; `settlement_currency` makes charges
+  settle in another currency at `exchange_rate`.
 
 Test cards behave like Stripe's: `pm_card_visa` succeeds, `pm_card_chargeDeclined` declines,
 `pm_card_createDispute` succeeds and opens a dispute.
@@ -99,6 +106,19 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ("GET", r"/v1/payouts/(?P<id>[^/]+)", "payout_retrieve", "_payout_retrieve_params.PayoutRetrieveParams"),
     ("GET", r"/v1/disputes/(?P<id>[^/]+)", "dispute_retrieve", "_dispute_retrieve_params.DisputeRetrieveParams"),
     ("GET", r"/v1/events/(?P<id>[^/]+)", "event_retrieve", "_event_retrieve_params.EventRetrieveParams"),
+    ("GET", r"/v1/balance", "balance_retrieve", "_balance_retrieve_params.BalanceRetrieveParams"),
+    (
+        "GET",
+        r"/v1/balance_transactions",
+        "balance_transaction_list",
+        "_balance_transaction_list_params.BalanceTransactionListParams",
+    ),
+    (
+        "GET",
+        r"/v1/balance_transactions/(?P<id>[^/]+)",
+        "balance_transaction_retrieve",
+        "_balance_transaction_retrieve_params.BalanceTransactionRetrieveParams",
+    ),
 ]
 REQUEST_OPTION_KEYS = {
     "api_key",
@@ -117,6 +137,22 @@ REQUEST_OPTION_KEYS = {
 MINIMUM_CHARGE = {"usd": 50, "eur": 50, "gbp": 30, "jpy": 50, "chf": 50, "cad": 50, "aud": 50}
 MAXIMUM_CHARGE = 99_999_999
 THREE_DECIMAL = {"bhd", "jod", "kwd", "omr", "tnd"}
+
+# The fake's fee model (deterministic; Stripe's real pricing depends on the account, card and country): a
+# processing fee of basis points + a fixed part per charge, no fee on refunds (Stripe keeps the processing fee and
+# returns none of it), a fixed dispute fee on the withdrawal ($15 in the US).
+PROCESSING_FEE = {"usd": (290, 30), "eur": (150, 25), "gbp": (150, 20), "jpy": (360, 0)}
+DEFAULT_PROCESSING_FEE = (290, 30)
+REFUND_FEE = {}  # none by default: set per currency to model regions where refunds cost a fee
+DISPUTE_FEE = {"usd": 1500, "eur": 2000, "gbp": 2000, "jpy": 2000}
+CHARGE_AVAILABLE_AFTER = 2 * 24 * 3600
+
+
+def processing_fee(amount: int, currency: str) -> int:
+    bps, fixed = PROCESSING_FEE.get(currency.lower(), DEFAULT_PROCESSING_FEE)
+    if currency.lower() in THREE_DECIMAL:
+        fixed *= 10
+    return (amount * bps + 5_000) // 10_000 + fixed
 
 
 def _amount_check(amount: int, currency: str, *, param: str = "amount", charge: bool = True) -> None:
@@ -262,6 +298,9 @@ class FakeStripe(stripe.HTTPClient):
         self.account_links: list[dict] = []  # every account link made: its parameters and URL
         self.login_links: list[dict] = []
         self._headers: dict = {}
+        self.balance_transactions_delayed = False
+        self.settlement_currency: str | None = None  # charges settle in this currency when set
+        self.exchange_rate = 1.0
 
     # Retries are instant here: the SDK's backoff would only slow the tests down.
     def _sleep_time_seconds(self, num_retries: int) -> float:
@@ -375,8 +414,19 @@ class FakeStripe(stripe.HTTPClient):
             if route_method == method and match:
                 _validate(params, _params_class(params_cls))
                 self._headers = headers
-                return getattr(self, handler)(params, **match.groupdict())
+                return self._expand(getattr(self, handler)(params, **match.groupdict()), params.get("expand"))
         raise FakeError(404, "invalid_request_error", f"Unrecognized request URL ({method}: {path}).")
+
+    def _expand(self, obj: dict, paths: Any) -> dict:
+        """`expand[]=balance_transaction`: the id replaced by the object, in the answer only (one level deep)."""
+        if not paths:
+            return obj
+        obj = copy.deepcopy(obj)
+        for path in [paths] if isinstance(paths, str) else paths:
+            value = obj.get(path)
+            if isinstance(value, str) and value in self.objects:
+                obj[path] = copy.deepcopy(self.objects[value])
+        return obj
 
     # -- object helpers
     def _id(self, prefix: str) -> str:
@@ -572,7 +622,10 @@ class FakeStripe(stripe.HTTPClient):
             status="succeeded",
             transfer_group=pi["transfer_group"],
             metadata=dict(pi["metadata"]),
+            balance_transaction=None,
         )
+        if not self.balance_transactions_delayed:
+            self._charge_balance_transaction(charge)
         pi.update(
             status="succeeded",
             latest_charge=charge["id"],
@@ -677,6 +730,9 @@ class FakeStripe(stripe.HTTPClient):
             "has_more": False,
             "url": f"/v1/transfers/{tr['id']}/reversals",
         }
+        tr["balance_transaction"] = self._balance_transaction(
+            tr, type_="transfer", amount=-amount, currency=tr["currency"]
+        )["id"]
         self._event("transfer.created", tr)
         return tr
 
@@ -767,6 +823,10 @@ class FakeStripe(stripe.HTTPClient):
             metadata=params.get("metadata") or {},
             reason=params.get("reason"),
         )
+        fee = REFUND_FEE.get(charge["currency"], 0)
+        re_["balance_transaction"] = self._balance_transaction(
+            re_, type_="refund", amount=-amount, currency=charge["currency"], fee=fee, description="Refund fee"
+        )["id"]
         self._event("charge.refunded", charge)
         self._event("refund.created", re_)
         return re_
@@ -887,9 +947,106 @@ class FakeStripe(stripe.HTTPClient):
             self._connected(account)
         return {k: v for k, v in payout.items() if not k.startswith("_")}
 
+    # -- balance transactions and the balance
+    def _balance_transaction(
+        self,
+        source: dict,
+        *,
+        type_: str,
+        amount: int,
+        currency: str,
+        fee: int = 0,
+        description: str = "",
+        exchange_rate: float | None = None,
+        pending_for: int = 0,
+    ) -> dict:
+        now = int(time.time())
+        txn = self._new(
+            "balance_transaction",
+            "txn",
+            amount=amount,
+            currency=currency,
+            fee=fee,
+            fee_details=(
+                [
+                    {
+                        "amount": fee,
+                        "application": None,
+                        "currency": currency,
+                        "description": description or "Stripe processing fees",
+                        "type": "stripe_fee",
+                    }
+                ]
+                if fee
+                else []
+            ),
+            net=amount - fee,
+            source=source["id"],
+            type=type_,
+            reporting_category=type_,
+            description=None,
+            exchange_rate=exchange_rate,
+            created=now,
+            available_on=now + pending_for,
+            status="pending" if pending_for else "available",
+        )
+        return txn
+
+    def _charge_balance_transaction(self, charge: dict) -> dict:
+        currency, amount, rate = charge["currency"], charge["amount"], None
+        if self.settlement_currency and self.settlement_currency != currency:
+            currency, rate = self.settlement_currency, self.exchange_rate
+            amount = round(amount * rate)
+        txn = self._balance_transaction(
+            charge,
+            type_="charge",
+            amount=amount,
+            currency=currency,
+            fee=processing_fee(amount, currency),
+            exchange_rate=rate,
+            pending_for=CHARGE_AVAILABLE_AFTER,
+        )
+        charge["balance_transaction"] = txn["id"]
+        return txn
+
+    def balance_transaction_retrieve(self, params, id):
+        return self._get(id, "balance_transaction")
+
+    def balance_transaction_list(self, params):
+        created = params.get("created") or {}
+        gte = int(created.get("gte", 0)) if isinstance(created, dict) else int(created)
+        items = [
+            txn
+            for txn in self.of_kind("balance_transaction")
+            if (not params.get("type") or txn["type"] == params["type"]) and txn["created"] >= gte
+        ]
+        return self._list(list(reversed(items)), "/v1/balance_transactions")
+
+    def balance_retrieve(self, params):
+        now = int(time.time())
+        available: dict[str, int] = defaultdict(int)
+        pending: dict[str, int] = defaultdict(int)
+        for txn in self.of_kind("balance_transaction"):
+            if txn["status"] == "available" or txn["available_on"] <= now:
+                available[txn["currency"]] += txn["net"]
+            else:
+                pending[txn["currency"]] += txn["net"]
+        balance = copy.deepcopy(FIXTURES["balance"])
+        balance.update(
+            livemode=self.livemode,
+            available=[{"amount": v, "currency": c, "source_types": {"card": v}} for c, v in sorted(available.items())],
+            pending=[{"amount": v, "currency": c, "source_types": {"card": v}} for c, v in sorted(pending.items())],
+        )
+        return balance
+
     # -- disputes and events
     def dispute_retrieve(self, params, id):
-        return self._get(id, "dispute")
+        dispute = self._get(id, "dispute")
+        # Always the balance transactions' current state, as full objects (Stripe includes them expanded).
+        dispute["balance_transactions"] = [
+            copy.deepcopy(self.objects[txn["id"]]) for txn in dispute.get("balance_transactions") or []
+        ]
+        return dispute
 
     def event_retrieve(self, params, id):
         return self._get(id, "event")
@@ -1004,6 +1161,15 @@ class FakeStripe(stripe.HTTPClient):
                 reason="fraudulent",
                 balance_transactions=[],
             )
+            withdrawal = self._balance_transaction(
+                dispute,
+                type_="adjustment",
+                amount=-dispute["amount"],
+                currency=dispute["currency"],
+                fee=DISPUTE_FEE.get(dispute["currency"], 1500),
+                description="Dispute fee",
+            )
+            dispute["balance_transactions"].append(copy.deepcopy(withdrawal))
             charge["disputed"] = True
             self._event("charge.dispute.created", dispute)
             self._event("charge.dispute.funds_withdrawn", dispute)
@@ -1013,6 +1179,11 @@ class FakeStripe(stripe.HTTPClient):
         with self.lock:
             dispute = self._get(dispute_id, "dispute")
             dispute["status"] = status
+            if status == "won":
+                reinstated = self._balance_transaction(
+                    dispute, type_="adjustment", amount=dispute["amount"], currency=dispute["currency"]
+                )
+                dispute["balance_transactions"].append(copy.deepcopy(reinstated))
             event = self._event("charge.dispute.closed", dispute)
             if status == "won":
                 self._event("charge.dispute.funds_reinstated", dispute)
@@ -1027,6 +1198,33 @@ class FakeStripe(stripe.HTTPClient):
             charge["refunded"] = False
             self._event("refund.updated", refund)
             return self._event("refund.failed", refund)
+
+    def platform_fee_bill(self, amount: int, description: str, *, currency: str = "usd") -> dict:
+        """Stripe bills the platform a Connect fee (e.g. active accounts, payouts): a `stripe_fee` balance transaction
+        of its own, with no source object."""
+        with self.lock:
+            txn = self._balance_transaction({"id": None}, type_="stripe_fee", amount=-amount, currency=currency)
+            txn["description"] = description
+            return txn
+
+    def balance_transactions_attach(self) -> list[dict]:
+        """Stripe made the balance transactions of charges that had none yet."""
+        with self.lock:
+            return [
+                self._charge_balance_transaction(charge)
+                for charge in self.of_kind("charge")
+                if not charge.get("balance_transaction")
+            ]
+
+    def balance_transactions_make_available(self) -> None:
+        """Time passes: every pending balance transaction becomes available."""
+        with self.lock:
+            for txn in self.of_kind("balance_transaction"):
+                txn.update(status="available", available_on=min(txn["available_on"], int(time.time())))
+
+    def balance_transaction_of(self, object_id: str) -> dict:
+        """The balance transaction of a charge, refund or transfer (the stored object: edit it to plant a change)."""
+        return self.objects[self.objects[object_id]["balance_transaction"]]
 
     def count(self, kind: str) -> int:
         return sum(1 for o in self.objects.values() if o.get("object") == kind)
