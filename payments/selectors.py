@@ -9,7 +9,7 @@ from accounts.selectors import user_is_org_member
 from common.errors import NotFound
 
 from .ledger import EscrowTotals, ledger_balances, totals_from_balances
-from .models import Escrow, LedgerEntry, ReconciliationIssue
+from .models import Escrow, LedgerAccount, LedgerEntry, ReconciliationIssue
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,14 @@ class EscrowSummary:
     funded: int
     released: int
     paid: int
+    reversed_from_engineer: int
     refunded: int
     fee_kept: int
     held: int
     dispute_loss: int
     frozen: bool
     frozen_reason: str
+    operator_frozen: bool
     funding_deadline: str
     funding_failure_reason: str
     released_bps: int
@@ -102,12 +104,18 @@ def escrow_summary(escrow_id: int) -> EscrowSummary:
         funded=totals.funded,
         released=totals.released,
         paid=totals.paid,
+        reversed_from_engineer=-sum(
+            line.amount
+            for line in lines
+            if line.account == LedgerAccount.ENGINEER_PAID and line.kind in ("transfer_reversal", "dispute_reversal")
+        ),
         refunded=totals.refunded,
         fee_kept=totals.fee_kept,
         held=totals.held,
         dispute_loss=totals.dispute_loss,
         frozen=escrow.frozen,
         frozen_reason=escrow.frozen_reason,
+        operator_frozen=escrow.operator_frozen,
         funding_deadline=escrow.funding_deadline.isoformat(),
         funding_failure_reason=escrow.funding_failure_reason,
         released_bps=escrow.released_bps,

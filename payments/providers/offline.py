@@ -435,6 +435,16 @@ class OfflineProvider(PaymentProvider):
             transfer_group=tr.get("transfer_group"),
             source_transaction=tr.get("source_transaction"),
             metadata=tr.get("metadata") or {},
+            reversals=tuple(
+                TransferReversal(
+                    id=rev["id"],
+                    transfer_id=tr["id"],
+                    amount=rev["amount"],
+                    currency=rev["currency"].upper(),
+                    metadata=rev.get("metadata") or {},
+                )
+                for rev in tr.get("reversals") or ()
+            ),
         )
 
     def transfer_create(
@@ -496,30 +506,39 @@ class OfflineProvider(PaymentProvider):
     def transfer_get(self, *, transfer_id) -> Transfer:
         return self._transfer(self._load(transfer_id, "transfer"))
 
-    def transfer_reverse(self, *, transfer_id, amount, idempotency_key) -> TransferReversal:
+    def transfer_reverse(self, *, transfer_id, amount, idempotency_key, metadata=None) -> TransferReversal:
         def create() -> dict:
             tr = self._load(transfer_id, "transfer", lock=True)
             if tr["amount_reversed"] + amount > tr["amount"]:
                 raise ProviderRejected(
                     "The reversal exceeds the transfer's unreversed amount.", code="amount_too_large"
                 )
-            tr["amount_reversed"] += amount
-            tr["reversed"] = tr["amount_reversed"] == tr["amount"]
-            self._save(tr, group=tr.get("transfer_group") or "")
             rev = {
                 "id": _random_id("trr"),
                 "object": "transfer_reversal",
                 "amount": amount,
                 "currency": tr["currency"],
                 "transfer": transfer_id,
+                "metadata": dict(metadata or {}),
             }
+            tr["amount_reversed"] += amount
+            tr["reversed"] = tr["amount_reversed"] == tr["amount"]
+            tr["reversals"] = [*(tr.get("reversals") or []), rev][-10:]
+            self._save(tr, group=tr.get("transfer_group") or "")
             return self._save(rev)
 
         rev, _ = self._idempotent(
-            idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create
+            idempotency_key,
+            "transfers.reversals.create",
+            {"transfer": transfer_id, "amount": amount, "metadata": dict(metadata or {})},
+            create,
         )
         return TransferReversal(
-            id=rev["id"], transfer_id=rev["transfer"], amount=rev["amount"], currency=rev["currency"].upper()
+            id=rev["id"],
+            transfer_id=rev["transfer"],
+            amount=rev["amount"],
+            currency=rev["currency"].upper(),
+            metadata=rev.get("metadata") or {},
         )
 
     def transfers_list(self, *, transfer_group) -> list[Transfer]:
@@ -710,7 +729,32 @@ class OfflineProvider(PaymentProvider):
             currency=dp["currency"].upper(),
             charge_id=dp.get("charge"),
             payment_intent_id=dp.get("payment_intent"),
+            is_charge_refundable=bool(dp.get("is_charge_refundable", False)),
         )
+
+    def dispute_evidence_submit(self, *, dispute_id, text, files, idempotency_key) -> Dispute:
+        """Keep the evidence on the stored dispute (files by name and size: no file store offline)."""
+
+        def submit() -> dict:
+            dp = self._load(dispute_id, "dispute", lock=True)
+            if dp["status"] not in ("needs_response", "warning_needs_response"):
+                raise ProviderRejected(
+                    f"This dispute is {dp['status']}; evidence can no longer be submitted.", code="dispute_not_open"
+                )
+            dp["evidence"] = {
+                "uncategorized_text": text,
+                **{f.field: {"filename": f.filename, "size": len(f.content)} for f in files},
+            }
+            dp["status"] = "warning_under_review" if dp["status"].startswith("warning_") else "under_review"
+            return self._save(dp)
+
+        self._idempotent(
+            idempotency_key,
+            "disputes.update",
+            {"dispute": dispute_id, "text": text, "files": [f.filename for f in files]},
+            submit,
+        )
+        return self.dispute_get(dispute_id=dispute_id)
 
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
         """The same `t=…,v1=…` HMAC-SHA256 scheme as Stripe, so the endpoints behave alike offline."""

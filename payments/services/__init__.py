@@ -1,12 +1,20 @@
 """Every write of the payments app, by concern; the public names are re-exported here for callers.
 
-Modules: `escrows` (open, release, refund, disputes), `funding` (PaymentIntent, Checkout, unfunded expiry),
+Modules: `escrows` (open, release, refund, disputes), `disputes` (lost-chargeback reversals, inquiry refunds,
+evidence), `operator_tools` (an operator's freeze, unfreeze and refund), `funding` (PaymentIntent, Checkout, unfunded expiry),
 `operations` (executing and recording transfers and refunds), `payouts` (engineers' payout accounts),
 `webhook_events` (stored events and the drain), `reconciliation`, `offline` (the offline provider's simulations)
 and `support` (row locks, moves checked against `payments.states`, queueing on commit, the idempotency namespace).
 """
 
 from ..states import ESCROW_TRANSITIONS
+from .disputes import (
+    LOST_DISPUTE_POLICIES,
+    dispute_evidence_submit,
+    escrow_inquiry_refund,
+    lost_dispute_policy,
+    lost_dispute_reversals_mark,
+)
 from .escrows import (
     RefundResult,
     ReleaseResult,
@@ -31,11 +39,14 @@ from .funding import (
 from .offline import offline_onboarding_complete, offline_payment_confirm
 from .operations import (
     operation_refund_record,
+    operation_retry,
+    operation_reversal_record,
     operation_transfer_record,
     payment_operation_execute,
     refund_sync,
     transfer_sync,
 )
+from .operator_tools import escrow_freeze, escrow_refund_remainder_by_operator, escrow_unfreeze
 from .payouts import (
     ONBOARDING_URL_MAX_AGE,
     OnboardingStatus,
@@ -65,6 +76,16 @@ from .webhook_events import (
 )
 
 __all__ = [
+    "LOST_DISPUTE_POLICIES",
+    "dispute_evidence_submit",
+    "escrow_inquiry_refund",
+    "lost_dispute_policy",
+    "lost_dispute_reversals_mark",
+    "operation_retry",
+    "operation_reversal_record",
+    "escrow_freeze",
+    "escrow_refund_remainder_by_operator",
+    "escrow_unfreeze",
     "DRAIN_BATCH",
     "DRAIN_KEY",
     "ESCROW_TRANSITIONS",
