@@ -8,6 +8,9 @@ The policy for a chargeback lost after the engineer was paid (setting `LOST_DISP
   `uncovered * released_amount // (released_amount + released_fee)`, rounded down to the currency's amount step and
   at most what was transferred to them and not yet reversed; the platform absorbs the rest (its fee share).
   The reversals are `reversal` operations, newest transfer first, keyed `reverse:<dispute>:<transfer operation>`.
+- Part of the share released but not yet transferred (the transfer waited for the chargeback) is not reversed: the
+  escrow is held for an operator (`operator_frozen`) and a `lost_dispute_unpaid_share` reconciliation issue says
+  how much, so the transfer does not go out unseen when the chargeback freeze ends.
 - With `platform_absorbs` nothing is reversed: the platform bears the whole loss.
 """
 
@@ -28,22 +31,22 @@ from common.services import audit_record
 from .. import signals
 from ..evidence import json_pdf
 from ..ledger import A
-from ..models import Escrow, LedgerEntry, ProviderOperation
+from ..models import Escrow, LedgerEntry, ProviderOperation, ReconciliationIssue
 from ..providers.base import Dispute, EvidenceFile
-from ..providers.factory import payment_provider
+from ..providers.factory import LOST_DISPUTE_POLICIES, payment_provider
+from ..selectors import escrow_get
 from .support import _enqueue, _lock, _operator_note_require
 
 logger = logging.getLogger(__name__)
 
 OP = ProviderOperation
-REVERSE_ENGINEER_SHARE = "reverse_engineer_share"
-PLATFORM_ABSORBS = "platform_absorbs"
-LOST_DISPUTE_POLICIES = (REVERSE_ENGINEER_SHARE, PLATFORM_ABSORBS)
+REVERSE_ENGINEER_SHARE, PLATFORM_ABSORBS = LOST_DISPUTE_POLICIES
 # Stripe takes evidence only while the dispute (or inquiry) awaits a response.
 EVIDENCE_STATUSES = ("needs_response", "warning_needs_response")
 
 
 def lost_dispute_policy() -> str:
+    """Checked at start-up too (providers.factory.provider_settings_check), so a typo never reaches a webhook."""
     policy = settings.LOST_DISPUTE_POLICY
     if policy not in LOST_DISPUTE_POLICIES:
         raise ImproperlyConfigured(f"LOST_DISPUTE_POLICY must be one of {', '.join(LOST_DISPUTE_POLICIES)}.")
@@ -115,7 +118,37 @@ def lost_dispute_reversals_mark(*, escrow: Escrow, dispute: Dispute, uncovered: 
             obj=escrow,
             data={"dispute": dispute.id, "reversals": {op.idempotency_key: op.amount for op in marked}},
         )
+    unpaid = escrow.operations.filter(
+        kind=OP.Kind.TRANSFER, status__in=(OP.Status.PENDING, OP.Status.AWAITING_PAYEE, OP.Status.BLOCKED)
+    )
+    if share > 0 and unpaid.exists():
+        _unpaid_share_hold(escrow, dispute=dispute, share=share, unpaid=list(unpaid))
     return marked
+
+
+def _unpaid_share_hold(escrow: Escrow, *, dispute: Dispute, share: int, unpaid: list[ProviderOperation]) -> None:
+    """Part of the engineer's share was released but not yet transferred: nothing is reversed for it, so the escrow
+    is held for an operator (the transfer would otherwise go out now that the chargeback freeze ends) and the
+    difference is listed as a reconciliation issue."""
+    escrow.operator_frozen = True
+    escrow.operator_frozen_reason = f"chargeback {dispute.id} lost with {share} of the engineer's share unpaid"[:255]
+    escrow.save(update_fields=["operator_frozen", "operator_frozen_reason", "updated_at"])
+    ReconciliationIssue.objects.get_or_create(
+        escrow=escrow,
+        kind="lost_dispute_unpaid_share",
+        resolved_at=None,
+        defaults={
+            "expected": share,
+            "actual": 0,
+            "detail": {"dispute": dispute.id, "unpaid_transfers": [op.idempotency_key for op in unpaid]},
+        },
+    )
+    audit_record(
+        actor=None,
+        verb="escrow_operator_frozen",
+        obj=escrow,
+        data={"dispute": dispute.id, "unpaid_share": share, "note": escrow.operator_frozen_reason},
+    )
 
 
 def escrow_inquiry_refund(*, escrow_id: int, actor, note: str):
@@ -129,9 +162,7 @@ def escrow_inquiry_refund(*, escrow_id: int, actor, note: str):
 
     operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
     note = _operator_note_require(note)
-    escrow = Escrow.objects.filter(pk=escrow_id).first()
-    if escrow is None:
-        _lock(escrow_id)  # raises NotFound
+    escrow = escrow_get(escrow_id=escrow_id)
     if not escrow.dispute_id:
         raise IllegalTransition("This escrow has no dispute.", code="no_open_inquiry")
     # Stripe's current word on the dispute, fetched before any row is locked.
@@ -167,9 +198,7 @@ def dispute_evidence_submit(*, escrow_id: int, actor, note: str) -> Dispute:
     """
     operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
     note = _operator_note_require(note)
-    escrow = Escrow.objects.filter(pk=escrow_id).first()
-    if escrow is None:
-        _lock(escrow_id)  # raises NotFound
+    escrow = escrow_get(escrow_id=escrow_id)
     if not escrow.dispute_id:
         raise IllegalTransition("This escrow has no dispute.", code="no_open_dispute")
     provider = payment_provider()

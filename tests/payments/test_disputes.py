@@ -262,3 +262,37 @@ def test_evidence_needs_a_certificate_and_the_payments_operator_role(stripe_worl
         services.dispute_evidence_submit(escrow_id=escrow.pk, actor=operator(), note="not a contract")
     assert missing.value.code == "no_evidence_available"
     assert world.fake.count("file") == 0
+
+
+@pytest.mark.django_db
+def test_inquiry_refund_and_evidence_of_an_unknown_escrow_are_not_found():
+    from common.errors import NotFound
+
+    for call in (services.escrow_inquiry_refund, services.dispute_evidence_submit):
+        with pytest.raises(NotFound):
+            call(escrow_id=999_999, actor=operator(), note="which one?")
+
+
+@pytest.mark.django_db
+def test_lost_dispute_with_the_engineers_share_still_unpaid_holds_the_escrow_for_an_operator(
+    stripe_world, settle, parties
+):
+    world = stripe_world
+    admin, org, engineer = parties
+    escrow = funded_escrow(world, settle, org, engineer, admin)  # the engineer has no payout account yet
+    settle(services.escrow_release, escrow_id=escrow.pk, fraction_bps=10_000, reason="pass", verification_run_id="r")
+    transfer = OP.objects.get(escrow=escrow, kind=OP.Kind.TRANSFER)
+    assert transfer.status == OP.Status.AWAITING_PAYEE
+    dispute = world.fake.dispute_open(escrow.charge_id)
+    settle(world.deliver)
+    world.fake.dispute_close(dispute["id"], "lost")
+    settle(world.deliver)
+
+    escrow.refresh_from_db()
+    assert not escrow.frozen and escrow.operator_frozen and "200000" in escrow.operator_frozen_reason
+    issue = ReconciliationIssue.objects.get(escrow=escrow, kind="lost_dispute_unpaid_share")
+    assert (issue.expected, issue.detail["unpaid_transfers"]) == (200_000, [transfer.idempotency_key])
+    assert not OP.objects.filter(escrow=escrow, kind=OP.Kind.REVERSAL).exists()
+    settle(world.onboard, engineer)  # the engineer onboards: the transfer still waits for the operator
+    services.payouts_retry_payable()
+    assert world.fake.count("transfer") == 0
