@@ -66,6 +66,8 @@ def test_lost_dispute_after_payout_reverses_the_engineers_share_once(
     transfer = OP.objects.get(escrow=escrow, kind=OP.Kind.TRANSFER)
     assert (reversal.status, reversal.amount) == (OP.Status.SUCCEEDED, 200_000)
     assert reversal.idempotency_key == f"reverse:{dispute['id']}:{transfer.pk}"
+    services.payment_operation_execute(operation_id=reversal.pk)  # the task delivered twice: nothing more
+    assert world.fake.count("transfer_reversal") == 1
     stripe_transfer = world.fake.objects[transfer.provider_object_id]
     assert (stripe_transfer["amount_reversed"], stripe_transfer["reversed"]) == (200_000, True)
     assert stripe_transfer["reversals"]["data"][0]["metadata"]["operation_key"] == reversal.idempotency_key
