@@ -101,7 +101,7 @@ class OnboardingApi(APIView):
 
 
 class OfflineConfirmSerializer(serializers.Serializer):
-    outcome = serializers.ChoiceField(choices=["succeed", "decline", "dispute", "dispute_won", "dispute_lost"])
+    outcome = serializers.ChoiceField(choices=list(services.OFFLINE_OUTCOMES))
 
 
 class OfflinePaymentConfirmApi(APIView):

@@ -362,7 +362,7 @@ class OfflineProvider(PaymentProvider):
         events: list[ProviderEvent] = []
         with transaction.atomic():
             pi = self._load(payment_intent_id, "payment_intent", lock=True)
-            if outcome in {"succeed", "dispute"} and pi["status"] == "requires_payment_method":
+            if outcome in {"succeed", "dispute", "inquiry"} and pi["status"] == "requires_payment_method":
                 charge_id = f"ch_off_{_digest(pi['id'])}"
                 self._save(
                     {
@@ -394,7 +394,9 @@ class OfflineProvider(PaymentProvider):
                 events.append(("payment_intent.payment_failed", pi))
             elif outcome == "succeed":
                 raise PaymentStateConflict(f"This PaymentIntent is {pi['status']}; it cannot be paid now.")
-            if outcome == "dispute":
+            if outcome in {"dispute", "inquiry"}:
+                # An inquiry (warning_*): nothing withdrawn and the charge still refundable; a chargeback: withdrawn.
+                inquiry = outcome == "inquiry"
                 charge = self._load(pi["latest_charge"], "charge", lock=True)
                 dispute = {
                     "id": f"dp_off_{_digest(charge['id'])}",
@@ -403,24 +405,30 @@ class OfflineProvider(PaymentProvider):
                     "currency": charge["currency"],
                     "charge": charge["id"],
                     "payment_intent": pi["id"],
-                    "status": "needs_response",
+                    "status": "warning_needs_response" if inquiry else "needs_response",
+                    "is_charge_refundable": inquiry,
                     "reason": "fraudulent",
                     "livemode": False,
                 }
                 charge["disputed"] = True
                 self._save(charge)
                 self._save(dispute)
-                events += [("charge.dispute.created", dispute), ("charge.dispute.funds_withdrawn", dispute)]
-            elif outcome in {"dispute_won", "dispute_lost"}:
+                events.append(("charge.dispute.created", dispute))
+                if not inquiry:
+                    events.append(("charge.dispute.funds_withdrawn", dispute))
+            elif outcome in {"dispute_won", "dispute_lost", "inquiry_closed"}:
                 if not pi.get("latest_charge"):
                     raise PaymentStateConflict("This payment has no charge to dispute.")
                 dispute = self._load(f"dp_off_{_digest(pi['latest_charge'])}", "dispute", lock=True)
-                dispute["status"] = "won" if outcome == "dispute_won" else "lost"
+                dispute["status"] = {"dispute_won": "won", "dispute_lost": "lost", "inquiry_closed": "warning_closed"}[
+                    outcome
+                ]
+                dispute["is_charge_refundable"] = False
                 self._save(dispute)
                 events.append(("charge.dispute.closed", dispute))
                 if outcome == "dispute_won":
                     events.append(("charge.dispute.funds_reinstated", dispute))
-            elif outcome not in {"succeed", "decline"}:
+            elif outcome not in {"succeed", "decline", "dispute", "inquiry"}:
                 raise ProviderRejected(f"Unknown outcome {outcome!r}.", code="invalid_outcome")
         return [self._event(event_type, obj) for event_type, obj in events]
 

@@ -36,7 +36,7 @@ from .funding import (
     funding_intent_cancel,
     payment_customer_ensure,
 )
-from .offline import offline_onboarding_complete, offline_payment_confirm
+from .offline import OFFLINE_OUTCOMES, offline_onboarding_complete, offline_payment_confirm
 from .operations import (
     operation_refund_record,
     operation_retry,
@@ -76,6 +76,7 @@ from .webhook_events import (
 )
 
 __all__ = [
+    "OFFLINE_OUTCOMES",
     "LOST_DISPUTE_POLICIES",
     "dispute_evidence_submit",
     "escrow_inquiry_refund",

@@ -298,3 +298,26 @@ def test_lost_dispute_with_the_engineers_share_still_unpaid_holds_the_escrow_for
     settle(world.onboard, engineer)  # the engineer onboards: the transfer still waits for the operator
     services.payouts_retry_payable()
     assert world.fake.count("transfer") == 0
+
+
+@pytest.mark.django_db
+def test_the_offline_provider_plays_an_inquiry_that_an_operator_refunds(offline_world, settle, parties, client):
+    world = offline_world
+    admin, org, engineer = parties
+    escrow = funded_escrow(world, settle, org, engineer, admin)
+    client.force_login(admin)
+    confirm = f"/api/v1/payments/offline/payment-intents/{escrow.payment_intent_id}/confirm/"
+    assert settle(client.post, confirm, {"outcome": "inquiry"}).status_code == 200
+    settle(services.webhook_events_drain)
+    escrow.refresh_from_db()
+    assert escrow.frozen and escrow.dispute_id
+
+    result = settle(services.escrow_inquiry_refund, escrow_id=escrow.pk, actor=operator(), note="refund it")
+
+    assert (result.refund_amount, result.status) == (220_000, S.REFUNDED)
+    settle(client.post, confirm, {"outcome": "inquiry_closed"})
+    settle(services.webhook_events_drain)
+    escrow.refresh_from_db()
+    assert not escrow.frozen
+    summary = selectors.escrow_summary(escrow.pk)
+    assert (summary.refunded, summary.held) == (220_000, 0)
