@@ -321,3 +321,16 @@ def test_the_offline_provider_plays_an_inquiry_that_an_operator_refunds(offline_
     assert not escrow.frozen
     summary = selectors.escrow_summary(escrow.pk)
     assert (summary.refunded, summary.held) == (220_000, 0)
+
+
+@pytest.mark.django_db
+def test_the_offline_provider_keeps_submitted_evidence(offline_world, settle, parties):
+    from payments.models import OfflineObject
+
+    escrow = contract_with_certificate(offline_world, settle, parties)
+    dispute = services.dispute_evidence_submit(escrow_id=escrow.pk, actor=operator(), note="delivered")
+    assert dispute.status == "under_review"
+    evidence = OfflineObject.objects.get(object_id=escrow.dispute_id).data["evidence"]
+    assert "k-evidence-1" in evidence["uncategorized_text"]
+    assert evidence["service_documentation"]["filename"] == "certificate.pdf"
+    assert evidence["uncategorized_file"]["size"] > 0
