@@ -59,6 +59,8 @@ def payment_operation_execute(*, operation_id: int) -> ProviderOperation:
     if op.status in (OP.Status.SUCCEEDED, OP.Status.BLOCKED, OP.Status.SUPERSEDED):
         return op
     escrow = op.escrow
+    if op.retry_of_id is not None and _retry_found_recorded(op):
+        return ProviderOperation.objects.get(pk=op.pk)
     provider = payment_provider()
     metadata = {"escrow_id": str(escrow.pk), "reference": escrow.reference, "operation_key": op.idempotency_key}
     if op.kind == OP.Kind.REVERSAL:
@@ -440,6 +442,24 @@ def operation_retry(*, operation_id: int, actor, note: str) -> ProviderOperation
         audit_record(actor=actor, verb="operation_retried", obj=escrow, data={**data, "retry": retry.idempotency_key})
         _enqueue("payment_operation_execute", retry.pk)
     return retry
+
+
+def _retry_found_recorded(op: ProviderOperation) -> bool:
+    """Before an operator's retry moves money: look once more for an object made under any key of its chain (an
+    earlier attempt's object may show up in Stripe's lists only now) and record that instead."""
+    if op.kind == OP.Kind.TRANSFER and op.escrow.on_hold:
+        return False  # it waits anyway; looked at again when it runs
+    _, chain = _retry_chain(op)
+    found = _provider_holds(op, {o.idempotency_key for o in chain})
+    if found is None:
+        return False
+    owner = next(o for o in chain if o.idempotency_key == found.metadata.get("operation_key"))
+    _provider_object_record(owner.pk, found)
+    if owner.pk != op.pk:
+        ProviderOperation.objects.filter(pk=op.pk).exclude(status=OP.Status.SUCCEEDED).update(
+            status=OP.Status.SUPERSEDED, last_error=f"held by the provider as {found.id}", updated_at=timezone.now()
+        )
+    return True
 
 
 def _retryable_check(op: ProviderOperation) -> None:

@@ -152,3 +152,30 @@ def test_two_operators_retrying_at_once_pay_once(stripe_world, settle, parties):
     services.payment_operation_execute(operation_id=OP.objects.get(retry_of=op).pk)
     assert world.fake.count("transfer") == 1
     assert selectors.escrow_summary(escrow.pk).paid == 200_000
+
+
+@pytest.mark.django_db
+def test_a_transfer_of_the_original_that_shows_up_late_is_recorded_and_the_retry_pays_nothing(
+    stripe_world, settle, parties
+):
+    world = stripe_world
+    escrow, op, account = blocked_release(world, settle, parties)
+    retry = services.operation_retry(operation_id=op.pk, actor=operator(), note="retry")  # queued, not yet run
+    late = world.fake_client.v1.transfers.create(
+        {
+            "amount": op.amount,
+            "currency": "usd",
+            "destination": account.provider_account_id,
+            "transfer_group": f"escrow_{escrow.pk}",
+            "metadata": {"operation_key": op.idempotency_key},
+        }
+    )
+
+    settle(services.payment_operation_execute, operation_id=retry.pk)
+
+    op.refresh_from_db()
+    retry.refresh_from_db()
+    assert (op.status, op.provider_object_id, retry.status) == (OP.Status.SUCCEEDED, late["id"], OP.Status.SUPERSEDED)
+    assert world.fake.count("transfer") == 1
+    settle(world.deliver)
+    assert selectors.escrow_summary(escrow.pk).paid == 200_000
