@@ -9,7 +9,7 @@ from payments import signals as payment_signals
 from verification.models import VerificationRun
 from verification.signals import verification_finished, verification_progressed, verification_started
 
-from .models import Contract
+from .models import Contract, Submission
 from .services import contracts, events, jobs, submissions
 
 
@@ -80,3 +80,36 @@ def on_payout_settled(sender, user_id: int, payout: dict, **kwargs) -> None:
 @receiver(payment_signals.payout_account_updated)
 def on_payout_account_updated(sender, user_id: int, **kwargs) -> None:
     events.payout_account_event_emit(user_id=user_id)
+
+
+@receiver(payment_signals.dispute_evidence_requested)
+def on_dispute_evidence_requested(sender, escrow_id: int, reference: str, **kwargs) -> dict | None:
+    """The evidence of delivered work for a chargeback: the latest passed submission's signed certificate and its
+    report as the engineer may see it (nothing that reveals the hidden inputs), and a short summary."""
+    from verification.serializers import report_for_engineer
+
+    contract_id = contracts.contract_id_from_reference(reference)
+    contract = Contract.objects.select_related("job").filter(pk=contract_id).first() if contract_id else None
+    if contract is None:
+        return None
+    for submission in contract.submissions.filter(status=Submission.Status.PASSED).order_by("-number"):
+        run = (
+            VerificationRun.objects.filter(
+                subject=f"{submissions.SUBJECT_PREFIX}{submission.pk}", certificate__isnull=False
+            )
+            .order_by("-id")
+            .first()
+        )
+        if run is None:
+            continue
+        certificate = run.certificate or {}
+        summary = (
+            f'Speedproof contract {contract.pk} for the job "{contract.job.title}". The engineer delivered an '
+            f"optimized candidate (submission {submission.number}); the platform's verification ran the company's "
+            f"own benchmark on it and decided {run.decision or submission.status} on "
+            f"{(run.finished_at.date().isoformat() if run.finished_at else 'record')}"
+            f" (payout fraction {(run.payout_fraction_bps or 0) / 100:.2f}%). The attached certificate is signed by "
+            f"verification key {certificate.get('key_id', '')}; the attached report is what it certifies."
+        )
+        return {"summary": summary, "certificate": certificate, "report": report_for_engineer(run.report or {})}
+    return None

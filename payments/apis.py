@@ -31,7 +31,11 @@ class EscrowSummarySerializer(serializers.Serializer):
     fee = serializers.IntegerField(help_text="Platform fee on the full amount.")
     funded = serializers.IntegerField()
     released = serializers.IntegerField()
-    paid = serializers.IntegerField(help_text="Released and already transferred to the engineer.")
+    paid = serializers.IntegerField(help_text="Released and already transferred to the engineer (net of reversals).")
+    reversed_from_engineer = serializers.IntegerField(
+        help_text="Transferred to the engineer and taken back by transfer reversals (e.g. a chargeback lost after"
+        " payout, under the platform's lost-dispute policy)."
+    )
     refunded = serializers.IntegerField(help_text="Refunds plus chargebacks returned to the company.")
     fee_kept = serializers.IntegerField()
     held = serializers.IntegerField()
@@ -41,6 +45,7 @@ class EscrowSummarySerializer(serializers.Serializer):
     )
     frozen = serializers.BooleanField(help_text="A chargeback is open: nothing can be released or refunded.")
     frozen_reason = serializers.CharField()
+    operator_frozen = serializers.BooleanField(help_text="An operator holds the escrow: nothing moves until released.")
     funding_deadline = serializers.DateTimeField()
     funding_failure_reason = serializers.CharField()
     released_bps = serializers.IntegerField()
@@ -99,7 +104,7 @@ class OnboardingApi(APIView):
 
 
 class OfflineConfirmSerializer(serializers.Serializer):
-    outcome = serializers.ChoiceField(choices=["succeed", "decline", "dispute", "dispute_won", "dispute_lost"])
+    outcome = serializers.ChoiceField(choices=list(services.OFFLINE_OUTCOMES))
 
 
 class OfflinePaymentConfirmApi(APIView):

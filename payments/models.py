@@ -43,6 +43,9 @@ class Escrow(TimeStampedModel):
     frozen = models.BooleanField(default=False, db_index=True)
     frozen_reason = models.CharField(max_length=255, blank=True)
     dispute_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # An operator's hold, kept apart from the chargeback freeze above: lifting one never lifts the other.
+    operator_frozen = models.BooleanField(default=False, db_index=True)
+    operator_frozen_reason = models.CharField(max_length=255, blank=True)
     status_reason = models.CharField(max_length=255, blank=True)
 
     class Meta:
@@ -62,6 +65,11 @@ class Escrow(TimeStampedModel):
     @property
     def total(self) -> int:
         return self.amount + self.fee
+
+    @property
+    def on_hold(self) -> bool:
+        """Nothing is released, refunded or transferred while a chargeback is open or an operator holds it."""
+        return self.frozen or self.operator_frozen
 
 
 class PaymentCustomer(TimeStampedModel):
@@ -127,12 +135,14 @@ class ProviderOperation(TimeStampedModel):
         TRANSFER = "transfer", "Transfer to engineer"
         REFUND = "refund", "Refund to company"
         DUPLICATE_REFUND = "duplicate_refund", "Refund of a second payment for the same escrow"
+        REVERSAL = "reversal", "Reversal of a transfer to the engineer (lost chargeback)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
         AWAITING_PAYEE = "awaiting_payee", "Waiting for the engineer's payout account"
         SUCCEEDED = "succeeded", "Succeeded"
         BLOCKED = "blocked", "Blocked: needs an operator"
+        SUPERSEDED = "superseded", "Replaced by an operator's retry"
 
     escrow = models.ForeignKey(Escrow, on_delete=models.PROTECT, related_name="operations")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -147,6 +157,10 @@ class ProviderOperation(TimeStampedModel):
     verification_run_id = models.CharField(max_length=128, blank=True)
     # Set for a duplicate refund: the second PaymentIntent that paid an already funded escrow.
     payment_intent_id = models.CharField(max_length=255, blank=True)
+    # Set for a reversal: the transfer (provider id) it takes money back from.
+    reversed_transfer_id = models.CharField(max_length=255, blank=True)
+    # Set for an operator's retry: the operation it replaces (itself blocked, then superseded).
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="retries")
 
     class Meta:
         ordering = ["id"]

@@ -28,6 +28,8 @@ OUTCOMES = [
     ("dispute", "Pay, then open a chargeback"),
     ("dispute_won", "Chargeback won"),
     ("dispute_lost", "Chargeback lost"),
+    ("inquiry", "Pay, then open an inquiry (refundable)"),
+    ("inquiry_closed", "Inquiry closed"),
 ]
 
 

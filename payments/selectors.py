@@ -9,7 +9,7 @@ from accounts.selectors import user_is_org_member
 from common.errors import NotFound
 
 from .ledger import FEE_TRANSACTION_KIND, EscrowTotals, ledger_balances, totals_from_balances
-from .models import Escrow, LedgerEntry, ReconciliationIssue
+from .models import Escrow, LedgerAccount, LedgerEntry, ReconciliationIssue
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class EscrowSummary:
     funded: int
     released: int
     paid: int
+    reversed_from_engineer: int
     refunded: int
     fee_kept: int
     held: int
@@ -41,6 +42,7 @@ class EscrowSummary:
     processing_fee_withheld: int
     frozen: bool
     frozen_reason: str
+    operator_frozen: bool
     funding_deadline: str
     funding_failure_reason: str
     released_bps: int
@@ -109,6 +111,11 @@ def escrow_summary(escrow_id: int) -> EscrowSummary:
         funded=totals.funded,
         released=totals.released,
         paid=totals.paid,
+        reversed_from_engineer=-sum(
+            line.amount
+            for line in lines
+            if line.account == LedgerAccount.ENGINEER_PAID and line.kind in ("transfer_reversal", "dispute_reversal")
+        ),
         refunded=totals.refunded,
         fee_kept=totals.fee_kept,
         held=totals.held,
@@ -116,6 +123,7 @@ def escrow_summary(escrow_id: int) -> EscrowSummary:
         processing_fee_withheld=totals.fees_recovered,
         frozen=escrow.frozen,
         frozen_reason=escrow.frozen_reason,
+        operator_frozen=escrow.operator_frozen,
         funding_deadline=escrow.funding_deadline.isoformat(),
         funding_failure_reason=escrow.funding_failure_reason,
         released_bps=escrow.released_bps,

@@ -280,6 +280,9 @@ FUNDING_DEADLINE_DAYS = env.int("FUNDING_DEADLINE_DAYS", default=7)
 # Who bears Stripe's processing fee when a failed contract is refunded (payments/README.md, "Fees"):
 # "platform_absorbs" (the company gets everything back) or "company_bears" (the refund keeps the fee back).
 REFUND_FEE_POLICY = env("REFUND_FEE_POLICY", default="platform_absorbs")
+# Who bears a chargeback lost after the engineer was paid (payments/README.md, "Disputes"):
+# reverse_engineer_share (transfer reversals of the engineer's share) or platform_absorbs.
+LOST_DISPUTE_POLICY = env("LOST_DISPUTE_POLICY", default="reverse_engineer_share")
 PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # Jobs may only be posted in these currencies: the platform account settles (holds a balance) in them, and
 # Stripe transfers must be in the currency of the charge's balance transaction.

@@ -54,6 +54,15 @@ class CheckoutSession:
 
 
 @dataclass(frozen=True)
+class TransferReversal:
+    id: str
+    transfer_id: str
+    amount: int
+    currency: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Transfer:
     id: str
     amount: int
@@ -63,14 +72,8 @@ class Transfer:
     transfer_group: str | None
     source_transaction: str | None
     metadata: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TransferReversal:
-    id: str
-    transfer_id: str
-    amount: int
-    currency: str
+    # The reversals Stripe embeds in the transfer (its most recent ten), with our metadata.
+    reversals: tuple[TransferReversal, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,26 @@ class Dispute:
     payment_intent_id: str | None
     # Funds withdrawn (with the dispute fee) and, if won, reinstated: zero, one or two.
     balance_transactions: tuple[BalanceTransaction, ...] = ()
+    # Stripe: "If true, it's still possible to refund the disputed payment" (true during most inquiries).
+    is_charge_refundable: bool = False
 
     @property
     def open(self) -> bool:
         return self.status in {"warning_needs_response", "warning_under_review", "needs_response", "under_review"}
+
+    @property
+    def inquiry(self) -> bool:
+        """An inquiry (pre-dispute, `warning_*`): no money has been withdrawn yet."""
+        return self.status.startswith("warning_")
+
+
+@dataclass(frozen=True)
+class EvidenceFile:
+    """A document for a dispute's evidence; Stripe takes PDF, JPEG or PNG (purpose `dispute_evidence`)."""
+
+    filename: str
+    content: bytes
+    field: str  # the evidence field it fills: service_documentation, uncategorized_file, ...
 
 
 @dataclass(frozen=True)
@@ -267,7 +286,9 @@ class PaymentProvider(abc.ABC):
     def transfer_get(self, *, transfer_id: str) -> Transfer: ...
 
     @abc.abstractmethod
-    def transfer_reverse(self, *, transfer_id: str, amount: int, idempotency_key: str) -> TransferReversal: ...
+    def transfer_reverse(
+        self, *, transfer_id: str, amount: int, idempotency_key: str, metadata: Mapping[str, str] | None = None
+    ) -> TransferReversal: ...
 
     @abc.abstractmethod
     def transfers_list(self, *, transfer_group: str) -> list[Transfer]: ...
@@ -335,6 +356,13 @@ class PaymentProvider(abc.ABC):
     @abc.abstractmethod
     def dispute_get(self, *, dispute_id: str) -> Dispute:
         """The dispute with its balance transactions (withdrawal with the dispute fee, reinstatement if won)."""
+
+    @abc.abstractmethod
+    def dispute_evidence_submit(
+        self, *, dispute_id: str, text: str, files: list[EvidenceFile], idempotency_key: str
+    ) -> Dispute:
+        """Upload `files` (purpose dispute_evidence), set them and `text` (uncategorized_text) as the dispute's
+        evidence and submit it to the bank. Submitting is final at Stripe."""
 
     @abc.abstractmethod
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:

@@ -22,6 +22,10 @@ def _is_production() -> bool:
     return str(getattr(settings, "SETTINGS_MODULE", "") or "").endswith(".production")
 
 
+# Who bears a chargeback lost after the engineer was paid (payments/services/disputes.py).
+LOST_DISPUTE_POLICIES = ("reverse_engineer_share", "platform_absorbs")
+
+
 def provider_settings_check() -> None:
     """Refuse a misconfiguration at start-up (called from the app's ready())."""
     name = settings.PAYMENT_PROVIDER
@@ -36,6 +40,11 @@ def provider_settings_check() -> None:
     if not _PREFIX.fullmatch(prefix):
         raise ImproperlyConfigured(
             f"PAYMENTS_IDEMPOTENCY_PREFIX must be 1-40 letters, digits, '-', '_' or '.', not {prefix!r}."
+        )
+    policy = settings.LOST_DISPUTE_POLICY
+    if policy not in LOST_DISPUTE_POLICIES:
+        raise ImproperlyConfigured(
+            f"LOST_DISPUTE_POLICY must be one of {', '.join(LOST_DISPUTE_POLICIES)}, not {policy!r}."
         )
     if name == "stripe":
         _stripe_mode_check(settings.STRIPE_SECRET_KEY, settings.STRIPE_LIVEMODE)

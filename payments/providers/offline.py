@@ -384,7 +384,7 @@ class OfflineProvider(PaymentProvider):
         events: list[ProviderEvent] = []
         with transaction.atomic():
             pi = self._load(payment_intent_id, "payment_intent", lock=True)
-            if outcome in {"succeed", "dispute"} and pi["status"] == "requires_payment_method":
+            if outcome in {"succeed", "dispute", "inquiry"} and pi["status"] == "requires_payment_method":
                 charge_id = f"ch_off_{_digest(pi['id'])}"
                 self._save(
                     {
@@ -424,7 +424,9 @@ class OfflineProvider(PaymentProvider):
                 events.append(("payment_intent.payment_failed", pi))
             elif outcome == "succeed":
                 raise PaymentStateConflict(f"This PaymentIntent is {pi['status']}; it cannot be paid now.")
-            if outcome == "dispute":
+            if outcome in {"dispute", "inquiry"}:
+                # An inquiry (warning_*): nothing withdrawn and the charge still refundable; a chargeback: withdrawn.
+                inquiry = outcome == "inquiry"
                 charge = self._load(pi["latest_charge"], "charge", lock=True)
                 dispute = {
                     "id": f"dp_off_{_digest(charge['id'])}",
@@ -433,7 +435,8 @@ class OfflineProvider(PaymentProvider):
                     "currency": charge["currency"],
                     "charge": charge["id"],
                     "payment_intent": pi["id"],
-                    "status": "needs_response",
+                    "status": "warning_needs_response" if inquiry else "needs_response",
+                    "is_charge_refundable": inquiry,
                     "reason": "fraudulent",
                     "livemode": False,
                 }
@@ -450,12 +453,17 @@ class OfflineProvider(PaymentProvider):
                 charge["disputed"] = True
                 self._save(charge)
                 self._save(dispute)
-                events += [("charge.dispute.created", dispute), ("charge.dispute.funds_withdrawn", dispute)]
-            elif outcome in {"dispute_won", "dispute_lost"}:
+                events.append(("charge.dispute.created", dispute))
+                if not inquiry:
+                    events.append(("charge.dispute.funds_withdrawn", dispute))
+            elif outcome in {"dispute_won", "dispute_lost", "inquiry_closed"}:
                 if not pi.get("latest_charge"):
                     raise PaymentStateConflict("This payment has no charge to dispute.")
                 dispute = self._load(f"dp_off_{_digest(pi['latest_charge'])}", "dispute", lock=True)
-                dispute["status"] = "won" if outcome == "dispute_won" else "lost"
+                dispute["status"] = {"dispute_won": "won", "dispute_lost": "lost", "inquiry_closed": "warning_closed"}[
+                    outcome
+                ]
+                dispute["is_charge_refundable"] = False
                 if outcome == "dispute_won":
                     reinstated = self._balance_transaction_make(
                         source_id=dispute["id"],
@@ -470,7 +478,7 @@ class OfflineProvider(PaymentProvider):
                 events.append(("charge.dispute.closed", dispute))
                 if outcome == "dispute_won":
                     events.append(("charge.dispute.funds_reinstated", dispute))
-            elif outcome not in {"succeed", "decline"}:
+            elif outcome not in {"succeed", "decline", "dispute", "inquiry"}:
                 raise ProviderRejected(f"Unknown outcome {outcome!r}.", code="invalid_outcome")
         return [self._event(event_type, obj) for event_type, obj in events]
 
@@ -485,6 +493,16 @@ class OfflineProvider(PaymentProvider):
             transfer_group=tr.get("transfer_group"),
             source_transaction=tr.get("source_transaction"),
             metadata=tr.get("metadata") or {},
+            reversals=tuple(
+                TransferReversal(
+                    id=rev["id"],
+                    transfer_id=tr["id"],
+                    amount=rev["amount"],
+                    currency=rev["currency"].upper(),
+                    metadata=rev.get("metadata") or {},
+                )
+                for rev in tr.get("reversals") or ()
+            ),
         )
 
     def transfer_create(
@@ -549,30 +567,39 @@ class OfflineProvider(PaymentProvider):
     def transfer_get(self, *, transfer_id) -> Transfer:
         return self._transfer(self._load(transfer_id, "transfer"))
 
-    def transfer_reverse(self, *, transfer_id, amount, idempotency_key) -> TransferReversal:
+    def transfer_reverse(self, *, transfer_id, amount, idempotency_key, metadata=None) -> TransferReversal:
         def create() -> dict:
             tr = self._load(transfer_id, "transfer", lock=True)
             if tr["amount_reversed"] + amount > tr["amount"]:
                 raise ProviderRejected(
                     "The reversal exceeds the transfer's unreversed amount.", code="amount_too_large"
                 )
-            tr["amount_reversed"] += amount
-            tr["reversed"] = tr["amount_reversed"] == tr["amount"]
-            self._save(tr, group=tr.get("transfer_group") or "")
             rev = {
                 "id": _random_id("trr"),
                 "object": "transfer_reversal",
                 "amount": amount,
                 "currency": tr["currency"],
                 "transfer": transfer_id,
+                "metadata": dict(metadata or {}),
             }
+            tr["amount_reversed"] += amount
+            tr["reversed"] = tr["amount_reversed"] == tr["amount"]
+            tr["reversals"] = [*(tr.get("reversals") or []), rev][-10:]
+            self._save(tr, group=tr.get("transfer_group") or "")
             return self._save(rev)
 
         rev, _ = self._idempotent(
-            idempotency_key, "transfers.reversals.create", {"transfer": transfer_id, "amount": amount}, create
+            idempotency_key,
+            "transfers.reversals.create",
+            {"transfer": transfer_id, "amount": amount, "metadata": dict(metadata or {})},
+            create,
         )
         return TransferReversal(
-            id=rev["id"], transfer_id=rev["transfer"], amount=rev["amount"], currency=rev["currency"].upper()
+            id=rev["id"],
+            transfer_id=rev["transfer"],
+            amount=rev["amount"],
+            currency=rev["currency"].upper(),
+            metadata=rev.get("metadata") or {},
         )
 
     def transfers_list(self, *, transfer_group) -> list[Transfer]:
@@ -860,7 +887,32 @@ class OfflineProvider(PaymentProvider):
             balance_transactions=tuple(
                 bt for bt in (self._balance_transaction(txn) for txn in dp.get("balance_transactions") or ()) if bt
             ),
+            is_charge_refundable=bool(dp.get("is_charge_refundable", False)),
         )
+
+    def dispute_evidence_submit(self, *, dispute_id, text, files, idempotency_key) -> Dispute:
+        """Keep the evidence on the stored dispute (files by name and size: no file store offline)."""
+
+        def submit() -> dict:
+            dp = self._load(dispute_id, "dispute", lock=True)
+            if dp["status"] not in ("needs_response", "warning_needs_response"):
+                raise ProviderRejected(
+                    f"This dispute is {dp['status']}; evidence can no longer be submitted.", code="dispute_not_open"
+                )
+            dp["evidence"] = {
+                "uncategorized_text": text,
+                **{f.field: {"filename": f.filename, "size": len(f.content)} for f in files},
+            }
+            dp["status"] = "warning_under_review" if dp["status"].startswith("warning_") else "under_review"
+            return self._save(dp)
+
+        self._idempotent(
+            idempotency_key,
+            "disputes.update",
+            {"dispute": dispute_id, "text": text, "files": [f.filename for f in files]},
+            submit,
+        )
+        return self.dispute_get(dispute_id=dispute_id)
 
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
         """The same `t=…,v1=…` HMAC-SHA256 scheme as Stripe, so the endpoints behave alike offline."""

@@ -8,6 +8,7 @@ controller properties (Express dashboard, the platform collects fees and bears l
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Callable
@@ -144,6 +145,16 @@ def _checkout(cs: Any) -> CheckoutSession:
     )
 
 
+def _reversal(rev: Any, transfer_id: str = "") -> TransferReversal:
+    return TransferReversal(
+        id=rev["id"],
+        transfer_id=_id(_get(rev, "transfer")) or transfer_id,
+        amount=int(_get(rev, "amount", 0)),
+        currency=str(_get(rev, "currency", "")).upper(),
+        metadata=_metadata(rev),
+    )
+
+
 def _transfer(tr: Any) -> Transfer:
     return Transfer(
         id=tr["id"],
@@ -154,6 +165,7 @@ def _transfer(tr: Any) -> Transfer:
         transfer_group=_get(tr, "transfer_group"),
         source_transaction=_id(_get(tr, "source_transaction")),
         metadata=_metadata(tr),
+        reversals=tuple(_reversal(rev, tr["id"]) for rev in (_get(_get(tr, "reversals") or {}, "data") or ())),
     )
 
 
@@ -235,6 +247,7 @@ def _dispute(dp: Any) -> Dispute:
         balance_transactions=tuple(
             bt for bt in (_balance_transaction(txn) for txn in _get(dp, "balance_transactions") or ()) if bt
         ),
+        is_charge_refundable=bool(_get(dp, "is_charge_refundable", False)),
     )
 
 
@@ -244,6 +257,14 @@ def _balance_amounts(entries: Any) -> dict[str, int]:
         currency = str(_get(entry, "currency", "")).upper()
         amounts[currency] = amounts.get(currency, 0) + int(_get(entry, "amount", 0))
     return amounts
+
+
+class _NamedBytes(io.BytesIO):
+    """File content with a name, as the SDK's multipart encoder reads it (`read()` and `name`)."""
+
+    def __init__(self, content: bytes, name: str):
+        super().__init__(content)
+        self.name = name
 
 
 class StripeProvider(PaymentProvider):
@@ -380,18 +401,14 @@ class StripeProvider(PaymentProvider):
     def transfer_get(self, *, transfer_id) -> Transfer:
         return _transfer(_call(lambda: self._client.v1.transfers.retrieve(transfer_id)))
 
-    def transfer_reverse(self, *, transfer_id, amount, idempotency_key) -> TransferReversal:
+    def transfer_reverse(self, *, transfer_id, amount, idempotency_key, metadata=None) -> TransferReversal:
+        # POST /v1/transfers/{id}/reversals: partial reversals allowed up to the unreversed amount
+        # (https://docs.stripe.com/api/transfer_reversals/create).
+        params: dict[str, Any] = {"amount": amount, "metadata": dict(metadata or {})}
         rev = _call(
-            lambda: self._client.v1.transfers.reversals.create(
-                transfer_id, {"amount": amount}, self._opts(idempotency_key)
-            )
+            lambda: self._client.v1.transfers.reversals.create(transfer_id, params, self._opts(idempotency_key))
         )
-        return TransferReversal(
-            id=rev["id"],
-            transfer_id=_id(rev["transfer"]) or transfer_id,
-            amount=int(rev["amount"]),
-            currency=str(rev["currency"]).upper(),
-        )
+        return _reversal(rev, transfer_id)
 
     def transfers_list(self, *, transfer_group) -> list[Transfer]:
         page = _call(lambda: self._client.v1.transfers.list({"transfer_group": transfer_group, "limit": 100}))
@@ -499,6 +516,23 @@ class StripeProvider(PaymentProvider):
     # Disputes and webhooks
     def dispute_get(self, *, dispute_id) -> Dispute:
         return _dispute(_call(lambda: self._client.v1.disputes.retrieve(dispute_id)))
+
+    def dispute_evidence_submit(self, *, dispute_id, text, files, idempotency_key) -> Dispute:
+        # Files go to files.stripe.com as multipart/form-data with purpose dispute_evidence (PDF, JPEG or PNG;
+        # https://docs.stripe.com/api/files/create), then POST /v1/disputes/{id} sets the evidence and submits
+        # (`submit` defaults to true; https://docs.stripe.com/api/disputes/update). Each upload has its own key, so
+        # a retry reuses the files Stripe already has.
+        evidence: dict[str, Any] = {"uncategorized_text": text}
+        for document in files:
+            params = {"purpose": "dispute_evidence", "file": _NamedBytes(document.content, document.filename)}
+            uploaded = _call(
+                lambda params=params, key=f"{idempotency_key}:file:{document.field}": self._client.v1.files.create(
+                    params, self._opts(key)
+                )
+            )
+            evidence[document.field] = uploaded["id"]
+        update = {"evidence": evidence, "submit": True}
+        return _dispute(_call(lambda: self._client.v1.disputes.update(dispute_id, update, self._opts(idempotency_key))))
 
     def webhook_parse(self, *, payload: bytes, signature: str | None, connect: bool) -> ProviderEvent:
         secret = self._connect_webhook_secret if connect else self._webhook_secret

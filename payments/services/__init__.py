@@ -1,6 +1,7 @@
 """Every write of the payments app, by concern; the public names are re-exported here for callers.
 
-Modules: `escrows` (open, release, refund, disputes), `funding` (PaymentIntent, Checkout, unfunded expiry),
+Modules: `escrows` (open, release, refund, disputes), `disputes` (lost-chargeback reversals, inquiry refunds,
+evidence), `operator_tools` (an operator's freeze, unfreeze and refund), `funding` (PaymentIntent, Checkout, unfunded expiry),
 `operations` (executing and recording transfers and refunds), `payouts` (engineers' payout accounts),
 `webhook_events` (stored events and the drain), `fees` (Stripe's fees from balance transactions, the refund fee
 policy), `reconciliation`, `offline` (the offline provider's simulations)
@@ -8,6 +9,13 @@ and `support` (row locks, moves checked against `payments.states`, queueing on c
 """
 
 from ..states import ESCROW_TRANSITIONS
+from .disputes import (
+    LOST_DISPUTE_POLICIES,
+    dispute_evidence_submit,
+    escrow_inquiry_refund,
+    lost_dispute_policy,
+    lost_dispute_reversals_mark,
+)
 from .escrows import (
     RefundResult,
     ReleaseResult,
@@ -37,14 +45,17 @@ from .funding import (
     funding_intent_cancel,
     payment_customer_ensure,
 )
-from .offline import offline_onboarding_complete, offline_payment_confirm
+from .offline import OFFLINE_OUTCOMES, offline_onboarding_complete, offline_payment_confirm
 from .operations import (
     operation_refund_record,
+    operation_retry,
+    operation_reversal_record,
     operation_transfer_record,
     payment_operation_execute,
     refund_sync,
     transfer_sync,
 )
+from .operator_tools import escrow_freeze, escrow_refund_remainder_by_operator, escrow_unfreeze
 from .payouts import (
     ONBOARDING_URL_MAX_AGE,
     OnboardingStatus,
@@ -74,6 +85,17 @@ from .webhook_events import (
 )
 
 __all__ = [
+    "OFFLINE_OUTCOMES",
+    "LOST_DISPUTE_POLICIES",
+    "dispute_evidence_submit",
+    "escrow_inquiry_refund",
+    "lost_dispute_policy",
+    "lost_dispute_reversals_mark",
+    "operation_retry",
+    "operation_reversal_record",
+    "escrow_freeze",
+    "escrow_refund_remainder_by_operator",
+    "escrow_unfreeze",
     "DRAIN_BATCH",
     "DRAIN_KEY",
     "ESCROW_TRANSITIONS",

@@ -127,8 +127,8 @@ def escrow_release(*, escrow_id: int, fraction_bps: int, reason: str, verificati
             return ReleaseResult(
                 escrow.pk, fraction_bps, escrow.released_amount, escrow.released_fee, 0, None, escrow.status
             )
-        if escrow.frozen:
-            raise EscrowFrozen("The escrow is frozen while a chargeback is open; nothing can be released.")
+        if escrow.on_hold:
+            raise EscrowFrozen(f"The escrow is frozen ({_hold_reason(escrow)}); nothing can be released.")
         if escrow.status not in (S.FUNDED, S.PARTIALLY_RELEASED):
             raise IllegalTransition(
                 f"Cannot release: the escrow is {escrow.status}.", fields={"status": [escrow.status]}
@@ -190,6 +190,10 @@ def escrow_release(*, escrow_id: int, fraction_bps: int, reason: str, verificati
     return ReleaseResult(escrow.pk, fraction_bps, target_amount, target_fee, delta_amount, op_key, escrow.status)
 
 
+def _hold_reason(escrow: Escrow) -> str:
+    return "a chargeback is open" if escrow.frozen else "held by an operator"
+
+
 def _refund_mark(escrow: Escrow, *, amount: int, reason: str) -> ProviderOperation:
     op = ProviderOperation.objects.create(
         escrow=escrow,
@@ -218,8 +222,8 @@ def escrow_refund_remainder(*, escrow_id: int, reason: str) -> RefundResult:
         held = ledger_balances(escrow_id=escrow.pk)[A.HELD]
         if held <= 0:
             return RefundResult(escrow.pk, 0, None, escrow.status)
-        if escrow.frozen:
-            raise EscrowFrozen("The escrow is frozen while a chargeback is open; nothing can be refunded.")
+        if escrow.on_hold:
+            raise EscrowFrozen(f"The escrow is frozen ({_hold_reason(escrow)}); nothing can be refunded.")
         fee_withheld = refund_fee_withhold(escrow=escrow, held=held)  # REFUND_FEE_POLICY (services/fees.py)
         amount = held - fee_withheld
         op = _refund_mark(escrow, amount=amount, reason=reason) if amount > 0 else None
@@ -269,12 +273,15 @@ def escrow_dispute_sync(*, escrow_id: int, dispute: Dispute) -> Escrow:
                 provider_object_id=dispute.id,
             )
             if created:
+                from .disputes import lost_dispute_reversals_mark
+
                 audit_record(
                     actor=None,
                     verb="escrow_dispute_lost",
                     obj=escrow,
                     data={"dispute": dispute.id, "from_held": from_held, "platform_loss": loss},
                 )
+                lost_dispute_reversals_mark(escrow=escrow, dispute=dispute, uncovered=loss)
                 if from_held == held and escrow.status in (S.FUNDED, S.PARTIALLY_RELEASED):
                     to = S.REFUNDED if escrow.released_amount == 0 else S.CLOSED
                     escrow.status_reason = f"chargeback {dispute.id} lost"
@@ -294,6 +301,9 @@ def escrow_dispute_sync(*, escrow_id: int, dispute: Dispute) -> Escrow:
             audit_record(
                 actor=None, verb="escrow_unfrozen", obj=escrow, data={"dispute": dispute.id, "status": dispute.status}
             )
-            for op_id in escrow.operations.filter(status=ProviderOperation.Status.PENDING).values_list("pk", flat=True):
-                _enqueue("payment_operation_execute", op_id)
+            if not escrow.operator_frozen:
+                for op_id in escrow.operations.filter(status=ProviderOperation.Status.PENDING).values_list(
+                    "pk", flat=True
+                ):
+                    _enqueue("payment_operation_execute", op_id)
     return escrow

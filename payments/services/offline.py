@@ -15,6 +15,10 @@ from .webhook_events import webhook_event_store
 logger = logging.getLogger(__name__)
 
 
+# The payer's (and the issuer's) side of an offline payment: pay, decline, a chargeback or an inquiry and its end.
+OFFLINE_OUTCOMES = ("succeed", "decline", "dispute", "dispute_won", "dispute_lost", "inquiry", "inquiry_closed")
+
+
 def offline_payment_confirm(*, payment_intent_id: str, outcome: str, actor: User) -> Escrow:
     """Play the payer's side of an offline payment; its events enter the stored-event path like Stripe's."""
     escrow = Escrow.objects.filter(payment_intent_id=payment_intent_id).first()
@@ -22,7 +26,7 @@ def offline_payment_confirm(*, payment_intent_id: str, outcome: str, actor: User
         raise NotFound("No such payment.", code="payment_intent_not_found")
     if not (actor.is_staff or user_is_org_admin(user=actor, organization_id=escrow.payer_organization_id)):
         raise NotPermitted("Only the paying organization's owners and admins can confirm this payment.")
-    if outcome not in {"succeed", "decline", "dispute", "dispute_won", "dispute_lost"}:
+    if outcome not in OFFLINE_OUTCOMES:
         raise ValidationFailed("Unknown outcome.", fields={"outcome": ["invalid"]})
     events = payment_provider().funding_simulate(payment_intent_id=payment_intent_id, outcome=outcome)
     for event in events:

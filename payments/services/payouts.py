@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -415,9 +416,15 @@ def payouts_retry_payable(*, older_than: timedelta = timedelta(minutes=1)) -> in
         user_id__in=waiting, transfers_active=True, status=AS.CONNECTED
     ).values_list("user_id", flat=True):
         payouts_release_awaiting(user_id=user_id)
-    stale = ProviderOperation.objects.filter(
-        status=ProviderOperation.Status.PENDING, updated_at__lt=timezone.now() - older_than, escrow__frozen=False
-    ).values_list("pk", flat=True)
+    # Transfers out of a frozen escrow wait; refunds and reversals (an inquiry's refund, a lost chargeback's
+    # reversals) go ahead.
+    stale = (
+        ProviderOperation.objects.filter(
+            status=ProviderOperation.Status.PENDING, updated_at__lt=timezone.now() - older_than
+        )
+        .exclude(Q(kind=ProviderOperation.Kind.TRANSFER) & (Q(escrow__frozen=True) | Q(escrow__operator_frozen=True)))
+        .values_list("pk", flat=True)
+    )
     done = 0
     for op_id in list(stale):
         try:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from common.errors import NotFound
+from common.errors import NotFound, ValidationFailed
 from common.transitions import transition_apply
 
 from ..models import ConnectedAccount, Escrow, PaymentsInstallation
@@ -94,3 +94,18 @@ def idempotency_namespace() -> str:
         except IntegrityError:  # another process made it first
             row = PaymentsInstallation.objects.get(pk=1)
     return f"{settings.PAYMENTS_IDEMPOTENCY_PREFIX}:{row.installation_id}"
+
+
+OPERATOR_NOTE_MAX = 1000
+
+
+def _operator_note_require(note: str | None) -> str:
+    """An operator's money action carries a note saying why (kept in the audit record)."""
+    note = (note or "").strip()
+    if not note:
+        raise ValidationFailed("A note saying why is required.", code="note_required", fields={"note": ["required"]})
+    if len(note) > OPERATOR_NOTE_MAX:
+        raise ValidationFailed(
+            f"The note is longer than {OPERATOR_NOTE_MAX} characters.", code="note_too_long", fields={"note": ["long"]}
+        )
+    return note

@@ -105,6 +105,8 @@ ROUTES: list[tuple[str, str, str, str]] = [
     ),
     ("GET", r"/v1/payouts/(?P<id>[^/]+)", "payout_retrieve", "_payout_retrieve_params.PayoutRetrieveParams"),
     ("GET", r"/v1/disputes/(?P<id>[^/]+)", "dispute_retrieve", "_dispute_retrieve_params.DisputeRetrieveParams"),
+    ("POST", r"/v1/disputes/(?P<id>[^/]+)", "dispute_update", "_dispute_update_params.DisputeUpdateParams"),
+    ("POST", r"/v1/files", "file_create", "_file_create_params.FileCreateParams"),
     ("GET", r"/v1/events/(?P<id>[^/]+)", "event_retrieve", "_event_retrieve_params.EventRetrieveParams"),
     ("GET", r"/v1/balance", "balance_retrieve", "_balance_retrieve_params.BalanceRetrieveParams"),
     (
@@ -211,6 +213,27 @@ def _decode_form(pairs: list[tuple[str, str]]) -> dict:
     return _listify(root)
 
 
+def _decode_multipart(body: bytes | str, content_type: str) -> dict:
+    """A multipart/form-data body (file uploads) into fields; a file part's value is its bytes, as latin-1 text
+    (so the request stays JSON-serializable for the idempotency fingerprint)."""
+    raw = body.encode("latin-1") if isinstance(body, str) else body
+    boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
+    fields: list[tuple[str, str]] = []
+    for part in raw.split(b"--" + boundary):
+        part = part.removeprefix(b"\r\n")
+        if not part or part.startswith(b"--"):
+            continue
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = re.search(rb'name="([^"]*)"', head)
+        if name:
+            fields.append((name.group(1).decode(), value.removesuffix(b"\r\n").decode("latin-1")))
+    return _decode_form(fields)
+
+
+# What Stripe accepts for purpose dispute_evidence: PDF, JPEG or PNG (docs.stripe.com/file-upload).
+EVIDENCE_MAGIC = {b"%PDF": "pdf", b"\xff\xd8\xff": "jpg", b"\x89PNG": "png"}
+
+
 def _listify(node: Any) -> Any:
     if isinstance(node, dict):
         node = {k: _listify(v) for k, v in node.items()}
@@ -297,6 +320,7 @@ class FakeStripe(stripe.HTTPClient):
         self.platform_country = "US"
         self.account_links: list[dict] = []  # every account link made: its parameters and URL
         self.login_links: list[dict] = []
+        self.uploaded: dict[str, bytes] = {}  # file id -> the bytes uploaded (dispute evidence)
         self._headers: dict = {}
         self.balance_transactions_delayed = False
         self.settlement_currency: str | None = None  # charges settle in this currency when set
@@ -330,9 +354,13 @@ class FakeStripe(stripe.HTTPClient):
     def request(self, method, url, headers, post_data=None, *, _usage=None):
         parts = urlsplit(url)
         path = parts.path
-        raw = post_data.decode() if isinstance(post_data, bytes) else (post_data or "")
-        params = _decode_form(parse_qsl(raw if method.upper() == "POST" else parts.query, keep_blank_values=True))
         headers = dict(headers or {})
+        content_type = headers.get("Content-Type") or ""
+        if method.upper() == "POST" and content_type.startswith("multipart/form-data"):
+            params = _decode_multipart(post_data or b"", content_type)
+        else:
+            raw = post_data.decode() if isinstance(post_data, bytes) else (post_data or "")
+            params = _decode_form(parse_qsl(raw if method.upper() == "POST" else parts.query, keep_blank_values=True))
         key = headers.get("Idempotency-Key")
         with self.lock:
             self.requests.append((method.upper(), path, params))
@@ -791,6 +819,18 @@ class FakeStripe(stripe.HTTPClient):
             raise FakeError(
                 400, "invalid_request_error", "One of charge or payment_intent is required.", code="parameter_missing"
             )
+        disputed = [
+            d
+            for d in self.of_kind("dispute")
+            if d["charge"] == charge["id"] and d["status"] not in ("won", "warning_closed")
+        ]
+        if any(not d.get("is_charge_refundable") for d in disputed):
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"Charge {charge['id']} has been charged back; refunds are not possible.",
+                code="charge_disputed",
+            )
         remaining = charge["amount"] - charge["amount_refunded"]
         amount = self._int(params, "amount") if "amount" in params else remaining
         _amount_check(amount, charge["currency"], charge=False)
@@ -1048,6 +1088,46 @@ class FakeStripe(stripe.HTTPClient):
         ]
         return dispute
 
+    def file_create(self, params):
+        if params.get("purpose") != "dispute_evidence":
+            raise FakeError(400, "invalid_request_error", "Only purpose=dispute_evidence is modelled.", param="purpose")
+        content = str(params.get("file") or "").encode("latin-1")
+        kind = next((kind for magic, kind in EVIDENCE_MAGIC.items() if content.startswith(magic)), None)
+        if kind is None:
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                "Invalid file: must be a PDF, JPEG, or PNG for purpose dispute_evidence.",
+                param="file",
+            )
+        if len(content) > 4 * 1024 * 1024:
+            raise FakeError(400, "invalid_request_error", "The file is larger than 4 MB.", param="file")
+        uploaded = self._new("file", "file", purpose="dispute_evidence", size=len(content), type=kind, links=None)
+        self.uploaded[uploaded["id"]] = content
+        return uploaded
+
+    def dispute_update(self, params, id):
+        dispute = self._get(id, "dispute")
+        if dispute["status"] not in ("needs_response", "warning_needs_response"):
+            raise FakeError(
+                400,
+                "invalid_request_error",
+                f"This dispute is {dispute['status']} and cannot be updated.",
+                code="dispute_already_submitted" if "review" in dispute["status"] else "dispute_closed",
+            )
+        evidence = params.get("evidence") or {}
+        for field, value in evidence.items():
+            if field.endswith(("_file", "_documentation", "communication", "receipt", "policy", "signature")):
+                self._get(value, "file")
+        dispute["evidence"] = {**(dispute.get("evidence") or {}), **evidence}
+        dispute["metadata"] = {**(dispute.get("metadata") or {}), **(params.get("metadata") or {})}
+        if params.get("submit", "true") == "true":
+            details = dispute.setdefault("evidence_details", {})
+            details.update(has_evidence=True, submission_count=int(details.get("submission_count") or 0) + 1)
+            dispute["status"] = "warning_under_review" if dispute["status"].startswith("warning_") else "under_review"
+            self._event("charge.dispute.updated", dispute)
+        return dispute
+
     def event_retrieve(self, params, id):
         return self._get(id, "event")
 
@@ -1147,19 +1227,24 @@ class FakeStripe(stripe.HTTPClient):
                     self._event("checkout.session.async_payment_succeeded", cs)
             return pi
 
-    def dispute_open(self, charge_id: str) -> dict:
+    def dispute_open(self, charge_id: str, *, inquiry: bool = False, amount: int | None = None) -> dict:
+        """A chargeback (funds withdrawn at once, the charge no longer refundable) or an inquiry (`warning_*`:
+        nothing withdrawn, the charge still refundable: refunding it avoids the chargeback and its fee)."""
         with self.lock:
             charge = self._get(charge_id, "charge")
             dispute = self._new(
                 "dispute",
                 "dp",
-                amount=charge["amount"] - charge["amount_refunded"],
+                amount=amount if amount is not None else charge["amount"] - charge["amount_refunded"],
                 currency=charge["currency"],
                 charge=charge_id,
                 payment_intent=charge["payment_intent"],
-                status="needs_response",
+                status="warning_needs_response" if inquiry else "needs_response",
+                is_charge_refundable=inquiry,
                 reason="fraudulent",
                 balance_transactions=[],
+                evidence={},
+                evidence_details={"has_evidence": False, "submission_count": 0, "past_due": False, "due_by": None},
             )
             withdrawal = self._balance_transaction(
                 dispute,
@@ -1172,13 +1257,15 @@ class FakeStripe(stripe.HTTPClient):
             dispute["balance_transactions"].append(copy.deepcopy(withdrawal))
             charge["disputed"] = True
             self._event("charge.dispute.created", dispute)
-            self._event("charge.dispute.funds_withdrawn", dispute)
+            if not inquiry:
+                self._event("charge.dispute.funds_withdrawn", dispute)
             return dispute
 
     def dispute_close(self, dispute_id: str, status: str) -> dict:
         with self.lock:
             dispute = self._get(dispute_id, "dispute")
             dispute["status"] = status
+            dispute["is_charge_refundable"] = False
             if status == "won":
                 reinstated = self._balance_transaction(
                     dispute, type_="adjustment", amount=dispute["amount"], currency=dispute["currency"]

@@ -101,6 +101,14 @@ def test_a_bad_idempotency_prefix_refuses_to_start(settings):
         provider_settings_check()
 
 
+def test_an_unknown_lost_dispute_policy_refuses_to_start(settings):
+    settings.LOST_DISPUTE_POLICY = "engineer_pays_everything"
+    with pytest.raises(ImproperlyConfigured, match="LOST_DISPUTE_POLICY"):
+        provider_settings_check()
+    settings.LOST_DISPUTE_POLICY = "platform_absorbs"
+    provider_settings_check()
+
+
 def test_manage_py_check_refuses_a_live_key_in_a_test_mode_deployment():
     secret = "sk_live_" + "Q" * 24
     env = {**os.environ, "PAYMENT_PROVIDER": "stripe", "STRIPE_SECRET_KEY": secret, "STRIPE_LIVEMODE": "false"}

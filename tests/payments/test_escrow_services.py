@@ -286,7 +286,8 @@ def test_lost_chargeback_is_booked_once_as_a_loss(world, parties, settle, receiv
     assert received[-1][0] == "escrow_closed"
 
 
-def test_lost_chargeback_after_release_is_a_platform_loss(parties, settle, stripe_world):
+def test_lost_chargeback_after_release_is_a_platform_loss(parties, settle, stripe_world, settings):
+    settings.LOST_DISPUTE_POLICY = "platform_absorbs"  # the engineer's share is reversed by default (test_disputes)
     admin, org, engineer = parties
     world = stripe_world
     settle(world.onboard, engineer)
@@ -300,6 +301,7 @@ def test_lost_chargeback_after_release_is_a_platform_loss(parties, settle, strip
     summary = selectors.escrow_summary(escrow.pk)
     assert (summary.paid, summary.fee_kept, summary.dispute_loss, summary.held) == (200_000, 20_000, 220_000, 0)
     assert not summary.frozen
+    assert not ProviderOperation.objects.filter(escrow=escrow, kind="reversal").exists()
 
 
 def test_refund_failure_puts_the_money_back_on_hold(parties, settle, stripe_world):

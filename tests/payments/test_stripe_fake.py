@@ -113,3 +113,54 @@ def test_a_decline_at_funding_start_is_reported_with_stripes_message(parties, se
     escrow.refresh_from_db()
     assert escrow.status == Escrow.Status.PENDING_FUNDING and escrow.funding_failure_reason == "Your card was declined."
     assert settle(services.escrow_funding_start, escrow_id=escrow.pk, actor=admin).client_secret
+
+
+def _paid_charge(client) -> str:
+    pi = client.v1.payment_intents.create({"amount": 5000, "currency": "usd"})
+    return client.v1.payment_intents.confirm(pi.id, {"payment_method": "pm_card_visa"}).latest_charge
+
+
+def test_a_chargeback_makes_the_charge_unrefundable_and_an_inquiry_does_not(client, fake):
+    inquired, charged_back = _paid_charge(client), _paid_charge(client)
+    fake.dispute_open(inquired, inquiry=True)
+    fake.dispute_open(charged_back)
+    dispute = client.v1.disputes.retrieve(fake.of_kind("dispute")[0]["id"])
+    assert (dispute.status, dispute.is_charge_refundable) == ("warning_needs_response", True)
+    assert client.v1.refunds.create({"charge": inquired}).status == "succeeded"
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.refunds.create({"charge": charged_back})
+    assert refused.value.code == "charge_disputed"
+
+
+def test_evidence_files_must_be_pdf_jpeg_or_png_and_a_submission_is_final(client, fake):
+    import io
+
+    dispute = fake.dispute_open(_paid_charge(client))
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.files.create({"purpose": "dispute_evidence", "file": io.BytesIO(b'{"json": true}')})
+    pdf = client.v1.files.create({"purpose": "dispute_evidence", "file": io.BytesIO(b"%PDF-1.4 evidence")})
+    assert fake.uploaded[pdf.id] == b"%PDF-1.4 evidence"
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.disputes.update(dispute["id"], {"evidence": {"service_documentation": "file_missing"}})
+    submitted = client.v1.disputes.update(
+        dispute["id"], {"evidence": {"uncategorized_text": "delivered", "service_documentation": pdf.id}}
+    )
+    assert submitted.status == "under_review" and submitted.evidence.service_documentation == pdf.id
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        client.v1.disputes.update(dispute["id"], {"evidence": {"uncategorized_text": "more"}})
+    assert again.value.code == "dispute_already_submitted"
+
+
+def test_reversals_carry_metadata_and_cannot_exceed_the_transfer(client, fake):
+    charge = _paid_charge(client)
+    account = client.v1.accounts.create({"country": "US", "capabilities": {"transfers": {"requested": True}}})
+    fake.account_activate(account.id)
+    transfer = client.v1.transfers.create(
+        {"amount": 3000, "currency": "usd", "destination": account.id, "source_transaction": charge}
+    )
+    client.v1.transfers.reversals.create(transfer.id, {"amount": 1000, "metadata": {"operation_key": "k"}})
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.transfers.reversals.create(transfer.id, {"amount": 2001})
+    again = client.v1.transfers.retrieve(transfer.id)
+    assert (again.amount_reversed, again.reversed) == (1000, False)
+    assert again.reversals.data[0].metadata["operation_key"] == "k"
