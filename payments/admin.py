@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
+from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, money_display
 
 from .models import (
     ConnectedAccount,
@@ -58,10 +58,34 @@ class WebhookEventAdmin(ReadOnlyModelAdmin):
     search_fields = ("event_id", "object_id")
 
 
+class ReconciliationOpenFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return (("open", "Open"), ("resolved", "Resolved"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("open", "resolved"):
+            return queryset.filter(resolved_at__isnull=self.value() == "open")
+        return queryset
+
+
 @admin.register(ReconciliationIssue)
 class ReconciliationIssueAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "escrow", "kind", "expected", "actual", "resolved_at", "created_at")
-    list_filter = ("kind",)
+    list_display = ("id", "escrow", "kind", "expected_display", "actual_display", "resolved_at", "created_at")
+    list_filter = (ReconciliationOpenFilter, "kind")
+    list_select_related = ("escrow",)
+    readonly_fields = ("expected_display", "actual_display")
+    field_displays = {"expected": "expected_display", "actual": "actual_display"}
+
+    @admin.display(description="Expected", ordering="expected")
+    def expected_display(self, issue: ReconciliationIssue) -> str:
+        return money_display(issue.expected, issue.escrow.currency)
+
+    @admin.display(description="Actual", ordering="actual")
+    def actual_display(self, issue: ReconciliationIssue) -> str:
+        return money_display(issue.actual, issue.escrow.currency)
 
 
 @admin.register(ConnectedAccount)

@@ -167,10 +167,10 @@ def test_expire_action_calls_the_service(operator, admin_data):
     current = admin_data.open_job
     overdue = open_job(title="Left unawarded")
     Job.objects.filter(pk=overdue.pk).update(bidding_deadline=timezone.now() - timedelta(days=60))
-    response = operator.post(
-        _url(Job, "changelist"),
-        {"action": "expire_overdue", "_selected_action": [current.pk, overdue.pk], "index": 0},
-    )
+    selected = {"action": "expire_overdue", "_selected_action": [current.pk, overdue.pk]}
+    confirmation = operator.post(_url(Job, "changelist"), {**selected, "index": 0})
+    assert confirmation.status_code == 200 and b'name="note"' in confirmation.content
+    response = operator.post(_url(Job, "changelist"), {**selected, "confirm": "Confirm", "note": "overdue sweep"})
     assert response.status_code == 302
     current.refresh_from_db()
     overdue.refresh_from_db()
@@ -186,7 +186,8 @@ def test_dispute_actions_call_the_service(operator, admin_data):
         review_disputed=True, earned_bps=10_000, release_due_at=timezone.now() + timedelta(hours=40)
     )
     response = operator.post(
-        _url(Contract, "changelist"), {"action": "dispute_withhold", "_selected_action": [contract.pk], "index": 0}
+        _url(Contract, "changelist"),
+        {"action": "dispute_withhold", "_selected_action": [contract.pk], "confirm": "Confirm", "note": "cached"},
     )
     assert response.status_code == 302
     contract.refresh_from_db()
