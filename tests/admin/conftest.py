@@ -1,12 +1,15 @@
 """Rows of every kind the admin shows, made through the services (the way production data is made)."""
 
+import os
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connections
 from django.utils import timezone
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+from playwright.sync_api import sync_playwright
 
 from accounts.operators import PAYMENTS_OPERATOR, SUPPORT
 from accounts.services import api_token_create
@@ -144,10 +147,11 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def build_disputed_contract(*, dispatched: list, settle=_call) -> SimpleNamespace:
-    """A funded contract whose first submission passed (half the money, tier one) and that the company disputes.
+def build_disputed_contract(*, dispatched: list, settle=_call, earlier_failed_attempt: bool = False) -> SimpleNamespace:
+    """A funded contract whose submission passed (half the money, tier one) and that the company disputes;
+    with `earlier_failed_attempt`, a first submission failed before it.
 
-    The run is recorded as a verification host would record it (a signed report with measurements), and its
+    Each run is recorded as a verification host would record it (a signed report with measurements), and its
     plot drawn as the platform's task draws it. Call with the `dispatched` fixture's list; `settle(fn, ...)` runs
     each step and the work it leaves for after its commit (needed where tests run inside one transaction).
     """
@@ -155,19 +159,25 @@ def build_disputed_contract(*, dispatched: list, settle=_call) -> SimpleNamespac
     signing_key_register(public_key_pem=public_key_pem(key).decode())
     contract = funded_contract(amount=250_000, review_window_hours=48, max_submissions=3, title="Disputed kernel")
     onboard(contract.engineer)
-    candidate = upload(make_tar_gz({"solution/run.py": b"print('fast')\n"}), "candidate.tar.gz")
-    submission = settle(submission_create, actor=contract.engineer, contract=contract, upload=candidate, notes="v1")
-    run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
-    token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
-    verification_run_start(run_id=run.pk, token=token)
-    report = fake_report(run, fraction=0.5, estimate=1.8)
-    report["measurements"] = _measurements(12.0, 6.5)
-    report["environment"] = {"host": "verify-cpu-3", "cpu_model": "Test CPU", "cpu_count": 4}
-    report["blocked_actions"] = [{"role": "candidate", "action": "network", "runs": 2}]
-    report["logs"] = [{"role": "candidate", "phase": "measure", "stderr": HIDDEN_MARKER}]
-    certificate = sign_report(report, key)
-    settle(verification_record_result, run_id=run.pk, token=token, report=report, certificate=certificate)
-    run = verification_plot_render(run_id=run.pk)
+    runs = []
+    # (decision, payout fraction, speedup estimate, candidate's milliseconds against the baseline's 12)
+    attempts = ([("FAIL", 0.0, 1.1, 11.0)] if earlier_failed_attempt else []) + [("PASS", 0.5, 1.8, 6.5)]
+    for number, (decision, fraction, estimate, candidate_ms) in enumerate(attempts, start=1):
+        candidate = upload(make_tar_gz({"solution/run.py": f"print({number})\n".encode()}), "candidate.tar.gz")
+        submission = settle(
+            submission_create, actor=contract.engineer, contract=contract, upload=candidate, notes=f"v{number}"
+        )
+        run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+        token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
+        verification_run_start(run_id=run.pk, token=token)
+        report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
+        report["measurements"] = _measurements(12.0, candidate_ms)
+        report["environment"] = {"host": "verify-cpu-3", "cpu_model": "Test CPU", "cpu_count": 4}
+        report["blocked_actions"] = [{"role": "candidate", "action": "network", "runs": 2}]
+        report["logs"] = [{"role": "candidate", "phase": "measure", "stderr": HIDDEN_MARKER}]
+        certificate = sign_report(report, key)
+        settle(verification_record_result, run_id=run.pk, token=token, report=report, certificate=certificate)
+        runs.append(verification_plot_render(run_id=run.pk))
     settle(
         contract_services.contract_dispute_review,
         actor=contract.job.created_by,
@@ -175,7 +185,7 @@ def build_disputed_contract(*, dispatched: list, settle=_call) -> SimpleNamespac
         reason="outputs look cached",
     )
     contract.refresh_from_db()
-    return SimpleNamespace(contract=contract, submission=submission, run=run, key=key)
+    return SimpleNamespace(contract=contract, submission=submission, run=runs[-1], runs=runs, key=key)
 
 
 @pytest.fixture
@@ -201,3 +211,33 @@ def settle(eager_tasks, django_capture_on_commit_callbacks):
 @pytest.fixture
 def disputed(db, dispatched, settle) -> SimpleNamespace:
     return build_disputed_contract(dispatched=dispatched, settle=settle)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page(monkeypatch):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    # Playwright's sync API keeps an event loop running in this thread; the test's ORM calls stay synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+        # Inside this block the ORM runs in Playwright's context, with connections of its own: close them.
+        connections.close_all()
