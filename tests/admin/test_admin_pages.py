@@ -218,3 +218,32 @@ def test_operators_add_operator_accounts_only(operator, admin_data):
     assert operator.post(url, {**form, "account_type": "operator"}).status_code == 302
     user = User.objects.get(email="new.operator@example.test")
     assert user.account_type == User.AccountType.OPERATOR and user.check_password("a long operator passphrase")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["support", "payments"])
+def test_every_operated_page_renders_for_each_role_and_shows_no_secret(client, role, dispatched, settle):
+    """Support and the payments operator read every operated model; no page shows hidden inputs or secrets."""
+    from accounts.operators import OPERATED_APPS
+
+    from .conftest import HIDDEN_MARKER, build_disputed_contract, operators
+
+    data = build_admin_data()
+    build_disputed_contract(dispatched=dispatched, settle=settle)
+    client.force_login(getattr(operators(), role))
+    secrets = (HIDDEN_MARKER, data.token_secret, data.token.token_hash, "whsec_", "endpoint-query-secret", '[[1.0]]')
+    request = RequestFactory().get("/")
+    request.user = data.staff
+    operated = [model for model in REGISTERED if model._meta.app_label in OPERATED_APPS]
+    assert {model._meta.label for model in operated} >= {"jobs.Contract", "notifications.Delivery"}
+    for model in operated:
+        model_admin = admin.site._registry[model]
+        pages = [_url(model, "changelist")]
+        obj = model_admin.get_queryset(request).order_by("-pk").first()
+        if obj is not None:
+            pages.append(_url(model, "change", obj.pk))
+        for url in pages:
+            response = client.get(url)
+            assert response.status_code == 200, url
+            body = response.content.decode()
+            assert not [secret for secret in secrets if secret in body], url
