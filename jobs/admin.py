@@ -18,6 +18,9 @@ from .models import Bid, Contract, Job, Submission
 from .services import contracts as contract_services
 from .services import jobs as job_services
 
+# The admin index opens with the operator lists and their counts (jobs/templatetags/operator_console.py).
+admin.site.index_template = "admin/operator_index.html"
+
 
 class BidInline(ReadOnlyTabularInline):
     model = Bid

@@ -11,6 +11,7 @@ from accounts.models import User
 from accounts.selectors import user_organization_ids
 from common.errors import NotFound
 from common.models import AuditEvent
+from notifications import selectors as notifications_selectors
 from notifications.models import Delivery, OutboundEvent
 from payments import selectors as payments_selectors
 from payments.selectors import EscrowSummary
@@ -353,3 +354,39 @@ def contracts_awaiting_funding_overdue(*, now=None) -> QuerySet[Contract]:
     """Contracts still unfunded `OPERATOR_FUNDING_OVERDUE_HOURS` after they were made."""
     since = (now or timezone.now()) - timedelta(hours=settings.OPERATOR_FUNDING_OVERDUE_HOURS)
     return Contract.objects.filter(status=Contract.Status.AWAITING_FUNDING, created_at__lt=since)
+
+
+@dataclass(frozen=True)
+class OperatorQueue:
+    name: str
+    label: str
+    count: int
+
+
+def operator_queues() -> list[OperatorQueue]:
+    """How many rows wait in each list operators work from (the admin index links each to its list)."""
+    return [
+        OperatorQueue(
+            "funding_overdue", "Contracts awaiting funding too long", contracts_awaiting_funding_overdue().count()
+        ),
+        OperatorQueue(
+            "disputed", "Disputed contracts awaiting a ruling", Contract.objects.filter(review_disputed=True).count()
+        ),
+        OperatorQueue(
+            "runs_active",
+            "Verifications queued or running",
+            verification_selectors.verification_runs_filter(state="active").count(),
+        ),
+        OperatorQueue(
+            "runs_errored",
+            "Verifications errored",
+            verification_selectors.verification_runs_filter(state="errored").count(),
+        ),
+        OperatorQueue("escrows_frozen", "Escrows frozen", payments_selectors.escrows_frozen().count()),
+        OperatorQueue(
+            "deliveries_failing", "Webhook deliveries failing", notifications_selectors.deliveries_failing().count()
+        ),
+        OperatorQueue(
+            "reconciliation_open", "Reconciliation issues open", payments_selectors.reconciliation_issues_open().count()
+        ),
+    ]

@@ -6,10 +6,10 @@ Read-only: deliveries change only through `notifications.services`. Endpoints' s
 from urllib.parse import urlsplit
 
 from django.contrib import admin
-from django.db.models import Q
 
 from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline
 
+from . import selectors
 from .models import Delivery, DeliveryAttempt
 
 
@@ -22,8 +22,7 @@ class DeliveryHealthFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value() == "failing":
-            retrying = Q(status=Delivery.Status.PENDING, attempt_count__gt=0)
-            return queryset.filter(Q(status=Delivery.Status.FAILED) | retrying)
+            return queryset.filter(pk__in=selectors.deliveries_failing().values("pk"))
         return queryset
 
 

@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, money_display
 
+from . import selectors
 from .models import (
     ConnectedAccount,
     Escrow,
@@ -66,8 +67,10 @@ class ReconciliationOpenFilter(admin.SimpleListFilter):
         return (("open", "Open"), ("resolved", "Resolved"))
 
     def queryset(self, request, queryset):
-        if self.value() in ("open", "resolved"):
-            return queryset.filter(resolved_at__isnull=self.value() == "open")
+        if self.value() == "open":
+            return queryset.filter(pk__in=selectors.reconciliation_issues_open().values("pk"))
+        if self.value() == "resolved":
+            return queryset.filter(resolved_at__isnull=False)
         return queryset
 
 

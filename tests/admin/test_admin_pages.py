@@ -231,7 +231,7 @@ def test_every_operated_page_renders_for_each_role_and_shows_no_secret(client, r
     data = build_admin_data()
     build_disputed_contract(dispatched=dispatched, settle=settle)
     client.force_login(getattr(operators(), role))
-    secrets = (HIDDEN_MARKER, data.token_secret, data.token.token_hash, "whsec_", "endpoint-query-secret", '[[1.0]]')
+    secrets = (HIDDEN_MARKER, data.token_secret, data.token.token_hash, "whsec_", "endpoint-query-secret", "[[1.0]]")
     request = RequestFactory().get("/")
     request.user = data.staff
     operated = [model for model in REGISTERED if model._meta.app_label in OPERATED_APPS]

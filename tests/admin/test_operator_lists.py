@@ -1,5 +1,6 @@
 """The lists operators work from: each filter shows what needs attention and leaves out what does not."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from payments.models import Escrow, ReconciliationIssue
 from tests.factories import awarded_contract
 from verification.models import VerificationRun
 
-from .conftest import build_admin_data, operators
+from .conftest import build_admin_data, operator_with_role, operators
 
 pytestmark = pytest.mark.django_db
 
@@ -30,8 +31,6 @@ def _rows(client, name: str, **params) -> str:
 
 
 def _row_ids(page: str, model: str) -> set[int]:
-    import re
-
     return {int(pk) for pk in re.findall(rf'href="/admin/{model}/(\d+)/change/', page)}
 
 
@@ -103,3 +102,23 @@ def test_open_reconciliation_issues_in_currency_units(support):
     ReconciliationIssue.objects.filter(pk=issue.pk).update(resolved_at=timezone.now())
     assert _row_ids(_rows(support, "payments_reconciliationissue", state="open"), model) == set()
     assert _row_ids(_rows(support, "payments_reconciliationissue", state="resolved"), model) == {issue.pk}
+
+
+def test_the_admin_index_counts_each_queue_and_links_its_list(client):
+    data = build_admin_data()
+    Contract.objects.filter(pk=data.contract.pk).update(review_disputed=True)
+    roles = operators()
+    client.force_login(roles.support)
+    page = client.get(reverse("admin:index")).content.decode()
+    assert 'id="operator-queues"' in page
+    disputed = re.search(r'href="([^"]+attention=disputed)">[^<]+</a></th><td class="queue-count">(\d+)<', page)
+    assert disputed and disputed.group(2) == "1"
+    reconciliation = re.search(r'state=open">[^<]+</a></th><td class="queue-count">(\d+)<', page)
+    assert reconciliation and reconciliation.group(1) == "1"
+    failing = re.search(r'attention=failing">[^<]+</a></th><td class="queue-count">(\d+)<', page)
+    assert failing and failing.group(1) == "1"
+    for url in re.findall(r'<tr class="operator-queue"><th scope="row"><a href="([^"]+)"', page):
+        assert client.get(url.replace("&amp;", "&")).status_code == 200
+    # Staff without an operator role (and so without the lists' data) see no queues.
+    client.force_login(operator_with_role(None, email="norole@example.test"))
+    assert 'id="operator-queues"' not in client.get(reverse("admin:index")).content.decode()
