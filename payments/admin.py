@@ -21,27 +21,71 @@ class EscrowAdmin(ReadOnlyModelAdmin):
         "reference",
         "status",
         "frozen",
-        "currency",
-        "amount",
-        "fee",
+        "amount_display",
+        "fee_display",
         "released_bps",
         "funding_deadline",
     )
     list_filter = ("status", "frozen")
     search_fields = ("reference", "payment_intent_id", "charge_id", "dispute_id")
+    readonly_fields = ("amount_display", "fee_display", "released_amount_display", "released_fee_display")
+    field_displays = {
+        "amount": "amount_display",
+        "fee": "fee_display",
+        "released_amount": "released_amount_display",
+        "released_fee": "released_fee_display",
+    }
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, escrow: Escrow) -> str:
+        return money_display(escrow.amount, escrow.currency)
+
+    @admin.display(description="Fee", ordering="fee")
+    def fee_display(self, escrow: Escrow) -> str:
+        return money_display(escrow.fee, escrow.currency)
+
+    @admin.display(description="Released amount")
+    def released_amount_display(self, escrow: Escrow) -> str:
+        return money_display(escrow.released_amount, escrow.currency)
+
+    @admin.display(description="Released fee")
+    def released_fee_display(self, escrow: Escrow) -> str:
+        return money_display(escrow.released_fee, escrow.currency)
 
 
 @admin.register(ProviderOperation)
 class ProviderOperationAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "escrow", "kind", "idempotency_key", "amount", "status", "attempts", "provider_object_id")
+    list_display = (
+        "id",
+        "escrow",
+        "kind",
+        "idempotency_key",
+        "amount_display",
+        "status",
+        "attempts",
+        "provider_object_id",
+    )
     list_filter = ("kind", "status")
     search_fields = ("idempotency_key", "provider_object_id")
+    readonly_fields = ("amount_display",)
+    field_displays = {"amount": "amount_display"}
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_display(self, operation: ProviderOperation) -> str:
+        return money_display(operation.amount, operation.currency)
 
 
 class LedgerEntryInline(ReadOnlyTabularInline):
     model = LedgerEntry
-    readonly_fields = ("account", "amount", "created_at")
+    readonly_fields = ("account", "amount_display", "created_at")
     fields = readonly_fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("transaction")
+
+    @admin.display(description="Amount")
+    def amount_display(self, entry: LedgerEntry) -> str:
+        return money_display(entry.amount, entry.transaction.currency)
 
 
 @admin.register(LedgerTransaction)

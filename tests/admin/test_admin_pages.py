@@ -1,5 +1,6 @@
 """Every registered admin renders for an operator, and the admin never writes state around the services."""
 
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 
@@ -247,3 +248,23 @@ def test_every_operated_page_renders_for_each_role_and_shows_no_secret(client, r
             assert response.status_code == 200, url
             body = response.content.decode()
             assert not [secret for secret in secrets if secret in body], url
+
+
+@pytest.mark.django_db
+def test_payments_pages_show_amounts_in_currency_units(operator, admin_data):
+    from payments.models import Escrow, LedgerTransaction, ProviderOperation
+
+    escrow = Escrow.objects.get(pk=admin_data.contract.escrow_id)
+    transaction = LedgerTransaction.objects.filter(escrow=escrow).order_by("pk").first()
+    operation = ProviderOperation.objects.filter(escrow=escrow).order_by("pk").first()
+    pages = [
+        _url(Escrow, "changelist"),
+        _url(Escrow, "change", escrow.pk),
+        _url(ProviderOperation, "changelist"),
+        _url(ProviderOperation, "change", operation.pk),
+        _url(LedgerTransaction, "change", transaction.pk),
+    ]
+    for url in pages:
+        page = operator.get(url).content.decode()
+        assert re.search(r"\d+\.\d\d USD", page), url
+        assert not re.search(r">-?(250000|25000|125000|275000)<", page), url
