@@ -4,13 +4,21 @@ Rows that only services write (audit events, artifacts, stored idempotent answer
 no add, no change, no delete. Amounts are shown through `Money`, never as raw minor units alone.
 """
 
-from django.contrib import admin
+import functools
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db import models
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
+from .errors import DomainError, NotPermitted
 from .models import Artifact, AuditEvent, IdempotencyRecord
 from .money import Money
+from .services import operator_action_record
 
 
 def model_field_names(model: type[models.Model]) -> list[str]:
@@ -36,6 +44,70 @@ def human_size(size: int | None) -> str:
             break
         value, unit = value / 1024, bigger
     return f"{value:.1f} {unit}"
+
+
+class OperatorNoteForm(forms.Form):
+    note = forms.CharField(
+        label="Note for the audit log",
+        min_length=3,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text="Why you are doing this; recorded with your name on each selected row.",
+    )
+
+
+def confirm_with_note(*, description: str, permissions: list[str], consequence: str = ""):
+    """An admin action that first shows a confirmation page asking for a note, and only then acts.
+
+    Wraps ``fn(model_admin, request, queryset, *, note) -> str`` (the message shown afterwards). The
+    action runs once the confirmation page is posted back with a valid note; each selected row then gets
+    an ``operator_action`` audit event naming the operator, the action and the note. The service the
+    action calls checks the operator's role itself: its ``NotPermitted`` becomes a 403, any other domain
+    error a message on the list, and nothing is recorded for an action that did not happen.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def action(model_admin, request, queryset):
+            form = OperatorNoteForm(request.POST if "confirm" in request.POST else None)
+            if form.is_bound and form.is_valid():
+                note = form.cleaned_data["note"]
+                objects = list(queryset)
+                try:
+                    outcome = fn(model_admin, request, queryset, note=note)
+                except NotPermitted as error:
+                    raise PermissionDenied(str(error)) from error
+                except DomainError as error:
+                    model_admin.message_user(request, str(error), messages.ERROR)
+                    return None
+                operator_action_record(
+                    actor=request.user, action=fn.__name__, objects=objects, note=note, outcome=outcome
+                )
+                model_admin.message_user(request, outcome)
+                return None
+            opts = model_admin.model._meta
+            context = {
+                **model_admin.admin_site.each_context(request),
+                "title": description,
+                "subtitle": None,
+                "opts": opts,
+                "app_label": opts.app_label,
+                "action_name": fn.__name__,
+                "action_description": description,
+                "consequence": consequence,
+                "objects": list(queryset[:100]),
+                "object_count": queryset.count(),
+                "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                "select_across": request.POST.get("select_across", "0"),
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "form": form,
+            }
+            request.current_app = model_admin.admin_site.name
+            return TemplateResponse(request, "admin/confirm_with_note.html", context)
+
+        return admin.action(description=description, permissions=permissions)(action)
+
+    return decorate
 
 
 class NoAddDeleteMixin:

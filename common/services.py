@@ -27,6 +27,18 @@ def audit_record(
     )
 
 
+OPERATOR_ACTION = "operator_action"
+
+
+def operator_action_record(*, actor: Any, action: str, objects: list[Any], note: str, outcome: str) -> None:
+    """What an operator did from the admin, to which rows, and why (their note), one event per row."""
+    with transaction.atomic():
+        for obj in objects:
+            audit_record(
+                actor=actor, verb=OPERATOR_ACTION, obj=obj, data={"action": action, "note": note, "outcome": outcome}
+            )
+
+
 def file_sha256(fileobj: BinaryIO) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0

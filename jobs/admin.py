@@ -1,19 +1,25 @@
-"""Admin for jobs, bids, contracts and submissions.
+"""Admin for jobs, bids, contracts and submissions: the operator console's contract story.
 
 Statuses, amounts, fees, criteria and artifacts change only through `jobs.services`, whose edits belong to
-the job's organization (operators are not members), so everything is read-only here. The actions call
-services: expiring overdue jobs (`jobs_expire`, as the scheduled task does) and ruling on a disputed
-result (`contract_dispute_resolve`).
+the job's organization (operators are not members), so everything is read-only here. The contract's change
+page tells its whole story (`selectors.contract_story`). The actions go through a confirmation page with a
+note and call services that check the operator's role: expiring overdue jobs (`jobs_expire_by_operator`,
+support) and ruling on a disputed result (`contract_dispute_resolve`, payments operator).
 """
 
 from django.contrib import admin
 from django.db.models import Count, Q
 
-from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, money_display
+from accounts.operators import PAYMENTS_OPERATOR, SUPPORT, operator_has_role
+from common.admin import ReadOnlyModelAdmin, ReadOnlyTabularInline, confirm_with_note, money_display
 
+from . import selectors
 from .models import Bid, Contract, Job, Submission
 from .services import contracts as contract_services
 from .services import jobs as job_services
+
+# The admin index opens with the operator lists and their counts (jobs/templatetags/operator_console.py).
+admin.site.index_template = "admin/operator_index.html"
 
 
 class BidInline(ReadOnlyTabularInline):
@@ -75,12 +81,18 @@ class JobAdmin(ReadOnlyModelAdmin):
         return getattr(job, "bid_count", 0)
 
     def has_expire_permission(self, request) -> bool:
-        return request.user.has_perm("jobs.change_job")
+        return operator_has_role(user=request.user, role=SUPPORT)
 
-    @admin.action(description="Expire selected jobs that are past their award window", permissions=["expire"])
-    def expire_overdue(self, request, queryset) -> None:
-        expired = job_services.jobs_expire(job_ids=queryset.values_list("pk", flat=True))
-        self.message_user(request, f"Expired {expired} job(s); the others are not overdue or not open.")
+    @confirm_with_note(
+        description="Expire selected jobs that are past their award window",
+        permissions=["expire"],
+        consequence="Only open jobs past their award window expire; their pending bids are declined.",
+    )
+    def expire_overdue(self, request, queryset, *, note: str) -> str:
+        expired = job_services.jobs_expire_by_operator(
+            actor=request.user, job_ids=queryset.values_list("pk", flat=True)
+        )
+        return f"Expired {expired} job(s); the others are not overdue or not open."
 
 
 @admin.register(Bid)
@@ -107,8 +119,26 @@ class BidAdmin(ReadOnlyModelAdmin):
         return money_display(bid.amount, bid.job.currency)
 
 
+class ContractQueueFilter(admin.SimpleListFilter):
+    """The contracts an operator has to look at."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return (("funding_overdue", "Awaiting funding too long"), ("disputed", "Disputed, awaiting a ruling"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "funding_overdue":
+            return queryset.filter(pk__in=selectors.contracts_awaiting_funding_overdue().values("pk"))
+        if self.value() == "disputed":
+            return queryset.filter(review_disputed=True)
+        return queryset
+
+
 @admin.register(Contract)
 class ContractAdmin(ReadOnlyModelAdmin):
+    change_form_template = "admin/jobs/contract/change_form.html"
     list_display = (
         "id",
         "job",
@@ -121,7 +151,15 @@ class ContractAdmin(ReadOnlyModelAdmin):
         "deadline",
         "created_at",
     )
-    list_filter = ("status", "review_disputed", "currency", "job__hardware_class", "deadline", "created_at")
+    list_filter = (
+        ContractQueueFilter,
+        "status",
+        "review_disputed",
+        "currency",
+        "job__hardware_class",
+        "deadline",
+        "created_at",
+    )
     search_fields = ("=id", "=job__id", "job__title", "organization__name", "engineer__email")
     list_select_related = ("job", "organization", "engineer")
     date_hierarchy = "created_at"
@@ -136,27 +174,39 @@ class ContractAdmin(ReadOnlyModelAdmin):
     actions = ("dispute_release", "dispute_withhold")
 
     def has_resolve_permission(self, request) -> bool:
-        return request.user.has_perm("jobs.change_contract")
+        return operator_has_role(user=request.user, role=PAYMENTS_OPERATOR)
 
-    @admin.action(description="Resolve the dispute: release the disputed result", permissions=["resolve"])
-    def dispute_release(self, request, queryset) -> None:
-        self._resolve(request, queryset, release=True)
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        if str(object_id).isdigit() and Contract.objects.filter(pk=object_id).exists():
+            extra_context["story"] = selectors.contract_story(contract_id=int(object_id))
+            extra_context["may_rule"] = self.has_resolve_permission(request)
+        return super().change_view(request, object_id, form_url, extra_context)
 
-    @admin.action(description="Resolve the dispute: withhold the disputed result", permissions=["resolve"])
-    def dispute_withhold(self, request, queryset) -> None:
-        self._resolve(request, queryset, release=False)
+    @confirm_with_note(
+        description="Resolve the dispute: release the disputed result",
+        permissions=["resolve"],
+        consequence="The disputed result's payout is released to the engineer now.",
+    )
+    def dispute_release(self, request, queryset, *, note: str) -> str:
+        return self._resolve(request, queryset, release=True, note=note)
 
-    def _resolve(self, request, queryset, *, release: bool) -> None:
+    @confirm_with_note(
+        description="Resolve the dispute: withhold the disputed result",
+        permissions=["resolve"],
+        consequence="The earning falls back to what was already paid out; the rest stays in escrow or is refunded.",
+    )
+    def dispute_withhold(self, request, queryset, *, note: str) -> str:
+        return self._resolve(request, queryset, release=False, note=note)
+
+    def _resolve(self, request, queryset, *, release: bool, note: str) -> str:
         resolved = 0
         for contract_id in queryset.filter(review_disputed=True).values_list("pk", flat=True):
             contract_services.contract_dispute_resolve(
-                actor=request.user,
-                contract_id=contract_id,
-                release=release,
-                note=f"resolved in the admin by {request.user.email}",
+                actor=request.user, contract_id=contract_id, release=release, note=note
             )
             resolved += 1
-        self.message_user(request, f"Resolved {resolved} dispute(s); the other contracts had none open.")
+        return f"Resolved {resolved} dispute(s); the other contracts had none open."
 
     @admin.display(description="Amount", ordering="amount")
     def amount_display(self, contract: Contract) -> str:

@@ -1,5 +1,8 @@
 from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -8,6 +11,12 @@ from accounts.models import User
 from accounts.selectors import user_organization_ids
 from common.errors import NotFound
 from common.models import AuditEvent
+from notifications import selectors as notifications_selectors
+from notifications.models import Delivery, OutboundEvent
+from payments import selectors as payments_selectors
+from payments.selectors import EscrowSummary
+from verification import selectors as verification_selectors
+from verification.models import VerificationRun
 
 from .models import Bid, Contract, Job, Submission
 
@@ -200,3 +209,184 @@ def submission_next_steps(*, submission: Submission, now=None) -> str:
     if blocker:
         return f"The platform could not verify it; the attempt was not counted, but no further attempt is possible: {blocker}."
     return f"The platform could not verify it; the attempt was not counted: {submit_again}."
+
+
+# The contract's story for operators (the admin's contract page): everything that happened to it, in order.
+
+STORY_OBJECT_TYPES = {
+    "job": "jobs.job",
+    "bid": "jobs.bid",
+    "contract": "jobs.contract",
+    "submission": "jobs.submission",
+    "escrow": "payments.escrow",
+    "run": "verification.verificationrun",
+}
+DISPUTE_VERBS = ("contract_review_disputed", "contract_dispute_resolved")
+
+
+@dataclass(frozen=True)
+class RunStory:
+    run: VerificationRun
+    summary: verification_selectors.ReportSummary | None
+    certificate: verification_selectors.CertificateStatus
+
+
+@dataclass(frozen=True)
+class SubmissionStory:
+    submission: Submission
+    runs: list[RunStory]
+
+
+@dataclass(frozen=True)
+class DisputeStory:
+    """What the platform knows of the contract's dispute: today the flag and its audit events."""
+
+    open: bool
+    events: list[AuditEvent]
+
+
+@dataclass(frozen=True)
+class DeliveryStory:
+    delivery: Delivery
+    event_type: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class ContractStory:
+    contract: Contract
+    timeline: list[AuditEvent]
+    bids: list[Bid]
+    escrow: EscrowSummary | None
+    submissions: list[SubmissionStory]
+    dispute: DisputeStory
+    deliveries: list[DeliveryStory]
+
+
+def contract_story(*, contract_id: int) -> ContractStory:
+    """Everything an operator needs to understand one contract. Staff only: it reads across organizations."""
+    contract = Contract.objects.select_related("job", "organization", "engineer", "bid").filter(pk=contract_id).first()
+    if contract is None:
+        raise NotFound("No such contract.", code="contract_not_found")
+    bids = list(Bid.objects.filter(job_id=contract.job_id).select_related("engineer").order_by("created_at", "id"))
+    submissions = list(
+        Submission.objects.filter(contract=contract).select_related("submitted_by", "candidate").order_by("number")
+    )
+    runs_by_subject: dict[str, list[VerificationRun]] = {}
+    subjects = [f"submission:{submission.pk}" for submission in submissions]
+    run_rows = (
+        VerificationRun.objects.filter(subject__in=subjects)
+        .select_related("package", "candidate", "hidden_inputs", "signing_key", "plot_png", "plot_svg")
+        .order_by("id")
+    )
+    for run in run_rows:
+        runs_by_subject.setdefault(run.subject, []).append(run)
+    submission_stories = [
+        SubmissionStory(
+            submission=submission,
+            runs=[
+                RunStory(
+                    run=run,
+                    summary=verification_selectors.verification_report_summary(run=run),
+                    certificate=verification_selectors.verification_certificate_status(run=run),
+                )
+                for run in runs_by_subject.get(f"submission:{submission.pk}", [])
+            ],
+        )
+        for submission in submissions
+    ]
+    ids = {
+        "job": [contract.job_id],
+        "bid": [bid.pk for bid in bids],
+        "contract": [contract.pk],
+        "submission": [submission.pk for submission in submissions],
+        "escrow": [contract.escrow_id] if contract.escrow_id else [],
+        "run": [run.pk for runs in runs_by_subject.values() for run in runs],
+    }
+    about = Q(pk__in=[])
+    for name, object_ids in ids.items():
+        if object_ids:
+            about |= Q(object_type=STORY_OBJECT_TYPES[name], object_id__in=[str(pk) for pk in object_ids])
+    timeline = list(AuditEvent.objects.filter(about).select_related("actor").order_by("created_at", "id"))
+    escrow = payments_selectors.escrow_summary(contract.escrow_id) if contract.escrow_id else None
+    return ContractStory(
+        contract=contract,
+        timeline=timeline,
+        bids=bids,
+        escrow=escrow,
+        submissions=submission_stories,
+        dispute=contract_dispute_story(contract=contract, timeline=timeline),
+        deliveries=contract_deliveries(contract=contract),
+    )
+
+
+def contract_dispute_story(*, contract: Contract, timeline: list[AuditEvent]) -> DisputeStory:
+    return DisputeStory(
+        open=contract.review_disputed,
+        events=[event for event in timeline if event.object_type == "jobs.contract" and event.verb in DISPUTE_VERBS],
+    )
+
+
+def contract_deliveries(*, contract: Contract) -> list[DeliveryStory]:
+    """Outbound webhook deliveries of the events about this contract (its own, its disputes', its submissions')."""
+    about = (
+        Q(type__startswith="contract.", data__id=contract.pk)
+        | Q(type__startswith="dispute.", data__id=contract.pk)
+        | Q(data__contract=contract.pk)
+    )
+    deliveries = (
+        Delivery.objects.filter(event__in=OutboundEvent.objects.filter(about).values("pk"))
+        .select_related("event", "endpoint")
+        .order_by("created_at", "id")
+    )
+    return [
+        DeliveryStory(
+            delivery=delivery,
+            event_type=delivery.event.type,
+            # The host only: an endpoint's path or query may carry the receiver's own secret.
+            destination=urlsplit(delivery.endpoint.url).hostname or "",
+        )
+        for delivery in deliveries
+    ]
+
+
+def contracts_awaiting_funding_overdue(*, now=None) -> QuerySet[Contract]:
+    """Contracts still unfunded `OPERATOR_FUNDING_OVERDUE_HOURS` after they were made."""
+    since = (now or timezone.now()) - timedelta(hours=settings.OPERATOR_FUNDING_OVERDUE_HOURS)
+    return Contract.objects.filter(status=Contract.Status.AWAITING_FUNDING, created_at__lt=since)
+
+
+@dataclass(frozen=True)
+class OperatorQueue:
+    name: str
+    label: str
+    count: int
+
+
+def operator_queues() -> list[OperatorQueue]:
+    """How many rows wait in each list operators work from (the admin index links each to its list)."""
+    return [
+        OperatorQueue(
+            "funding_overdue", "Contracts awaiting funding too long", contracts_awaiting_funding_overdue().count()
+        ),
+        OperatorQueue(
+            "disputed", "Disputed contracts awaiting a ruling", Contract.objects.filter(review_disputed=True).count()
+        ),
+        OperatorQueue(
+            "runs_active",
+            "Verifications queued or running",
+            verification_selectors.verification_runs_filter(state="active").count(),
+        ),
+        OperatorQueue(
+            "runs_errored",
+            "Verifications errored",
+            verification_selectors.verification_runs_filter(state="errored").count(),
+        ),
+        OperatorQueue("escrows_frozen", "Escrows frozen", payments_selectors.escrows_frozen().count()),
+        OperatorQueue(
+            "deliveries_failing", "Webhook deliveries failing", notifications_selectors.deliveries_failing().count()
+        ),
+        OperatorQueue(
+            "reconciliation_open", "Reconciliation issues open", payments_selectors.reconciliation_issues_open().count()
+        ),
+    ]

@@ -57,3 +57,9 @@ def endpoint_owner_emails(*, endpoint: WebhookEndpoint) -> list[str]:
     organization = Organization.objects.get(pk=endpoint.organization_id)
     admins = organization.memberships.filter(role__in=Membership.ADMIN_ROLES, user__is_active=True)
     return list(admins.order_by("id").values_list("user__email", flat=True))
+
+
+def deliveries_failing() -> QuerySet[Delivery]:
+    """Deliveries an operator should look at: given up, or retrying after a failed attempt."""
+    retrying = Q(status=Delivery.Status.PENDING, attempt_count__gt=0)
+    return Delivery.objects.filter(Q(status=Delivery.Status.FAILED) | retrying)

@@ -130,3 +130,11 @@ def escrow_summary(escrow_id: int) -> EscrowSummary:
         open_issues=ReconciliationIssue.objects.filter(escrow=escrow, resolved_at__isnull=True).count(),
         ledger_lines=lines,
     )
+
+
+def reconciliation_issues_open():
+    return ReconciliationIssue.objects.filter(resolved_at__isnull=True)
+
+
+def escrows_frozen():
+    return Escrow.objects.filter(frozen=True)

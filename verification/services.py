@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.operators import PAYMENTS_OPERATOR, SUPPORT, operator_role_require
 from common.errors import NotPermitted, ValidationFailed
 from common.models import Artifact
 from common.services import artifact_store, audit_record
@@ -76,7 +77,10 @@ def signing_key_register(*, public_key_pem: str) -> SigningKey:
     return key
 
 
-def signing_key_retire(*, key_id: str) -> None:
+def signing_key_retire(*, actor, key_id: str) -> None:
+    """Stop accepting new results signed by this key (its old certificates stay verifiable). A payments
+    operator's action: a retired key holds back every payout its host's results would release."""
+    operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
     SigningKey.objects.filter(key_id=key_id, active=True).update(active=False, retired_at=timezone.now())
 
 
@@ -426,6 +430,13 @@ def verification_run_report_failure(*, run_id: int, token: str, reason: str) -> 
         if run.status != Status.RUNNING:
             raise RunTokenRejected()
         return _infrastructure_failure_locked(run, reason=reason[:500])
+
+
+def verification_watchdog_by_operator(*, actor) -> list[int]:
+    """An operator running the watchdog now (requeue silent or overrunning runs, resend unsent ones): a re-run
+    of verifications, which support may do; no money moves."""
+    operator_role_require(user=actor, role=SUPPORT)
+    return verification_watchdog()
 
 
 def verification_watchdog() -> list[int]:

@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.operators import PAYMENTS_OPERATOR, operator_role_require
 from accounts.selectors import user_is_org_admin
 from common.errors import IllegalTransition, NotPermitted
 from common.services import audit_record
@@ -351,10 +352,7 @@ def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> 
 def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, note: str) -> Contract:
     """An operator's ruling on a disputed result: release it, or withhold it (the earning falls back to
     what was already paid out) and let the contract go on or settle."""
-    if not (
-        actor.is_staff and actor.account_type == User.AccountType.OPERATOR and actor.has_perm("jobs.change_contract")
-    ):
-        raise NotPermitted("Only operators can resolve a dispute.")
+    operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
     with transaction.atomic():
         job, contract = _lock_job_and_contract(contract_id)
         if contract.status != Contract.Status.ACTIVE or not contract.review_disputed:

@@ -255,6 +255,8 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOGGING = build_logging(json=LOG_JSON, level=LOG_LEVEL)
 # An open job stays awardable this long after its bidding deadline before it expires.
 JOB_AWARD_WINDOW_DAYS = env.int("JOB_AWARD_WINDOW_DAYS", default=14)
+# The operator console lists contracts still unfunded this long after they were made.
+OPERATOR_FUNDING_OVERDUE_HOURS = env.int("OPERATOR_FUNDING_OVERDUE_HOURS", default=72)
 # Job list and detail responses are cached per visibility scope (common/http_cache.py) for at most this many
 # seconds; every change a scope can see invalidates its entries sooner. 0 turns the cache off.
 API_RESPONSE_CACHE_SECONDS = env.int("API_RESPONSE_CACHE_SECONDS", default=300)

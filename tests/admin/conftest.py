@@ -1,24 +1,37 @@
 """Rows of every kind the admin shows, made through the services (the way production data is made)."""
 
+import os
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connections
 from django.utils import timezone
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+from playwright.sync_api import sync_playwright
 
+from accounts.operators import PAYMENTS_OPERATOR, SUPPORT
 from accounts.services import api_token_create
 from common.models import IdempotencyRecord
+from jobs.services import contracts as contract_services
 from jobs.services.bids import bid_place
 from jobs.services.submissions import submission_create
+from notifications.models import Delivery
 from payments.models import ReconciliationIssue
 from payments.services import escrow_release
 from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, StaffFactory, funded_contract, open_job
 from tests.factories.archives import make_tar_gz, upload
 from tests.factories.jobs import onboard
-from verification.runner.certificate import generate_signing_key, public_key_pem
-from verification.services import signing_key_register
+from tests.verification.conftest import fake_report
+from verification.models import VerificationRun
+from verification.runner.certificate import generate_signing_key, public_key_pem, sign_report
+from verification.services import (
+    signing_key_register,
+    verification_plot_render,
+    verification_record_result,
+    verification_run_start,
+)
 
 OPERATOR_PASSWORD = "correct horse battery"
 
@@ -51,6 +64,7 @@ def build_admin_data(*, round_: int = 0) -> SimpleNamespace:
         response_body={"id": bid.pk},
     )
     draft = JobFactory(title=f"Draft job {round_}")
+    _failing_delivery(contract)
     interval = IntervalSchedule.objects.create(every=5 + round_, period=IntervalSchedule.MINUTES)
     PeriodicTask.objects.create(name=f"expire-{round_}", task="jobs.tasks.jobs_expire_overdue", interval=interval)
     CrontabSchedule.objects.create(minute=str(round_))
@@ -71,6 +85,159 @@ def build_admin_data(*, round_: int = 0) -> SimpleNamespace:
     )
 
 
+def _failing_delivery(contract) -> None:
+    """A webhook delivery of one of the contract's events, failing (its endpoint answers 500)."""
+    from notifications.models import OutboundEvent, WebhookEndpoint
+
+    endpoint = WebhookEndpoint.objects.create(
+        organization=contract.organization,
+        url=f"https://hooks.example.test/speedproof?token=endpoint-query-secret-{contract.pk}",
+        event_types=["*"],
+        secret=f"whsec_admin_test_{contract.pk}",
+    )
+    event = OutboundEvent.objects.create(
+        public_id=f"evt_admin_{contract.pk}",
+        type="contract.funded",
+        api_version="2026-01-01",
+        organization=contract.organization,
+        data={"id": contract.pk},
+    )
+    Delivery.objects.create(
+        event=event,
+        endpoint=endpoint,
+        status=Delivery.Status.PENDING,
+        attempt_count=2,
+        next_attempt_at=timezone.now() + timedelta(minutes=5),
+        retry_until=timezone.now() + timedelta(days=3),
+    )
+
+
 @pytest.fixture
 def admin_data(db) -> SimpleNamespace:
     return build_admin_data()
+
+
+def operator_with_role(role: str | None, *, email: str):
+    """A staff operator who is not a superuser, holding `role` (or none)."""
+    user = StaffFactory(is_superuser=False, email=email)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def operators() -> SimpleNamespace:
+    return SimpleNamespace(
+        support=operator_with_role(SUPPORT, email="support@example.test"),
+        payments=operator_with_role(PAYMENTS_OPERATOR, email="payments@example.test"),
+    )
+
+
+def _measurements(baseline_ms: float, candidate_ms: float, pairs: int = 8) -> list[dict]:
+    rows = []
+    for i in range(pairs):
+        for role, ms in (("baseline", baseline_ms), ("candidate", candidate_ms)):
+            rows.append({"phase": "measure", "role": role, "wall_seconds": (ms + i % 3) / 1000})
+    return rows
+
+
+HIDDEN_MARKER = "hidden-marker-7f3a"
+
+
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def build_disputed_contract(*, dispatched: list, settle=_call, earlier_failed_attempt: bool = False) -> SimpleNamespace:
+    """A funded contract whose submission passed (half the money, tier one) and that the company disputes;
+    with `earlier_failed_attempt`, a first submission failed before it.
+
+    Each run is recorded as a verification host would record it (a signed report with measurements), and its
+    plot drawn as the platform's task draws it. Call with the `dispatched` fixture's list; `settle(fn, ...)` runs
+    each step and the work it leaves for after its commit (needed where tests run inside one transaction).
+    """
+    key = generate_signing_key()
+    signing_key_register(public_key_pem=public_key_pem(key).decode())
+    contract = funded_contract(amount=250_000, review_window_hours=48, max_submissions=3, title="Disputed kernel")
+    onboard(contract.engineer)
+    runs = []
+    # (decision, payout fraction, speedup estimate, candidate's milliseconds against the baseline's 12)
+    attempts = ([("FAIL", 0.0, 1.1, 11.0)] if earlier_failed_attempt else []) + [("PASS", 0.5, 1.8, 6.5)]
+    for number, (decision, fraction, estimate, candidate_ms) in enumerate(attempts, start=1):
+        candidate = upload(make_tar_gz({"solution/run.py": f"print({number})\n".encode()}), "candidate.tar.gz")
+        submission = settle(
+            submission_create, actor=contract.engineer, contract=contract, upload=candidate, notes=f"v{number}"
+        )
+        run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
+        token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
+        verification_run_start(run_id=run.pk, token=token)
+        report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
+        report["measurements"] = _measurements(12.0, candidate_ms)
+        report["environment"] = {"host": "verify-cpu-3", "cpu_model": "Test CPU", "cpu_count": 4}
+        report["blocked_actions"] = [{"role": "candidate", "action": "network", "runs": 2}]
+        report["logs"] = [{"role": "candidate", "phase": "measure", "stderr": HIDDEN_MARKER}]
+        certificate = sign_report(report, key)
+        settle(verification_record_result, run_id=run.pk, token=token, report=report, certificate=certificate)
+        runs.append(verification_plot_render(run_id=run.pk))
+    settle(
+        contract_services.contract_dispute_review,
+        actor=contract.job.created_by,
+        contract=contract,
+        reason="outputs look cached",
+    )
+    contract.refresh_from_db()
+    return SimpleNamespace(contract=contract, submission=submission, run=runs[-1], runs=runs, key=key)
+
+
+@pytest.fixture
+def eager_tasks():
+    """Tasks run in-process when sent, as a worker would run them (the release after a ruling, the plot)."""
+    from marketplace.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def settle(eager_tasks, django_capture_on_commit_callbacks):
+    def run(fn, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def disputed(db, dispatched, settle) -> SimpleNamespace:
+    return build_disputed_contract(dispatched=dispatched, settle=settle)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page(monkeypatch):
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    # Playwright's sync API keeps an event loop running in this thread; the test's ORM calls stay synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+        # Inside this block the ORM runs in Playwright's context, with connections of its own: close them.
+        connections.close_all()

@@ -1,45 +1,13 @@
 """An operator uses the admin in a real browser: log in, filter and search jobs, read contracts' money."""
 
-import os
 import re
 
 import pytest
-from django.db import connections
-from playwright.sync_api import sync_playwright
 
 from common.models import AuditEvent
 from jobs.models import Job
 
 from .conftest import OPERATOR_PASSWORD, build_admin_data
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-def page(monkeypatch):
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
-    # Playwright's sync API keeps an event loop running in this thread; the test's ORM calls stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(15_000)
-        yield context.new_page()
-        context.close()
-        browser.close()
-        # Inside this block the ORM runs in Playwright's context, with connections of its own: close them.
-        connections.close_all()
 
 
 @pytest.mark.browser

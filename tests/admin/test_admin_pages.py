@@ -1,5 +1,6 @@
 """Every registered admin renders for an operator, and the admin never writes state around the services."""
 
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 
@@ -167,10 +168,10 @@ def test_expire_action_calls_the_service(operator, admin_data):
     current = admin_data.open_job
     overdue = open_job(title="Left unawarded")
     Job.objects.filter(pk=overdue.pk).update(bidding_deadline=timezone.now() - timedelta(days=60))
-    response = operator.post(
-        _url(Job, "changelist"),
-        {"action": "expire_overdue", "_selected_action": [current.pk, overdue.pk], "index": 0},
-    )
+    selected = {"action": "expire_overdue", "_selected_action": [current.pk, overdue.pk]}
+    confirmation = operator.post(_url(Job, "changelist"), {**selected, "index": 0})
+    assert confirmation.status_code == 200 and b'name="note"' in confirmation.content
+    response = operator.post(_url(Job, "changelist"), {**selected, "confirm": "Confirm", "note": "overdue sweep"})
     assert response.status_code == 302
     current.refresh_from_db()
     overdue.refresh_from_db()
@@ -186,7 +187,8 @@ def test_dispute_actions_call_the_service(operator, admin_data):
         review_disputed=True, earned_bps=10_000, release_due_at=timezone.now() + timedelta(hours=40)
     )
     response = operator.post(
-        _url(Contract, "changelist"), {"action": "dispute_withhold", "_selected_action": [contract.pk], "index": 0}
+        _url(Contract, "changelist"),
+        {"action": "dispute_withhold", "_selected_action": [contract.pk], "confirm": "Confirm", "note": "cached"},
     )
     assert response.status_code == 302
     contract.refresh_from_db()
@@ -217,3 +219,52 @@ def test_operators_add_operator_accounts_only(operator, admin_data):
     assert operator.post(url, {**form, "account_type": "operator"}).status_code == 302
     user = User.objects.get(email="new.operator@example.test")
     assert user.account_type == User.AccountType.OPERATOR and user.check_password("a long operator passphrase")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["support", "payments"])
+def test_every_operated_page_renders_for_each_role_and_shows_no_secret(client, role, dispatched, settle):
+    """Support and the payments operator read every operated model; no page shows hidden inputs or secrets."""
+    from accounts.operators import OPERATED_APPS
+
+    from .conftest import HIDDEN_MARKER, build_disputed_contract, operators
+
+    data = build_admin_data()
+    build_disputed_contract(dispatched=dispatched, settle=settle)
+    client.force_login(getattr(operators(), role))
+    secrets = (HIDDEN_MARKER, data.token_secret, data.token.token_hash, "whsec_", "endpoint-query-secret", "[[1.0]]")
+    request = RequestFactory().get("/")
+    request.user = data.staff
+    operated = [model for model in REGISTERED if model._meta.app_label in OPERATED_APPS]
+    assert {model._meta.label for model in operated} >= {"jobs.Contract", "notifications.Delivery"}
+    for model in operated:
+        model_admin = admin.site._registry[model]
+        pages = [_url(model, "changelist")]
+        obj = model_admin.get_queryset(request).order_by("-pk").first()
+        if obj is not None:
+            pages.append(_url(model, "change", obj.pk))
+        for url in pages:
+            response = client.get(url)
+            assert response.status_code == 200, url
+            body = response.content.decode()
+            assert not [secret for secret in secrets if secret in body], url
+
+
+@pytest.mark.django_db
+def test_payments_pages_show_amounts_in_currency_units(operator, admin_data):
+    from payments.models import Escrow, LedgerTransaction, ProviderOperation
+
+    escrow = Escrow.objects.get(pk=admin_data.contract.escrow_id)
+    transaction = LedgerTransaction.objects.filter(escrow=escrow).order_by("pk").first()
+    operation = ProviderOperation.objects.filter(escrow=escrow).order_by("pk").first()
+    pages = [
+        _url(Escrow, "changelist"),
+        _url(Escrow, "change", escrow.pk),
+        _url(ProviderOperation, "changelist"),
+        _url(ProviderOperation, "change", operation.pk),
+        _url(LedgerTransaction, "change", transaction.pk),
+    ]
+    for url in pages:
+        page = operator.get(url).content.decode()
+        assert re.search(r"\d+\.\d\d USD", page), url
+        assert not re.search(r">-?(250000|25000|125000|275000)<", page), url
