@@ -190,7 +190,10 @@ def email_render(
         "secret": secret,
         "recipient_name": (user.name or user.email) if user is not None else address,
         "base_url": settings.PUBLIC_BASE_URL.rstrip("/"),
-        "preferences_url": settings.PUBLIC_BASE_URL.rstrip("/") + "/api/v1/me/notification-preferences/",
+        # Only an account has preferences to choose.
+        "preferences_url": settings.PUBLIC_BASE_URL.rstrip("/") + "/api/v1/me/notification-preferences/"
+        if user is not None
+        else "",
     }
     subject = "Speedproof: " + kind.subject.format(**full)
     text = render_to_string(f"notifications/email/{template}.txt", full)

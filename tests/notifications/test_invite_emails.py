@@ -66,6 +66,7 @@ def test_the_invitee_gets_one_email_with_the_token_and_how_to_accept(
         assert organization.name in body and "Admin" in body and "Olive Owner" in body
         assert issued.invite.expires_at.strftime("%Y-%m-%d %H:%M UTC") in body
         assert "https://speedproof.example/api/v1/auth/signup/company/" in body and "invite_token" in body
+        assert "notification-preferences" not in body  # an address without an account has none to choose
     notification.refresh_from_db()
     assert notification.status == EmailNotification.Status.SENT and notification.sealed_secret == ""
 
@@ -127,6 +128,7 @@ def test_an_existing_account_is_told_to_accept_and_its_preferences_apply(owner, 
     [message] = mail.outbox
     assert message.to == ["known@example.test"] and "Kim Known" in message.body
     assert "/api/v1/invites/accept/" in message.body and issued.token in message.body
+    assert "/api/v1/me/notification-preferences/" in message.body
 
     NotificationPreference.objects.create(user=invitee, organization_invite=False)
     _invite(owner, django_capture_on_commit_callbacks, email="known@example.test")
