@@ -13,6 +13,8 @@ import pytest
 import requests
 
 from notifications.signing import secret_generate, signature_header
+from tests.common.test_security_settings import _production
+from tests.embedded import embedded_environment
 from verification.runner.certificate import CertificateError, load_public_key, verify_certificate
 
 from .conftest import REPO, _free_port, make_run_started
@@ -150,3 +152,21 @@ def test_the_demo_receiver_keeps_each_verified_event_once_and_refuses_forgeries(
         assert receiver.rejected == ["company", "nobody"]
     finally:
         receiver.stop()
+
+
+def test_loopback_http_receivers_are_allowed_by_make_runs_defaults_only(tmp_path):
+    """The demo's receiver is plain http on loopback: `make run`'s embedded defaults allow it, production never."""
+    script = "from django.conf import settings as s; print(s.WEBHOOKS_REQUIRE_HTTPS, s.WEBHOOKS_ALLOW_LOOPBACK)"
+    local = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=REPO,
+        env=embedded_environment(tmp_path, DJANGO_SETTINGS_MODULE="marketplace.settings.local"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert local.returncode == 0, local.stderr
+    assert local.stdout.split("\n")[-2] == "False True"
+    production = _production(["shell", "-c", script])
+    assert production.returncode == 0, production.stderr
+    assert production.stdout.split("\n")[-2] == "True False"
