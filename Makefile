@@ -1,9 +1,10 @@
-# The two set-up commands of the README: `make run` and `make test`; `make check` and `make lint` for the inner loop.
+# The two set-up commands of the README: `make run` and `make test`; `make check` and `make lint` for the inner loop;
+# `make demo` (with `make run` going in another terminal) walks the example job's whole story through the API.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check lint format system-deps-test system-deps-run clean
+.PHONY: run demo test check lint format system-deps-test system-deps-run clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,10 @@ system-deps-test:
 
 run: $(VENV)/.runtime-installed system-deps-run
 	scripts/run_local.sh
+
+# DEMO_ARGS passes options through, e.g. `make demo DEMO_ARGS="--out /tmp/story"`; SPEEDPROOF_PORT as for `make run`.
+demo: $(VENV)/.runtime-installed
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 test: $(VENV)/.dev-installed system-deps-test
 	scripts/run_tests.sh

@@ -13,6 +13,7 @@ from django.utils.text import slugify
 from common.errors import Conflict, NotFound, NotPermitted, ValidationFailed
 from common.services import audit_record
 
+from . import signals
 from .models import ApiToken, EngineerProfile, Membership, Organization, OrganizationInvite, User
 from .selectors import membership_role
 
@@ -305,6 +306,7 @@ def invite_create(*, actor: User, organization: Organization, email: str, role: 
         expires_at=now + timedelta(hours=settings.ORGANIZATION_INVITE_TTL_HOURS),
     )
     audit_record(actor=actor, verb=INVITE_CREATED, obj=invite, to_state="pending", data={"email": email, "role": role})
+    signals.organization_invite_created.send(sender=OrganizationInvite, invite_id=invite.pk, token=token)
     return IssuedInvite(invite=invite, token=token)
 
 

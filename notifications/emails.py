@@ -5,20 +5,28 @@ plain, safe values: titles, ids, amounts, decisions, links; never hidden inputs 
 `EmailNotification` per recipient and queues the send after commit. `email_send` claims the row, honours the
 recipient's preferences, renders the text and HTML templates and sends once: a second run finds it sent.
 Emails do not depend on webhook endpoints.
+
+An organization invite goes to an address that may have no account (no preferences then) and carries the
+invitee's own secret, the invite token: it waits sealed (encrypted) in the row, is opened only to render the
+email, and is erased once the email is sent or skipped. An invite revoked, accepted or expired by the time the
+email would leave is not sent.
 """
 
-from collections.abc import Iterable
+import base64
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from accounts.models import Membership, User
+from accounts.models import Membership, OrganizationInvite, User
 
 from .models import EmailCategory, EmailNotification, NotificationPreference
 from .services import Recipient
@@ -26,11 +34,18 @@ from .services import Recipient
 log = structlog.get_logger(__name__)
 
 
+def _invite_still_open(context: dict) -> bool:
+    invite = OrganizationInvite.objects.filter(pk=context.get("invite_id")).first()
+    return invite is not None and invite.status_at() == OrganizationInvite.Status.PENDING
+
+
 @dataclass(frozen=True)
 class EmailKind:
     template: str
     category: str
     subject: str  # formatted with the context
+    # Asked when the email is about to leave: False skips it (what it announced is no longer so).
+    still_relevant: Callable[[dict], bool] | None = None
 
 
 BID_RECEIVED = EmailKind("bid_received", EmailCategory.BID_RECEIVED, "New bid on {job_title}")
@@ -46,6 +61,12 @@ DISPUTE_RESOLVED = EmailKind("dispute_resolved", EmailCategory.DISPUTES, "Disput
 REVIEW_WINDOW_CLOSING = EmailKind(
     "review_window_closing", EmailCategory.REVIEW_WINDOW_CLOSING, "Review window for {job_title} closes within 24 hours"
 )
+ORGANIZATION_INVITE = EmailKind(
+    "organization_invite",
+    EmailCategory.ORGANIZATION_INVITE,
+    "You are invited to join {organization_name}",
+    still_relevant=_invite_still_open,
+)
 
 EMAIL_KINDS = (
     BID_RECEIVED,
@@ -57,6 +78,7 @@ EMAIL_KINDS = (
     DISPUTE_OPENED,
     DISPUTE_RESOLVED,
     REVIEW_WINDOW_CLOSING,
+    ORGANIZATION_INVITE,
 )
 KINDS_BY_TEMPLATE = {kind.template: kind for kind in EMAIL_KINDS}
 
@@ -96,6 +118,56 @@ def email_notify(
     return written
 
 
+def organization_invite_email_notify(*, invite_id: int, token: str) -> EmailNotification | None:
+    """Record the invite's email to the invited address, in the invite's transaction; sent after commit, once.
+    The token is stored only sealed, and only until the email leaves."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("organization_invite_email_notify runs inside the transaction of the invite")
+    invite = OrganizationInvite.objects.select_related("organization", "invited_by").get(pk=invite_id)
+    account = User.objects.filter(email__iexact=invite.email, is_active=True).first()
+    context = {
+        "invite_id": invite.pk,
+        "organization_name": invite.organization.name,
+        "role": invite.get_role_display(),
+        "invited_by": (invite.invited_by.name or invite.invited_by.email) if invite.invited_by else "",
+        "invited_email": invite.email,
+        "expires_at": invite.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "has_account": account is not None,
+    }
+    notification, created = EmailNotification.objects.get_or_create(
+        key=f"organization_invite:{invite.pk}",
+        category=ORGANIZATION_INVITE.category,
+        **({"user": account} if account else {"user": None, "address": invite.email}),
+        defaults={
+            "template": ORGANIZATION_INVITE.template,
+            "context": context,
+            "address": invite.email,
+            "sealed_secret": secret_seal(token),
+        },
+    )
+    if not created:
+        return None
+    _enqueue_on_commit(notification.pk)
+    return notification
+
+
+def _sealing_key() -> Fernet:
+    derived = hashlib.sha256(b"speedproof.notifications.email-secret:" + settings.SECRET_KEY.encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def secret_seal(secret: str) -> str:
+    return _sealing_key().encrypt(secret.encode()).decode()
+
+
+def secret_unseal(sealed: str) -> str | None:
+    """None when it cannot be opened (DJANGO_SECRET_KEY changed since): the email is then not sent."""
+    try:
+        return _sealing_key().decrypt(sealed.encode()).decode()
+    except InvalidToken:
+        return None
+
+
 def _enqueue_on_commit(notification_id: int) -> None:
     def send() -> None:
         from .tasks import email_send
@@ -108,14 +180,20 @@ def _enqueue_on_commit(notification_id: int) -> None:
     transaction.on_commit(send)
 
 
-def email_render(*, template: str, context: dict, user: User) -> tuple[str, str, str]:
-    """(subject, text, html) of one email."""
+def email_render(
+    *, template: str, context: dict, user: User | None, address: str = "", secret: str = ""
+) -> tuple[str, str, str]:
+    """(subject, text, html) of one email; `secret` is the recipient's own secret, for the kinds that carry one."""
     kind = KINDS_BY_TEMPLATE[template]
     full = {
         **context,
-        "recipient_name": user.name or user.email,
+        "secret": secret,
+        "recipient_name": (user.name or user.email) if user is not None else address,
         "base_url": settings.PUBLIC_BASE_URL.rstrip("/"),
-        "preferences_url": settings.PUBLIC_BASE_URL.rstrip("/") + "/api/v1/me/notification-preferences/",
+        # Only an account has preferences to choose.
+        "preferences_url": settings.PUBLIC_BASE_URL.rstrip("/") + "/api/v1/me/notification-preferences/"
+        if user is not None
+        else "",
     }
     subject = "Speedproof: " + kind.subject.format(**full)
     text = render_to_string(f"notifications/email/{template}.txt", full)
@@ -127,21 +205,35 @@ def email_send(*, notification_id: int) -> bool:
     """Send the email once; safe to run twice (a second run finds it sent, sending or skipped)."""
     with transaction.atomic():
         notification = (
-            EmailNotification.objects.select_for_update().select_related("user").filter(pk=notification_id).first()
+            EmailNotification.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk=notification_id)
+            .first()
         )
         if notification is None or notification.status != EmailNotification.Status.PENDING:
             return False
-        preference = NotificationPreference.objects.filter(user_id=notification.user_id).first()
-        if not notification.user.email or (preference is not None and not preference.wants(notification.category)):
+        user = notification.user
+        address = notification.address or (user.email if user is not None else "")
+        preference = NotificationPreference.objects.filter(user_id=notification.user_id).first() if user else None
+        kind = KINDS_BY_TEMPLATE[notification.template]
+        secret = secret_unseal(notification.sealed_secret) if notification.sealed_secret else ""
+        if (
+            not address
+            or (preference is not None and not preference.wants(notification.category))
+            or (kind.still_relevant is not None and not kind.still_relevant(notification.context))
+            or secret is None
+        ):
             notification.status = EmailNotification.Status.SKIPPED
-            notification.save(update_fields=["status", "updated_at"])
+            notification.sealed_secret = ""
+            notification.save(update_fields=["status", "sealed_secret", "updated_at"])
             return False
         notification.status = EmailNotification.Status.SENDING
         notification.save(update_fields=["status", "updated_at"])
-    user = notification.user
     try:
-        subject, text, html = email_render(template=notification.template, context=notification.context, user=user)
-        message = EmailMultiAlternatives(subject=subject, body=text, to=[user.email])
+        subject, text, html = email_render(
+            template=notification.template, context=notification.context, user=user, address=address, secret=secret
+        )
+        message = EmailMultiAlternatives(subject=subject, body=text, to=[address])
         message.attach_alternative(html, "text/html")
         message.send()
     except Exception:
@@ -150,7 +242,7 @@ def email_send(*, notification_id: int) -> bool:
         )
         raise
     EmailNotification.objects.filter(pk=notification_id).update(
-        status=EmailNotification.Status.SENT, sent_at=timezone.now(), updated_at=timezone.now()
+        status=EmailNotification.Status.SENT, sent_at=timezone.now(), updated_at=timezone.now(), sealed_secret=""
     )
     log.info("email_sent", notification_id=notification_id, template=notification.template)
     return True

@@ -130,6 +130,7 @@ class EmailCategory(models.TextChoices):
     REFUND_ISSUED = "refund_issued", "A refund to your organization"
     DISPUTES = "disputes", "A dispute was opened or resolved"
     REVIEW_WINDOW_CLOSING = "review_window_closing", "A review window closes within 24 hours"
+    ORGANIZATION_INVITE = "organization_invite", "An invitation to join an organization"
 
 
 class NotificationPreference(TimeStampedModel):
@@ -146,6 +147,7 @@ class NotificationPreference(TimeStampedModel):
     refund_issued = models.BooleanField(default=True)
     disputes = models.BooleanField(default=True)
     review_window_closing = models.BooleanField(default=True)
+    organization_invite = models.BooleanField(default=True)
 
     def __str__(self) -> str:
         return f"Notification preferences of {self.user_id}"
@@ -156,7 +158,10 @@ class NotificationPreference(TimeStampedModel):
 
 class EmailNotification(TimeStampedModel):
     """One email for one user about one occurrence (`key`), written in the transaction of the change and sent
-    after commit; the unique (key, user, category) row is the record that it was sent, so it is sent once."""
+    after commit; the unique (key, user, category) row is the record that it was sent, so it is sent once.
+
+    An email to an address with no account yet (an organization invite) has no user: `address` names the
+    recipient, and (key, address, category) is unique instead. `address`, when set, is where it goes."""
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -167,17 +172,35 @@ class EmailNotification(TimeStampedModel):
     key = models.CharField(max_length=200)
     category = models.CharField(max_length=32, choices=EmailCategory.choices)
     template = models.CharField(max_length=64)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="email_notifications")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="email_notifications",
+        null=True,
+        blank=True,
+    )
+    address = models.EmailField(blank=True)
     # Only what the email shows (titles, ids, amounts, decisions, links): never hidden inputs or secrets.
     context = models.JSONField(default=dict)
+    # The one secret an email may carry, the recipient's own (an invite token): encrypted with a key derived from
+    # DJANGO_SECRET_KEY while the email waits, emptied once it is sent or skipped.
+    sealed_secret = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["key", "user", "category"], name="uniq_email_per_event_recipient_category")
+            models.UniqueConstraint(fields=["key", "user", "category"], name="uniq_email_per_event_recipient_category"),
+            models.UniqueConstraint(
+                fields=["key", "address", "category"],
+                condition=models.Q(user__isnull=True),
+                name="uniq_email_per_event_address_category",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False) | ~models.Q(address=""), name="email_notification_has_recipient"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"Email {self.template} to {self.user_id}"
+        return f"Email {self.template} to {self.user_id or 'an address'}"

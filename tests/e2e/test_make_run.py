@@ -5,142 +5,20 @@ no 5xx, no run left behind, and a chargeback that arrives while a release waits 
 Nothing here touches the suite's PostgreSQL or Redis: the stack gets a fresh var/ folder and talks only HTTP.
 """
 
-import os
-import re
-import signal
-import socket
-import sqlite3
-import subprocess
 import threading
 import time
-from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import requests
 from django.utils import timezone
 
 from jobs.examples import example_candidate, example_criteria, example_hidden_inputs, example_package
-from tests.embedded import embedded_environment
 
-from .conftest import wait_for
+from .conftest import Client, MakeRun, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_RUN_STATES = {"passed", "failed", "inconclusive", "error"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Recorder:
-    """Every response the test saw, so that one 5xx anywhere fails it."""
-
-    def __init__(self):
-        self.statuses: Counter = Counter()
-        self.server_errors: list[str] = []
-        self.lock = threading.Lock()
-
-    def record(self, response: requests.Response) -> None:
-        with self.lock:
-            self.statuses[response.status_code] += 1
-            if response.status_code >= 500:
-                self.server_errors.append(
-                    f"{response.request.method} {response.request.path_url} -> {response.status_code}: "
-                    f"{response.text[:300]}"
-                )
-
-
-class Client:
-    def __init__(self, base: str, recorder: Recorder, token: str | None = None):
-        self.base, self.recorder = base, recorder
-        self.session = requests.Session()
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
-
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        response = self.session.request(method, f"{self.base}{path}", timeout=60, **kwargs)
-        self.recorder.record(response)
-        return response
-
-    def __call__(self, method: str, path: str, expect: int = 200, **kwargs) -> dict:
-        response = self.request(method, f"/api/v1/{path}", **kwargs)
-        assert response.status_code == expect, (method, path, response.status_code, response.text[:1000])
-        return response.json() if response.content else {}
-
-    def login(self, email: str, password: str) -> None:
-        """A browser's session, for the offline provider's HTML pages."""
-        self.request("get", "/api-auth/login/")
-        response = self.request(
-            "post",
-            "/api-auth/login/",
-            data={"username": email, "password": password, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]},
-            headers={"Referer": f"{self.base}/api-auth/login/"},
-            allow_redirects=False,
-        )
-        assert response.status_code == 302 and "sessionid" in self.session.cookies, response.text[:500]
-
-    def post_page(self, url: str, data: dict) -> requests.Response:
-        self.request("get", url)
-        data = {**data, "csrfmiddlewaretoken": self.session.cookies["csrftoken"]}
-        return self.request("post", url, data=data, headers={"Referer": f"{self.base}{url}"})
-
-
-class MakeRun:
-    def __init__(self, url: str, var: Path, log: Path, accounts: dict[str, str], password: str):
-        self.url, self.var, self.log, self.accounts, self.password = url, var, log, accounts, password
-        self.recorder = Recorder()
-
-    def client(self, email: str | None = None) -> Client:
-        return Client(self.url, self.recorder, self.accounts[email] if email else None)
-
-    def query(self, sql: str) -> list[tuple]:
-        """Read the stack's database directly (read-only), to see what the API does not show: stuck runs."""
-        with sqlite3.connect(f"file:{self.var / 'db.sqlite3'}?mode=ro", uri=True, timeout=30) as connection:
-            return connection.execute(sql).fetchall()
-
-
-@pytest.fixture(scope="module")
-def make_run(tmp_path_factory):
-    var = tmp_path_factory.mktemp("make-run-var")
-    port = _free_port()
-    environment = embedded_environment(var, SPEEDPROOF_PORT=str(port))
-    log = var / "make-run.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            ["bash", "scripts/run_local.sh"],
-            cwd=ROOT,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the teardown stops every process it started
-        )
-    try:
-        wait_for(
-            lambda: process.poll() is not None or "Speedproof is running" in log.read_text(),
-            timeout=300,
-            interval=0.5,
-            what="make run to start",
-        )
-        assert process.poll() is None, log.read_text()[-5000:]
-        box = log.read_text()
-        password = re.search(r"password for all: (\S+)\)", box).group(1)
-        accounts = dict(re.findall(r"\| (\S+@\S+)\s+\w+\s+Authorization: Bearer (\S+)", box))
-        assert (var / "demo-accounts.txt").stat().st_mode & 0o077 == 0, "the demo tokens are readable by others"
-        yield MakeRun(f"http://127.0.0.1:{port}", var, log, accounts, password)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 ADMIN, MEMBER, ADA, GRACE = (

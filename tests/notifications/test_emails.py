@@ -7,6 +7,7 @@ from django.core import mail
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import invite_create
 from jobs.services import events
 from jobs.services.bids import bid_accept, bid_place
 from jobs.services.contracts import contract_dispute_review
@@ -253,6 +254,7 @@ def test_every_email_is_free_of_hidden_inputs_and_secrets(
     contract.review_disputed = False
     contract.save(update_fields=["review_disputed"])
     contracts_remind_review_closing()
+    invite = invite_create(actor=owner, organization=organization, email="invitee@example.test", role="member")
     send_all()
 
     assert set(EmailNotification.objects.values_list("template", flat=True)) == set(emails.KINDS_BY_TEMPLATE)
@@ -264,6 +266,8 @@ def test_every_email_is_free_of_hidden_inputs_and_secrets(
         rendered = " ".join([message.subject, message.body, *(content for content, _ in message.alternatives)])
         for secret in secrets:
             assert secret not in rendered, (message.subject, secret)
+        # The invite token is the invitee's own secret: in their email, and in no one else's.
+        assert (invite.token in rendered) == (message.to == ["invitee@example.test"]), message.subject
 
 
 def test_the_sweep_requeues_emails_whose_send_was_lost(market, locmem, settings):
