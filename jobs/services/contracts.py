@@ -237,8 +237,11 @@ def contract_settlement_schedule(*, contract: Contract, job: Job) -> None:
     # An inconclusive last attempt gives the company its review window to accept it before settling, and a
     # failed or inconclusive one gives the engineer the same window to dispute it; an earned tier still in
     # review keeps its window: settlement would pay it out.
-    disputable = (Submission.Status.INCONCLUSIVE, Submission.Status.FAILED)
-    grace_hours = job.review_window_hours if last and last.status in disputable else 0
+    disputable = last is not None and (
+        last.status == Submission.Status.INCONCLUSIVE
+        or (last.status == Submission.Status.FAILED and not last.disputes.filter(side="engineer").exists())
+    )
+    grace_hours = job.review_window_hours if disputable else 0
     due = now + timedelta(hours=grace_hours)
     if contract.release_due_at is not None and contract.release_due_at > due:
         due = contract.release_due_at

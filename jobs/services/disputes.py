@@ -357,7 +357,8 @@ def dispute_reverify(*, actor: User, dispute_id: int) -> Dispute:
 def _recommendation(original: VerificationRun, rerun: VerificationRun) -> str:
     if rerun.status == VerificationRun.Status.ERROR or not rerun.decision:
         return Dispute.Recommendation.UNAVAILABLE
-    if (rerun.decision, rerun.tier) == (original.decision, original.tier):
+    same = ("decision", "tier", "payout_fraction_bps")
+    if all(getattr(rerun, name) == getattr(original, name) for name in same):
         return Dispute.Recommendation.AGREE
     return Dispute.Recommendation.DISAGREE
 
