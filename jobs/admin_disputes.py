@@ -74,7 +74,7 @@ class EscalatedFilter(admin.SimpleListFilter):
 
 class DisputeEvidenceInline(ReadOnlyTabularInline):
     model = DisputeEvidence
-    fields = ("side", "filename", "content_type", "artifact", "uploaded_by", "created_at")
+    fields = ("side", "filename", "content_type", "artifact", "uploaded_by")
 
 
 class RulingForm(forms.Form):

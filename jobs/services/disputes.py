@@ -612,14 +612,44 @@ def contract_unresolved_dispute(*, contract_id: int) -> Dispute | None:
     return Dispute.objects.filter(contract_id=contract_id, status__in=Dispute.UNRESOLVED_STATUSES).first()
 
 
-def dispute_rule_legacy(*, actor: User, contract_id: int, release: bool, note: str) -> Dispute:
+def dispute_rule_legacy(*, actor: User, contract_id: int, release: bool, note: str) -> Dispute | None:
     """The older release/withhold resolution of a contract's open dispute, in terms of rulings."""
     operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
     dispute = contract_unresolved_dispute(contract_id=contract_id)
     if dispute is None:
-        raise IllegalTransition("The contract has no open dispute.", code="no_open_dispute")
+        _flag_only_dispute_resolve(actor=actor, contract_id=contract_id, release=release, note=note)
+        return None
     if dispute.side == Dispute.Side.COMPANY:
         ruling = Dispute.Ruling.UPHOLD if release else Dispute.Ruling.OVERTURN_WITHHOLD
     else:
         ruling = Dispute.Ruling.OVERTURN_RELEASE if release else Dispute.Ruling.UPHOLD
     return dispute_rule(dispute_id=dispute.pk, actor=actor, ruling=ruling, note=note or "resolved", tier=None)
+
+
+def _flag_only_dispute_resolve(*, actor: User, contract_id: int, release: bool, note: str) -> None:
+    """A contract disputed before disputes were recorded (the flag alone, no Dispute row): released, or withheld
+    with the earning falling back to the best tier earned on other runs (at least what was paid out)."""
+    with transaction.atomic():
+        job, contract = job_and_contract_lock(contract_id)
+        if contract.status != Contract.Status.ACTIVE or not contract.review_disputed:
+            raise IllegalTransition("The contract has no open dispute.", code="no_open_dispute")
+        before = contract.earned_bps
+        if release:
+            contract.release_due_at = timezone.now()
+        else:
+            excluded = _withheld_run_ids(contract, contract.earned_run_id or 0)
+            contract.earned_bps, contract.earned_run_id = _earning_without(contract, excluded)
+            contract.release_due_at = None
+        contract.review_disputed = False
+        contract.save(update_fields=["earned_bps", "earned_run_id", "release_due_at", "review_disputed", "updated_at"])
+        audit_record(
+            actor=actor,
+            verb=VERB_CONTRACT_RESOLVED,
+            obj=contract,
+            from_state=contract.status,
+            to_state=contract.status,
+            data={"outcome": "released" if release else "withheld", "earned_bps": before, "note": note},
+        )
+        if release:
+            release_on_commit(contract.pk)
+        contract_settlement_schedule(contract=contract, job=job)
