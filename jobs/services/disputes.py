@@ -40,7 +40,7 @@ from verification.services import verification_run_repeat_elsewhere
 from ..criteria import tier_fraction_bps
 from ..models import Contract, Dispute, DisputeEvidence, Job, Submission
 from ..states import DISPUTE_TRANSITIONS
-from .contracts import contract_settlement_schedule, job_and_contract_lock, release_on_commit
+from .contracts import contract_lock, contract_settlement_schedule, job_and_contract_lock, release_on_commit
 from .events import dispute_event_emit
 from .submissions import SUBJECT_PREFIX
 
@@ -304,11 +304,16 @@ def _reverify_locked(dispute: Dispute, *, actor: User | None) -> None:
     )
 
 
-def _dispute_lock(dispute_id: int) -> tuple[Job, Contract, Dispute]:
+def _dispute_lock(dispute_id: int, *, with_job: bool = True) -> tuple[Job | None, Contract, Dispute]:
+    """Job, contract and dispute locked in that order; ``with_job=False`` from verification's receivers, which
+    already hold the contract (locking the job after it would reverse the order)."""
     contract_id = Dispute.objects.values_list("contract_id", flat=True).filter(pk=dispute_id).first()
     if contract_id is None:
         raise NotFound("No such dispute.", code="dispute_not_found")
-    job, contract = job_and_contract_lock(contract_id)
+    if with_job:
+        job, contract = job_and_contract_lock(contract_id)
+    else:
+        job, contract = None, contract_lock(contract_id)
     return job, contract, Dispute.objects.select_for_update().get(pk=dispute_id)
 
 
@@ -372,7 +377,7 @@ def dispute_record_reverification(*, run_id: int) -> Dispute | None:
     )
     if dispute_id is None:
         return None
-    _, _, dispute = _dispute_lock(dispute_id)
+    _, _, dispute = _dispute_lock(dispute_id, with_job=False)
     if dispute.status != Dispute.Status.REVERIFYING or dispute.reverification_run_id != run_id:
         return None
     rerun = VerificationRun.objects.get(pk=run_id)
