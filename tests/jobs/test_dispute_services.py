@@ -459,3 +459,38 @@ def test_legacy_dispute_and_resolve_go_through_disputes(contract, verify, settle
     dispute.refresh_from_db()
     assert (dispute.status, dispute.ruling) == ("resolved", "uphold")
     assert _escrow(contract).released_bps == 5_000
+
+
+def test_a_resolved_dispute_takes_no_answer_no_rerun_and_no_second_ruling(contract, verify, settle, hosts, dispatched):
+    dispute = _company_dispute(contract, verify, settle, hosts, dispatched, fraction=0.5)
+    settle(dispute_rule, dispute_id=dispute.pk, actor=_operator(PAYMENTS_OPERATOR), ruling="uphold", note="agrees")
+    with pytest.raises(IllegalTransition) as refused:
+        dispute_answer(actor=contract.engineer, dispute_id=dispute.pk, text="late answer")
+    assert refused.value.code == "dispute_resolved"
+    with pytest.raises(IllegalTransition):
+        dispute_reverify(actor=_operator(SUPPORT), dispute_id=dispute.pk)
+    for ruling in Dispute.Ruling.values:
+        with pytest.raises(IllegalTransition):
+            dispute_rule(dispute_id=dispute.pk, actor=_operator(PAYMENTS_OPERATOR), ruling=ruling, note="again")
+
+
+@pytest.mark.parametrize("current", Dispute.Status.values)
+@pytest.mark.parametrize("to", Dispute.Status.values)
+def test_every_move_outside_the_transition_map_is_refused(contract, verify, settle, current, to):
+    from django.db import transaction
+
+    from common.transitions import transition_apply
+    from jobs.states import DISPUTE_TRANSITIONS
+
+    verify(contract, fraction=0.5)
+    dispute = settle(dispute_open, actor=_admin(contract), contract_id=contract.pk, reason="cached")
+    Dispute.objects.filter(pk=dispute.pk).update(status=current, ruled_at=timezone.now())
+    dispute.refresh_from_db()
+    allowed = to in DISPUTE_TRANSITIONS.get(current, ())
+    with transaction.atomic():
+        if allowed:
+            transition_apply(dispute, to=to, allowed=DISPUTE_TRANSITIONS, actor=None, verb="test_move")
+        else:
+            with pytest.raises(IllegalTransition):
+                transition_apply(dispute, to=to, allowed=DISPUTE_TRANSITIONS, actor=None, verb="test_move")
+    assert (Dispute.objects.get(pk=dispute.pk).status == to) is allowed or current == to
