@@ -121,10 +121,19 @@ def test_host_identity_defaults_to_the_machine_name(monkeypatch, tmp_path):
     assert host_code.HostConfig.from_environment().host_id == "gpu-7"
 
 
-def test_worker_puts_an_excluded_run_back_for_another_host(monkeypatch):
-    from celery.exceptions import Retry
-
+@pytest.fixture
+def worker():
+    """The hosts' Celery app, imported here: creating it makes it the process's current app, which would send
+    the platform's own tasks nowhere for the tests that follow; the platform's app is made current again."""
+    from marketplace.celery import app as platform_app
     from verification import worker
+
+    yield worker
+    platform_app.set_current()
+
+
+def test_worker_puts_an_excluded_run_back_for_another_host(monkeypatch, worker):
+    from celery.exceptions import Retry
 
     def excluded(**kwargs):
         raise host_code.HostExcluded("start/")
