@@ -15,10 +15,7 @@ Lock order: Job, then Contract, then Dispute (the verification run's own lock co
 which run inside verification's transaction).
 """
 
-import re
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import PurePath
 
 import structlog
 from django.conf import settings
@@ -29,8 +26,8 @@ from accounts.models import User
 from accounts.operators import PAYMENTS_OPERATOR, SUPPORT, operator_role_require
 from accounts.selectors import user_is_org_admin
 from common.errors import IllegalTransition, NotFound, NotPermitted, ValidationFailed
-from common.models import Artifact, AuditEvent
-from common.services import artifact_store, audit_record
+from common.models import AuditEvent
+from common.services import audit_record
 from common.transitions import transition_apply
 from notifications import event_types
 from payments import selectors as payments_selectors
@@ -41,6 +38,7 @@ from ..criteria import tier_fraction_bps
 from ..models import Contract, Dispute, DisputeEvidence, Job, Submission
 from ..states import DISPUTE_TRANSITIONS
 from .contracts import contract_lock, contract_settlement_schedule, job_and_contract_lock, release_on_commit
+from .dispute_evidence import EvidenceFile, evidence_files_store
 from .events import dispute_event_emit
 from .submissions import SUBJECT_PREFIX
 
@@ -67,85 +65,6 @@ RULINGS_FOR_SIDE = {
 }
 REASON_MAX_CHARS = 500
 TEXT_MAX_CHARS = 20_000
-FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-@dataclass(frozen=True)
-class EvidenceFile:
-    """A checked, stored evidence file, ready to attach once the dispute's lock is held."""
-
-    artifact: Artifact
-    filename: str
-    content_type: str
-
-
-# Evidence is kept and served as a download, never opened, rendered or unpacked on the platform. Only these
-# kinds are accepted, recognised by their bytes (the name and the declared type are not trusted).
-_SIGNATURES = (
-    (b"%PDF-", "application/pdf"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"PK\x03\x04", "application/zip"),
-    (b"\x1f\x8b", "application/gzip"),
-)
-ALLOWED_EVIDENCE_TYPES = (*(kind for _, kind in _SIGNATURES), "text/plain")
-
-
-def _sniff(head: bytes) -> str | None:
-    for signature, kind in _SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    if b"\x00" in head:
-        return None
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(head) - 4:  # not just a character cut at the end of the sample
-            return None
-    return "text/plain"
-
-
-def _filename(name: str) -> str:
-    cleaned = FILENAME_UNSAFE.sub("_", PurePath(name or "evidence").name).strip("._") or "evidence"
-    return cleaned[:100]
-
-
-def evidence_files_store(*, uploads) -> list[EvidenceFile]:
-    """Check and store uploaded evidence (before any lock: storing hashes and writes the whole file)."""
-    uploads = list(uploads or [])
-    if len(uploads) > settings.DISPUTE_EVIDENCE_MAX_FILES:
-        raise ValidationFailed(
-            f"At most {settings.DISPUTE_EVIDENCE_MAX_FILES} evidence files.",
-            code="evidence_too_many_files",
-            fields={"files": [f"at most {settings.DISPUTE_EVIDENCE_MAX_FILES}"]},
-        )
-    stored = []
-    for upload in uploads:
-        if upload.size > settings.DISPUTE_EVIDENCE_MAX_BYTES:
-            raise ValidationFailed(
-                f"An evidence file may hold at most {settings.DISPUTE_EVIDENCE_MAX_BYTES} bytes.",
-                code="evidence_too_large",
-                fields={
-                    "files": [f"{_filename(upload.name)}: larger than {settings.DISPUTE_EVIDENCE_MAX_BYTES} bytes"]
-                },
-            )
-        if upload.size == 0:
-            raise ValidationFailed(
-                "An evidence file is empty.", code="evidence_empty", fields={"files": [_filename(upload.name)]}
-            )
-        upload.seek(0)
-        kind = _sniff(upload.read(4096))
-        upload.seek(0)
-        if kind is None:
-            raise ValidationFailed(
-                "Evidence may be PDF, PNG, JPEG, plain text, zip or gzip files.",
-                code="evidence_type_not_allowed",
-                fields={"files": [f"{_filename(upload.name)}: not an accepted kind of file"]},
-            )
-        stored.append(
-            EvidenceFile(artifact=artifact_store(fileobj=upload), filename=_filename(upload.name), content_type=kind)
-        )
-    return stored
 
 
 def _text(value: str, *, field: str, limit: int, required: bool = False) -> str:

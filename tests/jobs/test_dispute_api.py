@@ -157,7 +157,7 @@ def test_the_older_dispute_action_opens_a_dispute(passed_contract, api_client_fo
 
 
 def test_text_sniffing_refuses_binary_that_claims_to_be_text():
-    from jobs.services.disputes import _sniff
+    from jobs.services.dispute_evidence import _sniff
 
     assert _sniff(b"plain words\n") == "text/plain"
     assert _sniff(b"MZ\x90\x00\x03\x00\x00\x00") is None
