@@ -228,3 +228,6 @@ class SubmissionAdmin(ReadOnlyModelAdmin):
     search_fields = ("=id", "=contract__id", "submitted_by__email", "candidate__sha256", "notes")
     list_select_related = ("contract", "submitted_by", "candidate")
     date_hierarchy = "created_at"
+
+
+from . import admin_disputes  # noqa: E402,F401 - registers DisputeAdmin

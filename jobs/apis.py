@@ -27,6 +27,9 @@ from .serializers import (
     BidSerializer,
     BidWriteSerializer,
     ContractSerializer,
+    DisputeAnswerSerializer,
+    DisputeCreateSerializer,
+    DisputeSerializer,
     FundingInstructionsSerializer,
     JobCancelSerializer,
     JobSerializer,
@@ -38,6 +41,7 @@ from .serializers import (
 )
 from .services import bids as bid_services
 from .services import contracts as contract_services
+from .services import disputes as dispute_services
 from .services import jobs as job_services
 from .services import submissions as submission_services
 
@@ -313,7 +317,12 @@ class ContractViewSet(viewsets.GenericViewSet):
         contract = contract_services.contract_approve_early(actor=request.user, contract=self._contract())
         return Response(ContractSerializer(contract).data)
 
-    @extend_schema(request=JobCancelSerializer, responses=ContractSerializer)
+    @extend_schema(
+        request=JobCancelSerializer,
+        responses=ContractSerializer,
+        description="Kept for older clients: opens a dispute (as `POST /contracts/{id}/disputes/`) with this "
+        "reason and no evidence, and answers with the contract.",
+    )
     @action(detail=True, methods=["post"])
     def dispute(self, request, pk=None):
         serializer = JobCancelSerializer(data=request.data)
@@ -322,6 +331,96 @@ class ContractViewSet(viewsets.GenericViewSet):
             actor=request.user, contract=self._contract(), reason=serializer.validated_data["reason"]
         )
         return Response(ContractSerializer(contract).data)
+
+    @extend_schema(methods=["GET"], responses=DisputeSerializer(many=True))
+    @extend_schema(
+        methods=["POST"],
+        request={"multipart/form-data": DisputeCreateSerializer, "application/json": DisputeCreateSerializer},
+        responses={201: DisputeSerializer},
+        description="A party disputes a verified result with a reason and evidence (text and files: PDF, PNG, "
+        "JPEG, plain text, zip or gzip). The company disputes the PASS awaiting release; the engineer a FAIL or "
+        "INCONCLUSIVE within the job's review window after its decision. The release is frozen and the same "
+        "submission is verified again on a different host.",
+    )
+    @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser, JSONParser])
+    def disputes(self, request, pk=None):
+        contract = self._contract()
+        if request.method == "GET":
+            page = self.paginate_queryset(selectors.dispute_list_visible(user=request.user, contract=contract))
+            return self.get_paginated_response(DisputeSerializer(page, many=True).data)
+        serializer = DisputeCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        dispute = dispute_services.dispute_open(
+            actor=request.user,
+            contract_id=contract.pk,
+            reason=data["reason"],
+            evidence_text=data["evidence_text"],
+            files=data["files"],
+            run_id=data.get("run"),
+        )
+        return _created(self._dispute_data(contract.pk, dispute.pk))
+
+    def _dispute_data(self, contract_id: int, dispute_id: int) -> dict:
+        return DisputeSerializer(
+            selectors.dispute_get_visible(user=self.request.user, contract_id=contract_id, dispute_id=dispute_id)
+        ).data
+
+    @extend_schema(
+        parameters=[OpenApiParameter("dispute_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
+        responses=DisputeSerializer,
+    )
+    @action(detail=True, methods=["get"], url_path="disputes/<id:dispute_id>")
+    def dispute_detail(self, request, pk=None, dispute_id=None):
+        return Response(self._dispute_data(self._contract().pk, int(dispute_id)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("dispute_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
+        request={"multipart/form-data": DisputeAnswerSerializer, "application/json": DisputeAnswerSerializer},
+        responses=DisputeSerializer,
+        description="The other party's answer to the dispute, once: text and evidence files.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="disputes/<id:dispute_id>/answer",
+        parser_classes=[MultiPartParser, FormParser, JSONParser],
+    )
+    def dispute_answer(self, request, pk=None, dispute_id=None):
+        contract = self._contract()
+        dispute = selectors.dispute_get_visible(user=request.user, contract_id=contract.pk, dispute_id=int(dispute_id))
+        serializer = DisputeAnswerSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        dispute_services.dispute_answer(
+            actor=request.user,
+            dispute_id=dispute.pk,
+            text=serializer.validated_data["answer_text"],
+            files=serializer.validated_data["files"],
+        )
+        return Response(self._dispute_data(contract.pk, dispute.pk))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("dispute_id", OpenApiTypes.INT, OpenApiParameter.PATH),
+            OpenApiParameter("evidence_id", OpenApiTypes.INT, OpenApiParameter.PATH),
+        ],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
+    @action(detail=True, methods=["get"], url_path="disputes/<id:dispute_id>/evidence/<id:evidence_id>")
+    def dispute_evidence(self, request, pk=None, dispute_id=None, evidence_id=None):
+        evidence = selectors.dispute_evidence_get_visible(
+            user=request.user, contract_id=int(pk), dispute_id=int(dispute_id), evidence_id=int(evidence_id)
+        )
+        # Always a download of opaque bytes: the browser is told not to guess a type, render or run it.
+        response = FileResponse(
+            evidence.artifact.file.open("rb"),
+            as_attachment=True,
+            filename=evidence.filename,
+            content_type="application/octet-stream",
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'"
+        return response
 
     @extend_schema(methods=["GET"], responses=SubmissionSerializer(many=True))
     @extend_schema(

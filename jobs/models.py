@@ -113,6 +113,8 @@ class Contract(TimeStampedModel):
     earned_bps = models.PositiveIntegerField(default=0)
     earned_run_id = models.PositiveBigIntegerField(null=True, blank=True)
     release_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # True exactly while the contract has an unresolved Dispute (kept by the dispute services): nothing is
+    # released or settled meanwhile.
     review_disputed = models.BooleanField(default=False)
     settle_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
@@ -156,3 +158,98 @@ class Submission(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"Submission {self.number} of contract {self.contract_id}"
+
+
+class Dispute(TimeStampedModel):
+    """A party's challenge of a verified result, decided on evidence: an automatic re-verification of the same
+    submission on a different host, the other party's answer, then an operator's ruling."""
+
+    class Side(models.TextChoices):
+        COMPANY = "company", "Company"  # disputes a PASS
+        ENGINEER = "engineer", "Engineer"  # disputes a FAIL or an INCONCLUSIVE
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        REVERIFYING = "reverifying", "Re-verifying on another host"
+        AWAITING_RULING = "awaiting_ruling", "Awaiting an operator's ruling"
+        RESOLVED = "resolved", "Resolved"
+
+    class Recommendation(models.TextChoices):
+        AGREE = "agree", "Agree: the original result stands unless an operator overrules"
+        DISAGREE = "disagree", "Disagree: flagged for noise investigation"
+        UNAVAILABLE = "unavailable", "Unavailable: the re-verification produced no result"
+
+    class Ruling(models.TextChoices):
+        UPHOLD = "uphold", "Uphold the original result"
+        OVERTURN_RELEASE = "overturn_release", "Overturn: release the disputed payment"
+        OVERTURN_WITHHOLD = "overturn_withhold", "Overturn: withhold the disputed payment"
+        SPLIT = "split", "Split: release at a lower tier"
+
+    UNRESOLVED_STATUSES = (Status.OPEN, Status.REVERIFYING, Status.AWAITING_RULING)
+
+    contract = models.ForeignKey(Contract, on_delete=models.PROTECT, related_name="disputes")
+    submission = models.ForeignKey(Submission, on_delete=models.PROTECT, related_name="disputes")
+    disputed_run = models.ForeignKey("verification.VerificationRun", on_delete=models.PROTECT, related_name="disputes")
+    side = models.CharField(max_length=16, choices=Side.choices)
+    opened_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=500)
+    evidence_text = models.TextField(blank=True)
+    answer_text = models.TextField(blank=True)
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    answered_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN, db_index=True)
+    reverification_run = models.ForeignKey(
+        "verification.VerificationRun", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    recommendation = models.CharField(max_length=16, choices=Recommendation.choices, blank=True, db_index=True)
+    ruling = models.CharField(max_length=20, choices=Ruling.choices, blank=True)
+    # The tier a split (or an engineer's overturn) pays: its position (from 0) in the job's tiers.
+    ruling_tier = models.PositiveSmallIntegerField(null=True, blank=True)
+    ruling_bps = models.PositiveIntegerField(null=True, blank=True)
+    ruling_note = models.TextField(blank=True)
+    ruled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    ruled_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contract"],
+                condition=Q(status__in=["open", "reverifying", "awaiting_ruling"]),
+                name="one_unresolved_dispute_per_contract",
+            ),
+            models.UniqueConstraint(fields=["disputed_run", "side"], name="one_dispute_per_run_and_side"),
+            models.CheckConstraint(
+                condition=Q(status="resolved", ruled_at__isnull=False) | ~Q(status="resolved"),
+                name="resolved_dispute_has_ruling",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Dispute {self.pk} on contract {self.contract_id}"
+
+    @property
+    def is_unresolved(self) -> bool:
+        return self.status in self.UNRESOLVED_STATUSES
+
+
+class DisputeEvidence(TimeStampedModel):
+    """A file a party attached to a dispute or to its answer: stored, served as a download, never opened."""
+
+    dispute = models.ForeignKey(Dispute, on_delete=models.PROTECT, related_name="evidence")
+    side = models.CharField(max_length=16, choices=Dispute.Side.choices)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="+")
+    filename = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.filename

@@ -10,7 +10,7 @@ from verification.models import VerificationRun
 from verification.signals import verification_finished, verification_progressed, verification_started
 
 from .models import Contract, Submission
-from .services import contracts, events, jobs, submissions
+from .services import contracts, disputes, events, jobs, submissions
 
 
 @receiver(payment_signals.escrow_funded)
@@ -46,6 +46,8 @@ def on_verification_finished(sender, run_id: int, subject: str, status: str, **r
             payout_fraction_bps=result.get("payout_fraction_bps"),
             speedup_estimate=result.get("speedup_estimate"),
         )
+        # A dispute's re-verification verifies the same submission (its result leaves the submission as it is).
+        disputes.dispute_record_reverification(run_id=run_id)
     elif subject.startswith(jobs.CALIBRATION_PREFIX):
         run = VerificationRun.objects.get(pk=run_id)
         jobs.job_record_calibration(

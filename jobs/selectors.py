@@ -18,7 +18,7 @@ from payments.selectors import EscrowSummary
 from verification import selectors as verification_selectors
 from verification.models import VerificationRun
 
-from .models import Bid, Contract, Job, Submission
+from .models import Bid, Contract, Dispute, DisputeEvidence, Job, Submission
 
 
 @dataclass(frozen=True)
@@ -390,3 +390,82 @@ def operator_queues() -> list[OperatorQueue]:
             "reconciliation_open", "Reconciliation issues open", payments_selectors.reconciliation_issues_open().count()
         ),
     ]
+
+
+# Disputes: the contract's parties and operators see a dispute whole (both sides' evidence included); nobody
+# else learns it exists. The side-by-side shows decisions, estimates, hosts and certificates, which both
+# parties may see on the verification runs themselves; never a report's hidden-input fields.
+
+
+def dispute_list_visible(*, user: User, contract: Contract) -> QuerySet[Dispute]:
+    contract = contract_get_visible(user=user, contract_id=contract.pk)
+    return (
+        Dispute.objects.filter(contract=contract)
+        .select_related("opened_by", "disputed_run__signing_key", "reverification_run__signing_key")
+        .prefetch_related("evidence__artifact")
+        .order_by("-id")
+    )
+
+
+def dispute_get_visible(*, user: User, contract_id: int, dispute_id: int) -> Dispute:
+    contract = contract_get_visible(user=user, contract_id=contract_id)
+    dispute = dispute_list_visible(user=user, contract=contract).filter(pk=dispute_id).first()
+    if dispute is None:
+        raise NotFound("No such dispute.", code="dispute_not_found")
+    return dispute
+
+
+def dispute_evidence_get_visible(*, user: User, contract_id: int, dispute_id: int, evidence_id: int) -> DisputeEvidence:
+    dispute = dispute_get_visible(user=user, contract_id=contract_id, dispute_id=dispute_id)
+    evidence = dispute.evidence.select_related("artifact").filter(pk=evidence_id).first()
+    if evidence is None:
+        raise NotFound("No such evidence file.", code="evidence_not_found")
+    return evidence
+
+
+def dispute_run_side(*, run, submission_id: int) -> dict | None:
+    """One column of the side-by-side: a run's outcome, where it ran and whether its certificate checks out."""
+    if run is None:
+        return None
+    from verification.runner import certificate as certificates
+
+    speedup = next(
+        (
+            criterion
+            for criterion in (run.report or {}).get("criteria") or []
+            if (criterion.get("criterion") or {}).get("kind") == "speedup"
+        ),
+        {},
+    )
+    verified = False
+    if run.certificate and run.signing_key_id:
+        try:
+            public_key = certificates.load_public_key(run.signing_key.public_key_pem.encode())
+            certificates.verify_certificate(run.certificate, public_key, report=run.report)
+            verified = True
+        except Exception:  # any failure to check is shown as not verified
+            verified = False
+    plot = f"/api/v1/submissions/{submission_id}/verification/{run.pk}/plot"
+    if run.status == run.Status.QUEUED:
+        state = "waiting_for_another_host" if run.waiting_for_another_host else "queued"
+    else:
+        state = str(run.status)
+    return {
+        "run": run.pk,
+        "state": state,
+        "status": run.status,
+        "decision": run.decision,
+        "reason": run.reason,
+        "tier": run.tier,
+        "payout_fraction_bps": run.payout_fraction_bps,
+        "speedup_estimate": run.speedup_estimate,
+        "speedup_interval": speedup.get("interval"),
+        "host_id": run.host_id,
+        "certificate": {
+            "key_id": run.signing_key.key_id if run.signing_key_id else None,
+            "verified": verified,
+        },
+        "plot_png_url": f"{plot}.png" if run.plot_png_id else None,
+        "plot_svg_url": f"{plot}.svg" if run.plot_svg_id else None,
+        "finished_at": run.finished_at,
+    }

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import User
@@ -7,8 +8,8 @@ from common.money import MAX_AMOUNT_MINOR_UNITS
 from common.parsers import BoundedJSONField
 from common.serializers import FastReadMixin
 
-from .models import Bid, Contract, Job, Submission
-from .selectors import submission_next_steps
+from .models import Bid, Contract, Dispute, DisputeEvidence, Job, Submission
+from .selectors import dispute_run_side, submission_next_steps
 
 
 class ArtifactSerializer(FastReadMixin, serializers.ModelSerializer):
@@ -257,3 +258,106 @@ class FundingInstructionsSerializer(serializers.Serializer):
     confirm_url = serializers.CharField(allow_null=True)
     amount = serializers.IntegerField()
     currency = serializers.CharField()
+
+
+class DisputeCreateSerializer(serializers.Serializer):
+    run = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_DATABASE_ID,
+        help_text="The verification run disputed; by default the company's is the PASS holding the contract's "
+        "earning, the engineer's their latest FAIL or INCONCLUSIVE.",
+    )
+    reason = serializers.CharField(max_length=500)
+    evidence_text = serializers.CharField(required=False, allow_blank=True, max_length=20_000, default="")
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True), required=False, default=list, max_length=LIST_MAX_ITEMS
+    )
+
+
+class DisputeAnswerSerializer(serializers.Serializer):
+    answer_text = serializers.CharField(max_length=20_000)
+    files = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True), required=False, default=list, max_length=LIST_MAX_ITEMS
+    )
+
+
+class DisputeEvidenceSerializer(serializers.ModelSerializer):
+    size = serializers.IntegerField(source="artifact.size")
+    sha256 = serializers.CharField(source="artifact.sha256")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DisputeEvidence
+        fields = ["id", "side", "filename", "content_type", "size", "sha256", "created_at", "url"]
+
+    def get_url(self, evidence: DisputeEvidence) -> str:
+        dispute = evidence.dispute
+        return f"/api/v1/contracts/{dispute.contract_id}/disputes/{dispute.pk}/evidence/{evidence.pk}/"
+
+
+class DisputeRunSideSerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    state = serializers.CharField(help_text="queued, waiting_for_another_host, running, passed, failed, ...")
+    status = serializers.CharField()
+    decision = serializers.CharField()
+    reason = serializers.CharField()
+    tier = serializers.IntegerField(allow_null=True)
+    payout_fraction_bps = serializers.IntegerField(allow_null=True)
+    speedup_estimate = serializers.FloatField(allow_null=True)
+    speedup_interval = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    host_id = serializers.CharField()
+    certificate = serializers.DictField()
+    plot_png_url = serializers.CharField(allow_null=True)
+    plot_svg_url = serializers.CharField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class DisputeSerializer(serializers.ModelSerializer):
+    opened_by = serializers.SerializerMethodField()
+    evidence = DisputeEvidenceSerializer(many=True, read_only=True)
+    original = serializers.SerializerMethodField()
+    reverification = serializers.SerializerMethodField()
+    escalated = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Dispute
+        fields = [
+            "id",
+            "contract",
+            "submission",
+            "disputed_run",
+            "side",
+            "status",
+            "opened_by",
+            "reason",
+            "evidence_text",
+            "answer_text",
+            "answered_at",
+            "evidence",
+            "original",
+            "reverification",
+            "recommendation",
+            "ruling",
+            "ruling_tier",
+            "ruling_bps",
+            "ruling_note",
+            "ruled_at",
+            "escalated",
+            "escalated_at",
+            "created_at",
+        ]
+
+    def get_opened_by(self, dispute: Dispute) -> dict:
+        return {"id": dispute.opened_by_id, "name": dispute.opened_by.name}
+
+    @extend_schema_field(DisputeRunSideSerializer)
+    def get_original(self, dispute: Dispute) -> dict | None:
+        return dispute_run_side(run=dispute.disputed_run, submission_id=dispute.submission_id)
+
+    @extend_schema_field(DisputeRunSideSerializer(allow_null=True))
+    def get_reverification(self, dispute: Dispute) -> dict | None:
+        return dispute_run_side(run=dispute.reverification_run, submission_id=dispute.submission_id)
+
+    def get_escalated(self, dispute: Dispute) -> bool:
+        return dispute.escalated_at is not None

@@ -1,6 +1,6 @@
 """Allowed state transitions of the jobs app's objects; every service checks its move against these maps."""
 
-from .models import Bid, Contract, Job, Submission
+from .models import Bid, Contract, Dispute, Job, Submission
 
 JOB_TRANSITIONS = {
     Job.Status.DRAFT: {Job.Status.OPEN, Job.Status.CANCELLED},
@@ -24,4 +24,11 @@ SUBMISSION_TRANSITIONS = {
         Submission.Status.INCONCLUSIVE,
         Submission.Status.ERROR,
     },
+}
+DISPUTE_TRANSITIONS = {
+    # open -> reverifying at once, in the transaction that opens it; again from awaiting_ruling when support
+    # asks for another re-verification (the first produced no result).
+    Dispute.Status.OPEN: {Dispute.Status.REVERIFYING},
+    Dispute.Status.REVERIFYING: {Dispute.Status.AWAITING_RULING, Dispute.Status.RESOLVED},
+    Dispute.Status.AWAITING_RULING: {Dispute.Status.REVERIFYING, Dispute.Status.RESOLVED},
 }

@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from .models import Job
-from .services import contracts, events
+from .services import contracts, disputes, events
 from .services.jobs import jobs_expire
 
 
@@ -39,3 +39,9 @@ def contracts_settle_due() -> list[int]:
 def contracts_remind_review_closing() -> int:
     """Email companies whose review window closes within 24 hours; once per window however often it runs."""
     return events.contracts_remind_review_closing()
+
+
+@shared_task(name="jobs.tasks.disputes_escalate_overdue")
+def disputes_escalate_overdue() -> list[int]:
+    """Mark disputes without a ruling after DISPUTE_ESCALATE_AFTER_HOURS as escalated; a second run finds none."""
+    return disputes.disputes_escalate_overdue()

@@ -57,6 +57,10 @@ VERIFICATION_COMPLETED = EmailKind(
 PAYMENT_RELEASED = EmailKind("payment_released", EmailCategory.PAYMENT_RELEASED, "Payment released for {job_title}")
 REFUND_ISSUED = EmailKind("refund_issued", EmailCategory.REFUND_ISSUED, "Refund issued for {job_title}")
 DISPUTE_OPENED = EmailKind("dispute_opened", EmailCategory.DISPUTES, "Dispute opened on {job_title}")
+DISPUTE_ANSWERED = EmailKind("dispute_answered", EmailCategory.DISPUTES, "Dispute answered on {job_title}")
+DISPUTE_REVERIFIED = EmailKind(
+    "dispute_reverified", EmailCategory.DISPUTES, "Dispute on {job_title}: the re-verification finished"
+)
 DISPUTE_RESOLVED = EmailKind("dispute_resolved", EmailCategory.DISPUTES, "Dispute resolved on {job_title}")
 REVIEW_WINDOW_CLOSING = EmailKind(
     "review_window_closing", EmailCategory.REVIEW_WINDOW_CLOSING, "Review window for {job_title} closes within 24 hours"
@@ -76,6 +80,8 @@ EMAIL_KINDS = (
     PAYMENT_RELEASED,
     REFUND_ISSUED,
     DISPUTE_OPENED,
+    DISPUTE_ANSWERED,
+    DISPUTE_REVERIFIED,
     DISPUTE_RESOLVED,
     REVIEW_WINDOW_CLOSING,
     ORGANIZATION_INVITE,

@@ -20,6 +20,8 @@ PAYOUT_PAID = "payout.paid"
 PAYOUT_FAILED = "payout.failed"
 PAYOUT_ACCOUNT_UPDATED = "payout_account.updated"
 DISPUTE_OPENED = "dispute.opened"
+DISPUTE_ANSWERED = "dispute.answered"
+DISPUTE_REVERIFIED = "dispute.reverified"
 DISPUTE_RESOLVED = "dispute.resolved"
 
 EVENT_TYPES = (
@@ -41,5 +43,7 @@ EVENT_TYPES = (
     PAYOUT_FAILED,
     PAYOUT_ACCOUNT_UPDATED,
     DISPUTE_OPENED,
+    DISPUTE_ANSWERED,
+    DISPUTE_REVERIFIED,
     DISPUTE_RESOLVED,
 )

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 from . import runner
 from .runner.archive import sha256_of
-from .runner.certificate import load_private_key, sign_report
+from .runner.certificate import key_id, load_private_key, sign_report
 
 HEARTBEAT_SECONDS = 10.0
 # The job's own files are the same for every verification of the job (and its calibration): the
@@ -48,6 +49,10 @@ class RunRejected(Exception):
     """The platform refused this run's token: the run was requeued elsewhere, finished or expired."""
 
 
+class HostExcluded(Exception):
+    """The platform wants this run verified by another host (it re-verifies this host's own result)."""
+
+
 class PlatformUnreachable(ConnectionError):
     """The platform could not be reached (refused, reset, timed out): the run is retried, not failed."""
 
@@ -60,6 +65,8 @@ class HostConfig:
     devices: tuple[str, ...] = ()
     cache_dir: Path | None = None
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES  # 0: keep nothing between verifications
+    # How this host names itself to the platform; a re-verification is refused to the host of the original.
+    host_id: str = ""
 
     @classmethod
     def from_environment(cls) -> HostConfig:
@@ -76,6 +83,7 @@ class HostConfig:
             devices=tuple(filter(None, os.environ.get("VERIFICATION_DEVICES", "").split(","))),
             cache_dir=Path(cache_dir) if cache_dir else None,
             cache_max_bytes=int(os.environ.get("VERIFICATION_CACHE_MAX_BYTES", DEFAULT_CACHE_MAX_BYTES)),
+            host_id=os.environ.get("VERIFICATION_HOST_ID") or socket.gethostname(),
         )
 
     def artifact_cache(self) -> ArtifactCache | None:
@@ -146,9 +154,13 @@ class ArtifactCache:
 
 
 class PlatformClient:
-    def __init__(self, base_url: str, run_id: int, token: str):
+    def __init__(self, base_url: str, run_id: int, token: str, identity: dict[str, str] | None = None):
         self.base = f"{base_url.rstrip('/')}/internal/verification/runs/{run_id}"
         self.token = token
+        self.identity = identity or {}  # host_id and key_id, sent when claiming the run
+
+    def start(self) -> dict:
+        return self.call("POST", "start/", dict(self.identity))
 
     def _request(self, method: str, url: str, body: dict | None = None) -> urllib.request.Request:
         data = json.dumps(body).encode() if body is not None else None
@@ -165,6 +177,8 @@ class PlatformClient:
             ) as response:
                 return json.loads(response.read() or b"{}")
         except urllib.error.HTTPError as error:
+            if error.code == 409 and _error_code(error) == "host_excluded":
+                raise HostExcluded(path) from error
             if error.code in (403, 409):
                 raise RunRejected(f"{path}: {error.code}") from error
             detail = error.read()[:500].decode(errors="replace")
@@ -184,6 +198,13 @@ class PlatformClient:
         if digest.hexdigest() != sha256:
             destination.unlink(missing_ok=True)
             raise HostFailure(f"{destination.name}: sha256 mismatch after download")
+
+
+def _error_code(error: urllib.error.HTTPError) -> str | None:
+    try:
+        return (json.loads(error.read()[:4096] or b"{}").get("error") or {}).get("code")
+    except (ValueError, AttributeError, OSError):
+        return None
 
 
 class _Heartbeat:
@@ -249,7 +270,8 @@ def execute_run(
     run's files as its message named them (digests and formats), fetched while start/ is answered."""
     config = config or HostConfig.from_environment()
     signing_key = load_private_key(config.signing_key_path)
-    client = PlatformClient(base_url, run_id, token)
+    identity = {"host_id": config.host_id, "key_id": key_id(signing_key.public_key())}
+    client = PlatformClient(base_url, run_id, token, identity)
     scratch = Path(tempfile.mkdtemp(prefix=f"speedproof-run-{run_id}-", dir=config.work_dir))
     try:
         spec, files = _start_and_fetch(client, announced, scratch, config.artifact_cache())
@@ -293,7 +315,7 @@ def execute_run(
         }
         certificate = sign_report(report, signing_key)
         body = {"report": report, "certificate": certificate}
-    except (RunRejected, PlatformUnreachable):
+    except (RunRejected, HostExcluded, PlatformUnreachable):
         raise
     except Exception as error:
         # Other exceptions' texts may quote the files they choked on (hidden inputs among them), and
@@ -317,13 +339,13 @@ def _start_and_fetch(
     """start/, then the files it names; or, with the files announced in the message, both at once
     (start/ stays the authority: its digests must be the announced ones)."""
     if not announced:
-        spec = client.call("POST", "start/")
+        spec = client.start()
         return spec, _fetch_artifacts(client, spec["artifacts"], scratch, cache)
     wanted = {name: {**described, "url": f"{client.base}/artifacts/{name}/"} for name, described in announced.items()}
     # Hidden inputs are served only once the run is started: fetched after start/ unless cached.
     early = {name: described for name, described in wanted.items() if name != "hidden_inputs"}
     with ThreadPoolExecutor(max_workers=1) as starting:
-        started = starting.submit(client.call, "POST", "start/")
+        started = starting.submit(client.start)
         try:
             files = _fetch_artifacts(client, early, scratch, cache)
         except Exception:

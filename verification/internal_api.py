@@ -68,9 +68,20 @@ def _spec(request, run: VerificationRun) -> dict:
     return spec
 
 
+class StartSerializer(serializers.Serializer):
+    """Who claims the run: hosts older than host identities send nothing, and are refused re-verifications."""
+
+    host_id = serializers.CharField(max_length=128, required=False, default="", allow_blank=True)
+    key_id = serializers.CharField(max_length=32, required=False, default="", allow_blank=True)
+
+
 class RunStartApi(RunTokenView):
     def post(self, request, run_id: int):
-        run = services.verification_run_start(run_id=run_id, token=_token(request))
+        token = _token_for_run(request, run_id)
+        serializer = StartSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        # A host the run excludes gets 409 with code `host_excluded`: it puts the run back for another host.
+        run = services.verification_run_start(run_id=run_id, token=token, **serializer.validated_data)
         return Response(_spec(request, run))
 
 

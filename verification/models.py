@@ -67,6 +67,15 @@ class VerificationRun(TimeStampedModel):
     plot_png = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     plot_svg = models.ForeignKey(Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     error_log = models.JSONField(default=list, blank=True)
+    # The host that started the run (as it names itself, VERIFICATION_HOST_ID) and the signing key it said it
+    # signs with; a requeued run records the host that starts it next.
+    host_id = models.CharField(max_length=128, blank=True)
+    host_key_id = models.CharField(max_length=32, blank=True)
+    # A re-verification must run elsewhere: a host naming this id or key is refused the run.
+    exclude_host = models.CharField(max_length=128, blank=True)
+    exclude_key_id = models.CharField(max_length=32, blank=True)
+    declined_count = models.PositiveIntegerField(default=0)
+    declined_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -74,6 +83,15 @@ class VerificationRun(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"Verification {self.pk} ({self.subject})"
+
+    @property
+    def excludes_a_host(self) -> bool:
+        return bool(self.exclude_host or self.exclude_key_id)
+
+    @property
+    def waiting_for_another_host(self) -> bool:
+        """Queued, and only excluded hosts have tried to take it so far."""
+        return self.status == self.Status.QUEUED and self.excludes_a_host and self.declined_count > 0
 
     @property
     def queue(self) -> str:

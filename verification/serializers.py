@@ -137,6 +137,7 @@ class VerificationRunSerializer(serializers.ModelSerializer):
             "payout_fraction_bps",
             "speedup_estimate",
             "infrastructure_failures",
+            "host_id",
             "created_at",
             "started_at",
             "finished_at",

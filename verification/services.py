@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.operators import PAYMENTS_OPERATOR, SUPPORT, operator_role_require
-from common.errors import NotPermitted, ValidationFailed
+from common.errors import Conflict, NotPermitted, ValidationFailed
 from common.models import Artifact
 from common.services import artifact_store, audit_record
 from common.transitions import transition_apply
@@ -43,6 +43,13 @@ class RunTokenRejected(NotPermitted):
 
     def __init__(self) -> None:
         super().__init__("This run token is not valid for this run.", code="run_token_invalid")
+
+
+class HostExcluded(Conflict):
+    """The run must be verified by another host than this one (a re-verification of this host's result)."""
+
+    def __init__(self) -> None:
+        super().__init__("This run must be verified by a different host.", code="host_excluded")
 
 
 @dataclass(frozen=True)
@@ -101,8 +108,11 @@ def verification_run_create(
     criteria: dict,
     candidate: Artifact | None = None,
     budget_pairs: int | None = None,
+    exclude_host: str = "",
+    exclude_key_id: str = "",
 ) -> VerificationRun:
-    """Queue a run; it is sent to its hardware class's queue once the caller's transaction commits."""
+    """Queue a run; it is sent to its hardware class's queue once the caller's transaction commits.
+    ``exclude_host``/``exclude_key_id``: a host naming that id or signing key is refused the run."""
     budget = budget_pairs or settings.VERIFICATION_BUDGET_PAIRS
     run = VerificationRun(
         kind=kind,
@@ -114,13 +124,41 @@ def verification_run_create(
         criteria=criteria,
         budget_pairs=budget,
         time_limit_seconds=verification_time_limit(budget_pairs=budget),
+        exclude_host=exclude_host,
+        exclude_key_id=exclude_key_id,
     )
     # The first token is issued with the row, so the commit is followed by nothing but the send.
     token = _run_token_issue(run)
     run.save()
-    audit_record(actor=None, verb="verification_queued", obj=run, to_state=run.status, data={"subject": subject})
+    audit_record(
+        actor=None,
+        verb="verification_queued",
+        obj=run,
+        to_state=run.status,
+        data={"subject": subject, "exclude_host": exclude_host, "exclude_key_id": exclude_key_id},
+    )
     transaction.on_commit(lambda: _run_send(run, token))
     return run
+
+
+def verification_run_repeat_elsewhere(*, run_id: int) -> VerificationRun:
+    """Queue the same verification again (same subject, files, criteria and budget) for any host but the one
+    that produced ``run_id``'s result: excluded by the host id it named and by the key that signed it."""
+    original = VerificationRun.objects.select_related(*ARTIFACT_FIELDS, "signing_key").get(pk=run_id)
+    if original.status not in VerificationRun.FINAL_STATUSES:
+        raise ValidationFailed("Only a finished run can be verified again.", code="run_not_finished")
+    return verification_run_create(
+        kind=original.kind,
+        subject=original.subject,
+        hardware_class=original.hardware_class,
+        package=original.package,
+        candidate=original.candidate,
+        hidden_inputs=original.hidden_inputs,
+        criteria=original.criteria,
+        budget_pairs=original.budget_pairs,
+        exclude_host=original.host_id,
+        exclude_key_id=original.signing_key.key_id if original.signing_key_id else original.host_key_id,
+    )
 
 
 def _run_token_issue(run: VerificationRun) -> str:
@@ -214,24 +252,57 @@ def verification_run_authenticate(*, run_id: int, token: str) -> VerificationRun
     return _authenticated_run(run_id, token, lock=False)
 
 
-@transaction.atomic
-def verification_run_start(*, run_id: int, token: str) -> VerificationRun:
-    run = _authenticated_run(run_id, token)
-    if run.status == Status.RUNNING:
-        return run
-    now = timezone.now()
-    run.started_at = run.heartbeat_at = now
-    run.token_expires_at = now + timedelta(seconds=run.time_limit_seconds + settings.VERIFICATION_TOKEN_GRACE_SECONDS)
-    transition_apply(
-        run,
-        to=Status.RUNNING,
-        allowed=RUN_TRANSITIONS,
-        actor=None,
-        verb="verification_started",
-        data={"dispatch": run.dispatch_count},
-        update_fields=["started_at", "heartbeat_at", "token_expires_at"],
-    )
-    verification_started.send(sender=VerificationRun, run_id=run.pk, subject=run.subject, kind=run.kind)
+def _host_excluded(run: VerificationRun, host_id: str, key_id: str) -> bool:
+    if not run.excludes_a_host:
+        return False
+    if not host_id or not key_id:
+        return True  # a host that does not say who it is cannot show it is another one
+    return host_id == run.exclude_host or key_id == run.exclude_key_id
+
+
+def verification_run_start(*, run_id: int, token: str, host_id: str = "", key_id: str = "") -> VerificationRun:
+    """A host claims the run, naming itself (``host_id``) and the key it will sign with (``key_id``).
+
+    A host the run excludes is refused (``HostExcluded``); the refusal is recorded (committed) so that the
+    run reads as waiting for another host, and the host puts the run back on its queue for another one."""
+    with transaction.atomic():
+        run = _authenticated_run(run_id, token)
+        if run.status == Status.RUNNING:
+            return run
+        if _host_excluded(run, host_id, key_id):
+            run.declined_count += 1
+            run.declined_at = timezone.now()
+            run.save(update_fields=["declined_count", "declined_at", "updated_at"])
+            audit_record(
+                actor=None,
+                verb="verification_declined_excluded_host",
+                obj=run,
+                from_state=run.status,
+                to_state=run.status,
+                data={"host_id": host_id, "key_id": key_id},
+            )
+            excluded = True
+        else:
+            excluded = False
+            now = timezone.now()
+            run.started_at = run.heartbeat_at = now
+            run.token_expires_at = now + timedelta(
+                seconds=run.time_limit_seconds + settings.VERIFICATION_TOKEN_GRACE_SECONDS
+            )
+            run.host_id, run.host_key_id = host_id, key_id
+            transition_apply(
+                run,
+                to=Status.RUNNING,
+                allowed=RUN_TRANSITIONS,
+                actor=None,
+                verb="verification_started",
+                data={"dispatch": run.dispatch_count, "host_id": host_id, "key_id": key_id},
+                update_fields=["started_at", "heartbeat_at", "token_expires_at", "host_id", "host_key_id"],
+            )
+            verification_started.send(sender=VerificationRun, run_id=run.pk, subject=run.subject, kind=run.kind)
+    if excluded:
+        log.info("verification_declined_excluded_host", run_id=run.pk, host_id=host_id)
+        raise HostExcluded()
     return run
 
 
@@ -265,6 +336,16 @@ def _verified_certificate(run: VerificationRun, report: dict, certificate: dict)
         )
     except certificates.CertificateError as error:
         raise ValidationFailed(f"The certificate does not verify: {error}", code="certificate_invalid") from error
+    if run.exclude_key_id and key.key_id == run.exclude_key_id:
+        raise ValidationFailed(
+            "The certificate is signed by the host this run had to be verified away from.",
+            code="certificate_key_excluded",
+        )
+    if run.host_key_id and key.key_id != run.host_key_id:
+        raise ValidationFailed(
+            "The certificate is signed by another key than the one the host started the run with.",
+            code="certificate_key_mismatch",
+        )
     expected = {
         "package": run.package.sha256,
         "candidate": run.candidate.sha256 if run.candidate_id else None,
@@ -468,8 +549,22 @@ def verification_watchdog() -> list[int]:
             )
         return None
 
+    # A re-verification that only excluded hosts have tried waits for another host: its message is renewed
+    # with a fresh token, and no failure is counted (the dispute it serves is escalated by its own clock).
+    waiting = VerificationRun.objects.filter(
+        status=Status.QUEUED, dispatched_at__isnull=False, token_expires_at__lt=now, declined_count__gt=0
+    ).exclude(exclude_host="", exclude_key_id="")
+    waiting_ids = list(waiting.values_list("pk", flat=True))
+    for run_id in waiting_ids:
+        try:
+            if verification_run_dispatch(run_id=run_id) is not None:
+                handled.append(run_id)
+        except Exception as error:
+            log.warning("verification_resend_failed", run_id=run_id, error=type(error).__name__)
     failing = Q(status=Status.RUNNING) | Q(status=Status.QUEUED, dispatched_at__isnull=False, token_expires_at__lt=now)
-    for run_id in list(VerificationRun.objects.filter(failing).values_list("pk", flat=True)):
+    for run_id in list(
+        VerificationRun.objects.filter(failing).exclude(pk__in=waiting_ids).values_list("pk", flat=True)
+    ):
         try:
             with transaction.atomic():
                 run = VerificationRun.objects.select_for_update().get(pk=run_id)

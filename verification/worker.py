@@ -41,6 +41,9 @@ app.conf.update(
 # A platform that cannot be reached (restarting, not up yet) gets the run again after 2, 4, ... 60 s, for about
 # eight minutes; after that the platform's watchdog requeues runs that were never started or went silent.
 UNREACHABLE_RETRIES = 12
+# A re-verification refused to this host (it verified the original) goes back on the queue for another host
+# after this delay. With no other host it keeps waiting: the platform renews its message when the token ages.
+EXCLUDED_RETRY_SECONDS = int(os.environ.get("VERIFICATION_EXCLUDED_RETRY_SECONDS", "60"))
 
 
 @app.task(
@@ -59,6 +62,9 @@ def execute_run(
         return host.execute_run(run_id=run_id, token=token, base_url=base_url, announced=artifacts)
     except host.RunRejected:
         return None  # the platform moved on (requeued, finished, expired): nothing to do
+    except host.HostExcluded as error:
+        # Waiting for another host is not a failure: the limit is kept one above the retries so far.
+        raise self.retry(exc=error, countdown=EXCLUDED_RETRY_SECONDS, max_retries=self.request.retries + 1) from error
     except host.PlatformUnreachable as error:
         raise self.retry(exc=error, countdown=min(60, 2 ** (self.request.retries + 1))) from error
 

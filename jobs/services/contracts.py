@@ -7,13 +7,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.operators import PAYMENTS_OPERATOR, operator_role_require
 from accounts.selectors import user_is_org_admin
 from common.errors import IllegalTransition, NotPermitted
 from common.services import audit_record
 from common.transitions import transition_apply
 from notifications import event_types
-from payments import selectors as payments_selectors
 from payments import services as payments
 from payments.errors import EscrowFrozen
 
@@ -41,7 +39,7 @@ def contract_lock(contract_id: int) -> Contract:
     return Contract.objects.select_for_update().get(pk=contract_id)
 
 
-def _lock_job_and_contract(contract_id: int) -> tuple[Job, Contract]:
+def job_and_contract_lock(contract_id: int) -> tuple[Job, Contract]:
     """Lock the contract's job, then the contract: the order every contract service takes the two locks in."""
     job_id = Contract.objects.values_list("job_id", flat=True).get(pk=contract_id)
     return Job.objects.select_for_update().get(pk=job_id), contract_lock(contract_id)
@@ -103,7 +101,7 @@ def contract_fund_start(*, actor: User, contract: Contract) -> payments.FundingI
 @transaction.atomic
 def contract_activate(*, contract_id: int, actor: User | None = None, reason: str = "funded") -> Contract:
     """Funding arrived: work starts. Safe to call again for an already active contract."""
-    job, contract = _lock_job_and_contract(contract_id)
+    job, contract = job_and_contract_lock(contract_id)
     if contract.status == Contract.Status.ACTIVE:
         return contract
     contract.status_reason = ""
@@ -146,8 +144,8 @@ def contract_record_earning(*, contract: Contract, fraction_bps: int, run_id: in
     contract.earned_bps = fraction_bps
     contract.earned_run_id = run_id
     contract.release_due_at = timezone.now() + timedelta(hours=review_window_hours)
-    contract.review_disputed = False
-    contract.save(update_fields=["earned_bps", "earned_run_id", "release_due_at", "review_disputed", "updated_at"])
+    # An open dispute stays open (and keeps the release frozen): only its ruling ends it.
+    contract.save(update_fields=["earned_bps", "earned_run_id", "release_due_at", "updated_at"])
     audit_record(
         actor=None,
         verb="contract_earned",
@@ -161,12 +159,12 @@ def contract_record_earning(*, contract: Contract, fraction_bps: int, run_id: in
             "release_due_at": contract.release_due_at.isoformat(),
         },
     )
-    if review_window_hours == 0:
-        _release_on_commit(contract.pk)
+    if review_window_hours == 0 and not contract.review_disputed:
+        release_on_commit(contract.pk)
     return True
 
 
-def _release_on_commit(contract_id: int) -> None:
+def release_on_commit(contract_id: int) -> None:
     def send() -> None:
         from ..tasks import contract_release_due
 
@@ -181,7 +179,7 @@ def contract_release_earned(*, contract_id: int, force: bool = False) -> Contrac
     Idempotent: payments releases cumulatively, so a repeat releases nothing new.
     """
     with transaction.atomic():
-        job, contract = _lock_job_and_contract(contract_id)
+        job, contract = job_and_contract_lock(contract_id)
         due = contract.release_due_at is not None and (force or contract.release_due_at <= timezone.now())
         if contract.status != Contract.Status.ACTIVE or contract.earned_bps == 0 or not due or contract.review_disputed:
             return contract
@@ -236,9 +234,14 @@ def contract_settlement_schedule(*, contract: Contract, job: Job) -> None:
     if contract.submissions.filter(status=Submission.Status.VERIFYING).exists():
         return  # the last pending result schedules it
     last = contract.submissions.order_by("-number").first()
-    # An inconclusive last attempt gives the company its review window to accept it before settling,
-    # and an earned tier still in review keeps its window: settlement would pay it out.
-    grace_hours = job.review_window_hours if last and last.status == Submission.Status.INCONCLUSIVE else 0
+    # An inconclusive last attempt gives the company its review window to accept it before settling, and a
+    # failed or inconclusive one gives the engineer the same window to dispute it; an earned tier still in
+    # review keeps its window: settlement would pay it out.
+    disputable = last is not None and (
+        last.status == Submission.Status.INCONCLUSIVE
+        or (last.status == Submission.Status.FAILED and not last.disputes.filter(side="engineer").exists())
+    )
+    grace_hours = job.review_window_hours if disputable else 0
     due = now + timedelta(hours=grace_hours)
     if contract.release_due_at is not None and contract.release_due_at > due:
         due = contract.release_due_at
@@ -257,7 +260,7 @@ def contract_settlement_schedule(*, contract: Contract, job: Job) -> None:
 def contract_settle(*, contract_id: int, reason: str) -> Contract:
     """Attempts or time ran out: pay what was earned, refund the remainder, and close the contract."""
     with transaction.atomic():
-        job, contract = _lock_job_and_contract(contract_id)
+        job, contract = job_and_contract_lock(contract_id)
         verifying = contract.submissions.filter(status=Submission.Status.VERIFYING).exists()
         if contract.status != Contract.Status.ACTIVE or contract.review_disputed or verifying:
             # A pending verification settles the contract when its result arrives.
@@ -313,72 +316,35 @@ def contract_approve_early(*, actor: User, contract: Contract) -> Contract:
     _require_admin(actor, contract)
     if contract.status != Contract.Status.ACTIVE or not contract.release_due_at:
         raise IllegalTransition("There is no verified result waiting for release.", code="nothing_to_approve")
+    if contract.review_disputed:
+        raise IllegalTransition(
+            "The contract has an open dispute; its ruling decides the release.", code="dispute_open"
+        )
     contract.release_due_at = timezone.now()
-    contract.review_disputed = False
-    contract.save(update_fields=["release_due_at", "review_disputed", "updated_at"])
+    contract.save(update_fields=["release_due_at", "updated_at"])
     audit_record(
         actor=actor, verb="contract_approved_early", obj=contract, from_state=contract.status, to_state=contract.status
     )
-    _release_on_commit(contract.pk)
+    release_on_commit(contract.pk)
     return contract
 
 
-@transaction.atomic
 def contract_dispute_review(*, actor: User, contract: Contract, reason: str) -> Contract:
-    """Stop an automatic release during the review window; operators resolve the dispute
-    (``contract_dispute_resolve``)."""
-    contract = contract_lock(contract.pk)
-    _require_admin(actor, contract)
-    if (
-        contract.status != Contract.Status.ACTIVE
-        or not contract.release_due_at
-        or contract.release_due_at <= timezone.now()
-    ):
-        raise IllegalTransition("Only a result inside its review window can be disputed.", code="review_window_closed")
-    contract.review_disputed = True
-    contract.save(update_fields=["review_disputed", "updated_at"])
-    audit_record(
-        actor=actor,
-        verb="contract_review_disputed",
-        obj=contract,
-        from_state=contract.status,
-        to_state=contract.status,
-        data={"reason": reason},
-    )
-    contract_event_emit(event_type=event_types.DISPUTE_OPENED, contract=contract)
-    return contract
+    """The `dispute` action from before disputes carried evidence: opens a dispute (``disputes.dispute_open``)
+    on the result the actor's side may dispute, with a reason and no files."""
+    from .disputes import dispute_open
+
+    dispute_open(actor=actor, contract_id=contract.pk, reason=reason)
+    return Contract.objects.get(pk=contract.pk)
 
 
 def contract_dispute_resolve(*, actor: User, contract_id: int, release: bool, note: str) -> Contract:
-    """An operator's ruling on a disputed result: release it, or withhold it (the earning falls back to
-    what was already paid out) and let the contract go on or settle."""
-    operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
-    with transaction.atomic():
-        job, contract = _lock_job_and_contract(contract_id)
-        if contract.status != Contract.Status.ACTIVE or not contract.review_disputed:
-            raise IllegalTransition("The contract has no open dispute.", code="no_open_dispute")
-        withheld_bps = contract.earned_bps
-        contract.review_disputed = False
-        if release:
-            contract.release_due_at = timezone.now()
-        else:
-            contract.earned_bps = payments_selectors.escrow_get(escrow_id=contract.escrow_id).released_bps
-            contract.release_due_at = None
-        contract.save(update_fields=["review_disputed", "release_due_at", "earned_bps", "updated_at"])
-        audit_record(
-            actor=actor,
-            verb="contract_dispute_resolved",
-            obj=contract,
-            from_state=contract.status,
-            to_state=contract.status,
-            data={"outcome": "released" if release else "withheld", "earned_bps": withheld_bps, "note": note},
-        )
-        contract_event_emit(event_type=event_types.DISPUTE_RESOLVED, contract=contract)
-        if release:
-            _release_on_commit(contract.pk)
-        # A contract out of attempts or time waited for the ruling to settle.
-        contract_settlement_schedule(contract=contract, job=job)
-    return contract
+    """The release/withhold resolution from before rulings: ``disputes.dispute_rule`` with the ruling that
+    releases (uphold a PASS, overturn a FAIL) or withholds (overturn a PASS, uphold a FAIL)."""
+    from .disputes import dispute_rule_legacy
+
+    dispute_rule_legacy(actor=actor, contract_id=contract_id, release=release, note=note)
+    return Contract.objects.get(pk=contract_id)
 
 
 def contracts_release_due() -> list[int]:

@@ -27,8 +27,8 @@ from verification.models import VerificationRun
 from verification.serializers import VerificationRunSerializer
 
 from .. import selectors
-from ..models import Bid, Contract, Job, Submission
-from ..serializers import BidSerializer, ContractSerializer, JobSerializer, SubmissionSerializer
+from ..models import Bid, Contract, Dispute, Job, Submission
+from ..serializers import BidSerializer, ContractSerializer, DisputeSerializer, JobSerializer, SubmissionSerializer
 
 FULL_BPS = 10_000
 REVIEW_REMINDER_HOURS = 24
@@ -79,7 +79,6 @@ def contract_event_emit(*, event_type: str, contract: Contract) -> None:
             lambda viewer: ContractSerializer(selectors.contract_get_visible(user=viewer, contract_id=contract.pk)).data
         ),
     )
-    parties = _parties(organization_id=contract.organization_id, engineer_id=contract.engineer_id)
     if event_type == event_types.CONTRACT_FUNDING_REQUIRED:
         _contract_email(
             kind=emails.FUNDING_REQUIRED,
@@ -87,11 +86,49 @@ def contract_event_emit(*, event_type: str, contract: Contract) -> None:
             to=[Recipient(organization_id=contract.organization_id)],
             key=f"{event_type}:contract:{contract.pk}",
         )
-    elif event_type == event_types.DISPUTE_OPENED:
-        _contract_email(kind=emails.DISPUTE_OPENED, contract=contract, to=parties)
-    elif event_type == event_types.DISPUTE_RESOLVED:
-        outcome = "upheld and released" if contract.release_due_at else "withheld"
-        _contract_email(kind=emails.DISPUTE_RESOLVED, contract=contract, to=parties, outcome=outcome)
+
+
+DISPUTE_EMAILS = {
+    event_types.DISPUTE_OPENED: emails.DISPUTE_OPENED,
+    event_types.DISPUTE_ANSWERED: emails.DISPUTE_ANSWERED,
+    event_types.DISPUTE_REVERIFIED: emails.DISPUTE_REVERIFIED,
+    event_types.DISPUTE_RESOLVED: emails.DISPUTE_RESOLVED,
+}
+
+
+def dispute_event_emit(*, event_type: str, dispute: Dispute) -> None:
+    """`dispute.*`: the dispute as `GET /contracts/{id}/disputes/{id}/` shows it to each party; an email to both.
+
+    The email names the side, the status, the recommendation and the ruling, never the evidence itself."""
+    contract = dispute.contract
+    parties = _parties(organization_id=contract.organization_id, engineer_id=contract.engineer_id)
+    event_emit(
+        event_type=event_type,
+        recipients=parties,
+        render=_visible(
+            lambda viewer: (
+                DisputeSerializer(
+                    selectors.dispute_get_visible(user=viewer, contract_id=contract.pk, dispute_id=dispute.pk)
+                ).data
+            )
+        ),
+    )
+    ruling = dispute.get_ruling_display() if dispute.ruling else ""
+    if dispute.ruling_bps is not None and dispute.ruling != Dispute.Ruling.UPHOLD:
+        ruling = f"{ruling} ({_percent(dispute.ruling_bps)}% of the amount)"
+    occurrence = dispute.reverification_run_id if event_type == event_types.DISPUTE_REVERIFIED else ""
+    _contract_email(
+        kind=DISPUTE_EMAILS[event_type],
+        contract=contract,
+        to=parties,
+        key=f"{event_type}:dispute:{dispute.pk}:{occurrence}",
+        dispute_id=dispute.pk,
+        side=dispute.get_side_display().lower(),
+        recommendation=dispute.get_recommendation_display() if dispute.recommendation else "",
+        ruling=ruling,
+        ruling_note=dispute.ruling_note,
+        link=_url(f"/api/v1/contracts/{contract.pk}/disputes/{dispute.pk}/"),
+    )
 
 
 def submission_event_emit(*, event_type: str, submission: Submission, contract: Contract) -> None:

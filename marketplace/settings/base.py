@@ -320,6 +320,11 @@ CELERY_BEAT_SCHEDULE["verification-watchdog"] = {"task": "verification.tasks.ver
 DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 CELERY_BEAT_SCHEDULE["jobs-release-due"] = {"task": "jobs.tasks.contracts_release_due", "schedule": 60.0}
 CELERY_BEAT_SCHEDULE["jobs-settle-due"] = {"task": "jobs.tasks.contracts_settle_due", "schedule": 60.0}
+# Disputes: evidence files (stored and served as downloads, never opened) and when an unruled one is escalated.
+DISPUTE_EVIDENCE_MAX_BYTES = env.int("DISPUTE_EVIDENCE_MAX_BYTES", default=10 * 1024 * 1024)
+DISPUTE_EVIDENCE_MAX_FILES = env.int("DISPUTE_EVIDENCE_MAX_FILES", default=5)
+DISPUTE_ESCALATE_AFTER_HOURS = env.int("DISPUTE_ESCALATE_AFTER_HOURS", default=72)
+CELERY_BEAT_SCHEDULE["jobs-disputes-escalate"] = {"task": "jobs.tasks.disputes_escalate_overdue", "schedule": 900.0}
 CELERY_BEAT_SCHEDULE["jobs-review-closing-reminders"] = {
     "task": "jobs.tasks.contracts_remind_review_closing",
     "schedule": 900.0,

@@ -125,7 +125,8 @@ def stack(live_server, settings, tmp_path, broker_url, transactional_db):
             tmp_path / "default-worker.log",
         )
 
-        def verification_worker(self) -> WorkerProcess:
+        def verification_worker(self, **environment: str) -> WorkerProcess:
+            """A verification host; ``environment`` overrides its variables (another host id, another key)."""
             worker = WorkerProcess(
                 "verification worker",
                 [
@@ -143,7 +144,7 @@ def stack(live_server, settings, tmp_path, broker_url, transactional_db):
                     "--loglevel",
                     "INFO",
                 ],
-                host_env,
+                {**host_env, **environment},
                 tmp_path / f"verification-worker-{time.monotonic_ns()}.log",
             )
             self.started.append(worker)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.services import api_token_create
 from jobs.examples import example_candidate, example_criteria, example_hidden_inputs, example_package
 from jobs.models import Contract, Submission
+from jobs.services.contracts import contracts_settle_due
 from payments.ledger import ledger_invariant_violations
 from payments.models import Escrow
 from tests.factories import CompanyAdminFactory, EngineerFactory
@@ -152,8 +153,14 @@ def test_wrong_candidate_fails_until_attempts_run_out_and_the_company_is_refunde
     assert first["status"] == "failed"
     run = engineer("get", f"submissions/{first['id']}/verification/")["results"][0]
     assert run["report"]["correctness"]["passed"] is False
+    assert run["host_id"]  # the host named itself when it claimed the run (its hostname by default)
     second = _verified(engineer, _submit(engineer, contract, "unchanged"))
     assert second["status"] == "failed" and second["attempts_left"] == 0
+    # The refund waits for the engineer's window to dispute the last FAIL (the job's review window); it closes.
+    due = wait_for(lambda: Contract.objects.get(pk=contract["id"]).settle_due_at, what="the settlement date")
+    assert due > timezone.now() + timedelta(minutes=50)
+    Contract.objects.filter(pk=contract["id"]).update(settle_due_at=timezone.now() - timedelta(seconds=1))
+    contracts_settle_due()
 
     escrow = wait_for(
         lambda: (

@@ -125,6 +125,12 @@ def test_failures_until_attempts_run_out_refund_the_company(contract, verifier, 
     for _ in range(3):
         settle(verifier.finish, verifier.submit(contract, settle), decision="FAIL", fraction=0.0)
     contract.refresh_from_db()
+    # The engineer may dispute the last FAIL within the review window: the refund waits for it.
+    assert contract.status == Contract.Status.ACTIVE
+    assert contract.settle_due_at > timezone.now() + timedelta(hours=47)
+    Contract.objects.filter(pk=contract.pk).update(settle_due_at=timezone.now() - timedelta(seconds=1))
+    settle(contracts_settle_due)
+    contract.refresh_from_db()
     escrow = _escrow(contract)
     assert (contract.status, contract.job.status) == (Contract.Status.FAILED, Job.Status.CANCELLED)
     assert escrow.status == Escrow.Status.REFUNDED
@@ -138,9 +144,10 @@ def test_settlement_pays_what_was_earned_and_refunds_the_rest(contract, verifier
     for _ in range(2):
         settle(verifier.finish, verifier.submit(contract, settle), decision="FAIL", fraction=0.0)
     contract.refresh_from_db()
-    # Attempts ran out inside the earned tier's review window: settlement waits for the window.
+    # Attempts ran out inside the earned tier's review window, and the last FAIL's window to dispute it opened
+    # after it: settlement waits for the later one.
     assert contract.status == Contract.Status.ACTIVE
-    assert contract.settle_due_at == contract.release_due_at
+    assert contract.settle_due_at > contract.release_due_at
     assert not _escrow(contract).operations.filter(kind__in=["transfer", "refund"]).exists()
     _close_review_window(contract)
     settle(contracts_settle_due)

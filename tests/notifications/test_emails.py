@@ -11,6 +11,7 @@ from accounts.services import invite_create
 from jobs.services import events
 from jobs.services.bids import bid_accept, bid_place
 from jobs.services.contracts import contract_dispute_review
+from jobs.services.disputes import dispute_answer, dispute_open, dispute_rule
 from jobs.services.jobs import job_attach_hidden_inputs, job_attach_package, job_publish
 from jobs.services.submissions import submission_create
 from jobs.tasks import contracts_remind_review_closing
@@ -18,8 +19,9 @@ from notifications import emails, event_types, services
 from notifications.models import EmailNotification
 from notifications.tasks import email_send
 from tests.factories import CompanyAdminFactory, EngineerFactory, open_job
-from tests.factories.accounts import CompanyMemberFactory
+from tests.factories.accounts import CompanyMemberFactory, StaffFactory
 from tests.factories.archives import make_tar_gz, package_archive, upload
+from tests.factories.disputes import Host, submit_and_verify, token_of
 from tests.factories.jobs import JobFactory, fund
 from tests.jobs.conftest import candidate_upload
 from tests.verification.conftest import fake_report
@@ -179,23 +181,42 @@ def test_review_window_reminder_is_sent_once_to_the_company(market):
     assert inbox(winner, "review_window_closing") == []
 
 
-def test_disputes_release_and_refund_reach_the_right_party(market):
+def _disputed_and_ruled(contract, *, opened_by, answered_by, dispatched, capture) -> None:
+    """A verified PASS (or FAIL) disputed, answered, verified again on another host, and ruled on."""
+    first, second = Host("host-a"), Host("host-b")
+    decision = "PASS" if opened_by == contract.organization.memberships.first().user else "FAIL"
+    submit_and_verify(contract, host=first, dispatched=dispatched, capture=capture, decision=decision, fraction=0.5)
+    with capture(execute=True):
+        dispute = contract_dispute_review(actor=opened_by, contract=contract, reason="looks wrong").disputes.get()
+        dispute_answer(actor=answered_by, dispute_id=dispute.pk, text="it is right")
+    rerun = dispute.reverification_run
+    with capture(execute=True):
+        second.finish(rerun, token_of(dispatched, rerun), decision="FAIL", fraction=0.0)
+        dispute_rule(dispute_id=dispute.pk, actor=StaffFactory(), ruling="uphold", note="the re-run agrees")
+
+
+def test_disputes_release_and_refund_reach_the_right_party(
+    market, signing_key, dispatched, django_capture_on_commit_callbacks
+):
     admin, owner, _, winner, rival = market
     job = open_job(admin=admin)
     contract = fund(
         bid_accept(actor=admin, bid=bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="x"))
     )
-    _active_with_earning(contract, due_in=timedelta(hours=20))
-    contract_dispute_review(actor=admin, contract=contract, reason="looks wrong")
+    _disputed_and_ruled(
+        contract, opened_by=admin, answered_by=winner, dispatched=dispatched, capture=django_capture_on_commit_callbacks
+    )
     with transaction.atomic():
         contract.refresh_from_db()
-        events.contract_event_emit(event_type=event_types.DISPUTE_RESOLVED, contract=contract)
         events.escrow_event_emit(event_type=event_types.ESCROW_RELEASED, contract=contract)
         events.escrow_event_emit(event_type=event_types.ESCROW_REFUNDED, contract=contract)
     mail.outbox.clear()
     send_all()
     for person in (admin, owner, winner):
-        assert len(inbox(person, "dispute_opened")) == 1 and len(inbox(person, "dispute_resolved")) == 1
+        for template in ("dispute_opened", "dispute_answered", "dispute_reverified", "dispute_resolved"):
+            assert len(inbox(person, template)) == 1, (person, template)
+    [resolved] = inbox(winner, "dispute_resolved")
+    assert "Uphold" in resolved.body and "the re-run agrees" in resolved.body
     [released] = inbox(winner, "payment_released")
     assert "50%" in released.body and f"/api/v1/payments/escrows/{contract.escrow_id}/" in released.body
     assert inbox(admin, "payment_released") == [] and inbox(winner, "refund_issued") == []
@@ -244,11 +265,17 @@ def test_every_email_is_free_of_hidden_inputs_and_secrets(
     }
     verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key))
     contract.refresh_from_db()
+    # The engineer disputes the FAIL (its evidence text quotes nothing secret); it is re-run and ruled on.
+    with django_capture_on_commit_callbacks(execute=True):
+        dispute = dispute_open(actor=winner, contract_id=contract.pk, reason="noisy host", evidence_text="see plot")
+        dispute_answer(actor=admin, dispute_id=dispute.pk, text="the outputs differ")
+    rerun = dispute.reverification_run
+    with django_capture_on_commit_callbacks(execute=True):
+        Host("host-b").finish(rerun, token_of(dispatched, rerun), decision="FAIL", fraction=0.0)
+        dispute_rule(dispute_id=dispute.pk, actor=StaffFactory(), ruling="uphold", note="both hosts agree")
     _active_with_earning(contract, due_in=timedelta(hours=20))
-    contract_dispute_review(actor=admin, contract=contract, reason="looks wrong")
     with transaction.atomic():
         contract.refresh_from_db()
-        events.contract_event_emit(event_type=event_types.DISPUTE_RESOLVED, contract=contract)
         events.escrow_event_emit(event_type=event_types.ESCROW_RELEASED, contract=contract)
         events.escrow_event_emit(event_type=event_types.ESCROW_REFUNDED, contract=contract)
     contract.review_disputed = False

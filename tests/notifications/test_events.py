@@ -7,10 +7,11 @@ from django.db import transaction
 
 from jobs.services.bids import bid_accept, bid_place
 from jobs.services.contracts import contract_settle
+from jobs.services.disputes import dispute_open, dispute_rule
 from jobs.services.submissions import submission_create
 from notifications import services
 from notifications.models import OutboundEvent
-from tests.factories import CompanyAdminFactory, EngineerFactory, open_job
+from tests.factories import CompanyAdminFactory, EngineerFactory, StaffFactory, open_job
 from tests.factories.jobs import fund
 from tests.jobs.conftest import candidate_upload
 from tests.verification.conftest import fake_report
@@ -125,6 +126,16 @@ def test_funding_submission_and_verification_show_the_engineer_no_hidden_input_d
     for hidden in ("0.123456789", "h-1", "secret stderr"):
         assert hidden not in json.dumps(engineer_view)
     assert "0.123456789" in json.dumps(company_view) and "secret stderr" in json.dumps(company_view)
+
+    # The engineer disputes the FAIL: each party's dispute event shows what the API shows it.
+    dispute = dispute_open(actor=winner, contract_id=contract.pk, reason="noisy host", evidence_text="see plot")
+    [(_, engineer_dispute)] = [item for item in _events(user=winner) if item[0] == "dispute.opened"]
+    [(_, company_dispute)] = [item for item in _events(organization=organization) if item[0] == "dispute.opened"]
+    assert engineer_dispute["id"] == company_dispute["id"] == dispute.pk
+    assert engineer_dispute["original"]["decision"] == "FAIL"
+    for hidden in ("0.123456789", "h-1", "secret stderr"):
+        assert hidden not in json.dumps(engineer_dispute)
+    dispute_rule(dispute_id=dispute.pk, actor=StaffFactory(), ruling="uphold", note="it fails")
 
     contract_settle(contract_id=contract.pk, reason="attempts exhausted")  # the only attempt failed
     for recipient in ({"user": winner}, {"organization": organization}):

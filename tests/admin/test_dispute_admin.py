@@ -1,0 +1,64 @@
+"""Operators' dispute pages: the list with its filters, both results side by side, and the ruling on a
+confirmation page that requires a note and goes through the service (support may not rule)."""
+
+import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from accounts.models import User
+from accounts.operators import SUPPORT
+from jobs.models import Dispute
+from jobs.services.disputes import dispute_open
+from tests.factories import StaffFactory, funded_contract
+from tests.factories.accounts import UserFactory
+from tests.factories.disputes import Host, submit_and_verify, token_of
+from tests.factories.jobs import onboard
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dispute(dispatched, django_capture_on_commit_callbacks):
+    contract = funded_contract(review_window_hours=48, max_submissions=3)
+    onboard(contract.engineer)
+    capture = django_capture_on_commit_callbacks
+    submit_and_verify(contract, host=Host("host-a"), dispatched=dispatched, capture=capture, fraction=0.5)
+    with capture(execute=True):
+        dispute = dispute_open(actor=contract.job.created_by, contract_id=contract.pk, reason="cached outputs")
+    rerun = dispute.reverification_run
+    with capture(execute=True):
+        Host("host-b").finish(rerun, token_of(dispatched, rerun), decision="FAIL", fraction=0.0)
+    dispute.refresh_from_db()
+    return dispute
+
+
+def test_list_filters_and_side_by_side(client, dispute):
+    client.force_login(StaffFactory())
+    listing = reverse("admin:jobs_dispute_changelist")
+    for query in ("", "?status__exact=awaiting_ruling", "?escalated=no", "?recommendation__exact=disagree"):
+        page = client.get(listing + query)
+        assert page.status_code == 200 and f">{dispute.pk}<" in page.content.decode(), query
+    assert f">{dispute.pk}<" not in client.get(listing + "?escalated=yes").content.decode()
+    detail = client.get(reverse("admin:jobs_dispute_change", args=[dispute.pk])).content.decode()
+    assert "host-a" in detail and "host-b" in detail and "Re-verification" in detail
+
+
+def test_ruling_needs_a_note_and_the_payments_role(client, dispute):
+    url = reverse("admin:jobs_dispute_rule", args=[dispute.pk])
+    support = UserFactory(account_type=User.AccountType.OPERATOR, is_staff=True)
+    support.groups.add(Group.objects.get_or_create(name=SUPPORT)[0])
+    client.force_login(support)
+    refused = client.post(url, {"ruling": "overturn_withhold", "note": "cached"})
+    assert refused.status_code == 200 and "operator_role_required" in refused.content.decode()
+    client.force_login(StaffFactory())
+    assert client.post(url, {"ruling": "overturn_withhold", "note": ""}).status_code == 200  # the form asks again
+    dispute.refresh_from_db()
+    assert dispute.status == Dispute.Status.AWAITING_RULING
+    done = client.post(url, {"ruling": "overturn_withhold", "note": "the second host fails it"})
+    assert done.status_code == 302
+    dispute.refresh_from_db()
+    assert (dispute.status, dispute.ruling, dispute.ruling_note) == (
+        "resolved",
+        "overturn_withhold",
+        "the second host fails it",
+    )
