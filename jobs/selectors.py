@@ -220,6 +220,7 @@ STORY_OBJECT_TYPES = {
     "submission": "jobs.submission",
     "escrow": "payments.escrow",
     "run": "verification.verificationrun",
+    "dispute": "jobs.dispute",
 }
 DISPUTE_VERBS = ("contract_review_disputed", "contract_dispute_resolved")
 
@@ -239,9 +240,12 @@ class SubmissionStory:
 
 @dataclass(frozen=True)
 class DisputeStory:
-    """What the platform knows of the contract's dispute: today the flag and its audit events."""
+    """The contract's disputes (newest first, with evidence), whether one is unresolved, and the dispute audit
+    events (which also cover flags raised before disputes were records)."""
 
     open: bool
+    records: list[Dispute]
+    current: Dispute | None
     events: list[AuditEvent]
 
 
@@ -302,6 +306,7 @@ def contract_story(*, contract_id: int) -> ContractStory:
         "submission": [submission.pk for submission in submissions],
         "escrow": [contract.escrow_id] if contract.escrow_id else [],
         "run": [run.pk for runs in runs_by_subject.values() for run in runs],
+        "dispute": list(Dispute.objects.filter(contract=contract).values_list("pk", flat=True)),
     }
     about = Q(pk__in=[])
     for name, object_ids in ids.items():
@@ -321,9 +326,22 @@ def contract_story(*, contract_id: int) -> ContractStory:
 
 
 def contract_dispute_story(*, contract: Contract, timeline: list[AuditEvent]) -> DisputeStory:
+    records = list(
+        Dispute.objects.filter(contract=contract)
+        .select_related("opened_by", "answered_by", "ruled_by", "disputed_run", "reverification_run")
+        .prefetch_related("evidence")
+        .order_by("-id")
+    )
     return DisputeStory(
         open=contract.review_disputed,
-        events=[event for event in timeline if event.object_type == "jobs.contract" and event.verb in DISPUTE_VERBS],
+        records=records,
+        current=next((record for record in records if record.is_unresolved), None),
+        events=[
+            event
+            for event in timeline
+            if event.object_type == "jobs.dispute"
+            or (event.object_type == "jobs.contract" and event.verb in DISPUTE_VERBS)
+        ],
     )
 
 

@@ -14,6 +14,7 @@ from playwright.sync_api import sync_playwright
 from accounts.operators import PAYMENTS_OPERATOR, SUPPORT
 from accounts.services import api_token_create
 from common.models import IdempotencyRecord
+from jobs.models import Dispute
 from jobs.services import contracts as contract_services
 from jobs.services.bids import bid_place
 from jobs.services.submissions import submission_create
@@ -65,6 +66,21 @@ def build_admin_data(*, round_: int = 0) -> SimpleNamespace:
     )
     draft = JobFactory(title=f"Draft job {round_}")
     _failing_delivery(contract)
+    # A ruled dispute row as the disputes list shows it (its flows are tested in tests/jobs/test_dispute_services.py).
+    Dispute.objects.create(
+        contract=contract,
+        submission=submission,
+        disputed_run=VerificationRun.objects.get(subject=f"submission:{submission.pk}"),
+        side=Dispute.Side.COMPANY,
+        opened_by=company_admin,
+        reason=f"The speedup did not reproduce on our machines ({round_})",
+        status=Dispute.Status.RESOLVED,
+        recommendation=Dispute.Recommendation.AGREE,
+        ruling=Dispute.Ruling.UPHOLD,
+        ruling_note="The re-run agreed.",
+        ruled_by=staff,
+        ruled_at=timezone.now(),
+    )
     interval = IntervalSchedule.objects.create(every=5 + round_, period=IntervalSchedule.MINUTES)
     PeriodicTask.objects.create(name=f"expire-{round_}", task="jobs.tasks.jobs_expire_overdue", interval=interval)
     CrontabSchedule.objects.create(minute=str(round_))

@@ -54,8 +54,9 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     page.wait_for_url(re.compile(rf"/admin/jobs/contract/{contract.pk}/change/"))
 
     # Both runs, readable, with their plots drawn.
+    # The failed first attempt, the disputed PASS and its re-verification (queued for another host).
     runs = page.locator(".story-run")
-    assert runs.count() == 2
+    assert runs.count() == 3
     assert "FAIL" in runs.nth(0).locator(".run-decision").inner_text()
     assert "PASS" in runs.nth(1).locator(".run-decision").inner_text()
     assert _plots_loaded(page) and all(width > 100 for width in _plots_loaded(page))
@@ -65,15 +66,16 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     assert "outputs look cached" in page.locator("#story-dispute").inner_text()
     _shot(page, tmp_path, "story-disputed")
 
-    # Rule: the confirmation page names the consequence and takes the note for the audit log.
-    page.click("#rule-release")
-    page.wait_for_selector("#operator-action-form")
-    assert "released to the engineer" in page.content()
+    # Rule: the ruling page shows both runs side by side and takes the note for the audit log.
+    page.click("#rule-dispute")
+    page.wait_for_selector("select[name=ruling]")
+    assert "Original run" in page.content() and "Re-verification" in page.content()
     _shot(page, tmp_path, "ruling-confirmation")
+    page.select_option("select[name=ruling]", "uphold")
     page.fill("textarea[name=note]", "timings vary per run: not cached")
-    page.click("input[name=confirm]")
+    page.click("input[type=submit][value='Confirm the ruling']")
     page.wait_for_selector("ul.messagelist")
-    assert "Resolved 1 dispute(s)" in page.locator("ul.messagelist").inner_text()
+    assert "ruled: uphold" in page.locator("ul.messagelist").inner_text()
 
     # The story page after the ruling: money released and in the ledger, the note in the timeline.
     page.goto(f"{base}/admin/jobs/contract/{contract.pk}/change/")
@@ -87,7 +89,8 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     assert not contract.review_disputed
     assert Escrow.objects.get(pk=contract.escrow_id).released_bps == 5_000
     assert LedgerEntry.objects.filter(escrow_id=contract.escrow_id).count() > 0
-    assert AuditEvent.objects.filter(verb="operator_action", actor=story.roles.payments).count() == 1
+    ruled = AuditEvent.objects.get(verb="dispute_resolved", actor=story.roles.payments)
+    assert ruled.data["note"] == "timings vary per run: not cached"
 
 
 @pytest.mark.browser
@@ -96,11 +99,11 @@ def test_support_reads_the_story_and_cannot_move_money(live_server, page, story,
     base, contract = live_server.url, story.contract
     _log_in(page, base, story.roles.support.email)
     page.goto(f"{base}/admin/jobs/contract/{contract.pk}/change/")
-    assert page.locator(".story-run").count() == 2
+    assert page.locator(".story-run").count() == 3
     assert len(_plots_loaded(page)) == 2 and all(width > 100 for width in _plots_loaded(page))
     assert "✔ signature valid" in page.locator("#story-submissions").inner_text()
     assert "host: verify-cpu-3" in page.locator("#story-submissions").inner_text()
-    assert page.locator("#rule-release").count() == 0 and page.locator("#rule-withhold").count() == 0
+    assert page.locator("#rule-dispute").count() == 0 and page.locator("#rule-release").count() == 0
     assert "needs the payments operator role" in page.locator("#story-dispute").inner_text()
     _shot(page, tmp_path, "support-story")
 
