@@ -35,6 +35,7 @@ from ..models import Escrow, LedgerEntry, ProviderOperation, ReconciliationIssue
 from ..providers.base import Dispute, EvidenceFile
 from ..providers.factory import LOST_DISPUTE_POLICIES, payment_provider
 from ..selectors import escrow_get
+from .escrows import remainder_refund_locked
 from .support import _enqueue, _lock, _operator_note_require
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,6 @@ def escrow_inquiry_refund(*, escrow_id: int, actor, note: str):
     refundable (`is_charge_refundable`): a refund then ends the inquiry without a chargeback or its fee. The
     chargeback freeze stays until Stripe closes the inquiry; the refund itself is not held by it.
     """
-    from .operator_tools import _remainder_refund_locked
-
     operator_role_require(user=actor, role=PAYMENTS_OPERATOR)
     note = _operator_note_require(note)
     escrow = escrow_get(escrow_id=escrow_id)
@@ -178,13 +177,15 @@ def escrow_inquiry_refund(*, escrow_id: int, actor, note: str):
         escrow = _lock(escrow_id)
         if escrow.dispute_id != dispute.id:
             raise Conflict("The escrow's dispute changed; look again.", code="dispute_changed")
-        return _remainder_refund_locked(
+        return remainder_refund_locked(
             escrow,
             actor=actor,
             note=note,
             reason=f"inquiry {dispute.id} refunded: {note}",
             verb="escrow_inquiry_refunded",
+            refuse_when_empty=True,
             allow_chargeback_freeze=True,
+            withhold_fee=False,
         )
 
 

@@ -210,33 +210,50 @@ def _refund_mark(escrow: Escrow, *, amount: int, reason: str) -> ProviderOperati
 def escrow_refund_remainder(*, escrow_id: int, reason: str) -> RefundResult:
     """Refund everything still held (the unreleased amount and its share of the fee). Idempotent."""
     with transaction.atomic():
-        escrow = _lock(escrow_id)
-        existing = ProviderOperation.objects.filter(idempotency_key=f"refund:{escrow.pk}").first()
-        if existing is not None:
-            return RefundResult(escrow.pk, existing.amount, existing.idempotency_key, escrow.status)
-        if escrow.status in (S.PENDING_FUNDING, S.CANCELLED):
-            raise IllegalTransition(
-                f"Cannot refund: the escrow is {escrow.status}; cancel an unfunded escrow instead.",
-                fields={"status": [escrow.status]},
-            )
-        held = ledger_balances(escrow_id=escrow.pk)[A.HELD]
-        if held <= 0:
-            return RefundResult(escrow.pk, 0, None, escrow.status)
-        if escrow.on_hold:
-            raise EscrowFrozen(f"The escrow is frozen ({_hold_reason(escrow)}); nothing can be refunded.")
-        fee_withheld = refund_fee_withhold(escrow=escrow, held=held)  # REFUND_FEE_POLICY (services/fees.py)
-        amount = held - fee_withheld
-        op = _refund_mark(escrow, amount=amount, reason=reason) if amount > 0 else None
-        escrow.status_reason = reason[:255]
-        to = S.REFUNDED if escrow.released_amount == 0 and escrow.status == S.FUNDED else S.CLOSED
-        _move(
-            escrow,
-            to,
-            verb="escrow_refunded",
-            data={"amount": amount, "fee_withheld": fee_withheld, "reason": reason},
-            fields=["status_reason"],
+        return remainder_refund_locked(_lock(escrow_id), reason=reason)
+
+
+def remainder_refund_locked(
+    escrow: Escrow,
+    *,
+    reason: str,
+    verb: str = "escrow_refunded",
+    actor=None,
+    note: str = "",
+    refuse_when_empty: bool = False,
+    allow_chargeback_freeze: bool = False,
+    withhold_fee: bool = True,
+) -> RefundResult:
+    """The held remainder refunded once (key `refund:<escrow>`), the escrow closed; the caller holds the row lock.
+
+    Every refund of a remainder goes through here: the failed contract's, an operator's, an inquiry's. The
+    processing fee is withheld per `REFUND_FEE_POLICY` unless `withhold_fee` is off (an inquiry is ended only by
+    refunding the whole charge).
+    """
+    existing = ProviderOperation.objects.filter(idempotency_key=f"refund:{escrow.pk}").first()
+    if existing is not None:
+        return RefundResult(escrow.pk, existing.amount, existing.idempotency_key, escrow.status)
+    if escrow.status in (S.PENDING_FUNDING, S.CANCELLED):
+        raise IllegalTransition(
+            f"Cannot refund: the escrow is {escrow.status}; cancel an unfunded escrow instead.",
+            fields={"status": [escrow.status]},
         )
-        signals.escrow_closed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason, status=escrow.status))
+    held = ledger_balances(escrow_id=escrow.pk)[A.HELD]
+    if held <= 0:
+        if refuse_when_empty:
+            raise IllegalTransition("The platform holds nothing more for this escrow.", code="nothing_held")
+        return RefundResult(escrow.pk, 0, None, escrow.status)
+    if escrow.operator_frozen or (escrow.frozen and not allow_chargeback_freeze):
+        raise EscrowFrozen(f"The escrow is frozen ({_hold_reason(escrow)}); nothing can be refunded.")
+    # REFUND_FEE_POLICY (services/fees.py)
+    fee_withheld = refund_fee_withhold(escrow=escrow, held=held) if withhold_fee else 0
+    amount = held - fee_withheld
+    op = _refund_mark(escrow, amount=amount, reason=reason) if amount > 0 else None
+    escrow.status_reason = reason[:255]
+    to = S.REFUNDED if escrow.released_amount == 0 and escrow.status == S.FUNDED else S.CLOSED
+    data = {"amount": amount, "fee_withheld": fee_withheld, "reason": reason}
+    _move(escrow, to, actor=actor, verb=verb, data={**data, "note": note} if note else data, fields=["status_reason"])
+    signals.escrow_closed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason, status=escrow.status))
     return RefundResult(escrow.pk, amount, op.idempotency_key if op else None, escrow.status)
 
 

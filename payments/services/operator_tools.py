@@ -11,15 +11,11 @@ from __future__ import annotations
 from django.db import transaction
 
 from accounts.operators import PAYMENTS_OPERATOR, operator_role_require
-from common.errors import IllegalTransition
 from common.services import audit_record
 
-from .. import signals
-from ..errors import EscrowFrozen
-from ..ledger import A, ledger_balances
 from ..models import Escrow, ProviderOperation
-from .escrows import RefundResult, _refund_mark
-from .support import S, _enqueue, _lock, _move, _operator_note_require, _signal_kwargs
+from .escrows import RefundResult, remainder_refund_locked
+from .support import _enqueue, _lock, _operator_note_require
 
 
 def escrow_freeze(*, escrow_id: int, actor, note: str) -> Escrow:
@@ -65,40 +61,6 @@ def escrow_refund_remainder_by_operator(*, escrow_id: int, actor, note: str) -> 
     note = _operator_note_require(note)
     with transaction.atomic():
         escrow = _lock(escrow_id)
-        return _remainder_refund_locked(
-            escrow, actor=actor, note=note, reason=f"refunded by an operator: {note}", verb="escrow_refunded"
+        return remainder_refund_locked(
+            escrow, actor=actor, note=note, reason=f"refunded by an operator: {note}", refuse_when_empty=True
         )
-
-
-def _remainder_refund_locked(
-    escrow: Escrow, *, actor, note: str, reason: str, verb: str, allow_chargeback_freeze: bool = False
-) -> RefundResult:
-    """The held remainder refunded once (key `refund:<escrow>`), the escrow closed; the caller holds the lock."""
-    existing = ProviderOperation.objects.filter(idempotency_key=f"refund:{escrow.pk}").first()
-    if existing is not None:
-        return RefundResult(escrow.pk, existing.amount, existing.idempotency_key, escrow.status)
-    if escrow.status in (S.PENDING_FUNDING, S.CANCELLED):
-        raise IllegalTransition(
-            f"Cannot refund: the escrow is {escrow.status}; cancel an unfunded escrow instead.",
-            fields={"status": [escrow.status]},
-        )
-    held = ledger_balances(escrow_id=escrow.pk)[A.HELD]
-    if held <= 0:
-        raise IllegalTransition("The platform holds nothing more for this escrow.", code="nothing_held")
-    if escrow.operator_frozen:
-        raise EscrowFrozen("An operator holds this escrow; unfreeze it first.")
-    if escrow.frozen and not allow_chargeback_freeze:
-        raise EscrowFrozen("The escrow is frozen while a chargeback is open; nothing can be refunded.")
-    op = _refund_mark(escrow, amount=held, reason=reason)
-    escrow.status_reason = reason[:255]
-    to = S.REFUNDED if escrow.released_amount == 0 and escrow.status == S.FUNDED else S.CLOSED
-    _move(
-        escrow,
-        to,
-        actor=actor,
-        verb=verb,
-        data={"amount": held, "reason": reason, "note": note},
-        fields=["status_reason"],
-    )
-    signals.escrow_closed.send(sender=Escrow, **_signal_kwargs(escrow, reason=reason, status=escrow.status))
-    return RefundResult(escrow.pk, held, op.idempotency_key, escrow.status)

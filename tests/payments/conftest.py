@@ -6,8 +6,10 @@ import json
 
 import pytest
 import stripe
+from django.contrib.auth.models import Group
 from django.db import transaction
 
+from accounts.operators import PAYMENTS_OPERATOR
 from marketplace.celery import app as celery_app
 from payments import services
 from payments.ledger import ledger_invariant_violations
@@ -15,7 +17,7 @@ from payments.models import ConnectedAccount, Escrow
 from payments.providers.factory import provider_override
 from payments.providers.offline import OfflineProvider
 from payments.providers.stripe import StripeProvider
-from tests.factories import CompanyAdminFactory, EngineerFactory
+from tests.factories import CompanyAdminFactory, EngineerFactory, StaffFactory
 
 from .stripe_fake import FakeStripe
 
@@ -221,3 +223,21 @@ def funded_escrow(world: World, settle, organization, engineer, admin, **kwargs)
     escrow.refresh_from_db()
     assert escrow.status == Escrow.Status.FUNDED, escrow.status
     return escrow
+
+
+def operator(role: str = PAYMENTS_OPERATOR):
+    """An operator holding one role (not a superuser)."""
+    user = StaffFactory(is_superuser=False)
+    user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def inquiry(world, settle, parties):
+    """A funded escrow whose charge the cardholder's bank asks about (an inquiry), frozen by its webhook."""
+    admin, org, engineer = parties
+    escrow = funded_escrow(world, settle, org, engineer, admin)
+    dispute = world.fake.dispute_open(escrow.charge_id, inquiry=True)
+    settle(world.deliver)
+    escrow.refresh_from_db()
+    assert escrow.frozen and escrow.dispute_id == dispute["id"]
+    return escrow, dispute

@@ -3,25 +3,17 @@ refunded instead of contested, and the verification certificate submitted as evi
 against the fake."""
 
 import pytest
-from django.contrib.auth.models import Group
 
-from accounts.operators import PAYMENTS_OPERATOR, SUPPORT
+from accounts.operators import SUPPORT
 from common.errors import Conflict, IllegalTransition, NotPermitted
 from common.models import AuditEvent
 from payments import selectors, services, signals
 from payments.models import Escrow, LedgerTransaction, ProviderOperation, ReconciliationIssue
-from tests.factories import StaffFactory
 
-from .conftest import funded_escrow
+from .conftest import funded_escrow, inquiry, operator
 
 OP = ProviderOperation
 S = Escrow.Status
-
-
-def operator(role: str = PAYMENTS_OPERATOR):
-    user = StaffFactory(is_superuser=False)
-    user.groups.add(Group.objects.get(name=role))
-    return user
 
 
 @pytest.fixture
@@ -137,16 +129,6 @@ def test_won_dispute_after_payout_reverses_nothing(stripe_world, settle, parties
     assert not OP.objects.filter(escrow=escrow, kind=OP.Kind.REVERSAL).exists()
     summary = selectors.escrow_summary(escrow.pk)
     assert (summary.paid, summary.dispute_loss, summary.frozen) == (200_000, 0, False)
-
-
-def inquiry(world, settle, parties):
-    admin, org, engineer = parties
-    escrow = funded_escrow(world, settle, org, engineer, admin)
-    dispute = world.fake.dispute_open(escrow.charge_id, inquiry=True)
-    settle(world.deliver)
-    escrow.refresh_from_db()
-    assert escrow.frozen and escrow.dispute_id == dispute["id"]
-    return escrow, dispute
 
 
 @pytest.mark.django_db

@@ -10,7 +10,7 @@ from payments.models import Escrow, LedgerEntry, LedgerTransaction, OfflineObjec
 from tests.races import race
 
 from . import stripe_fake
-from .conftest import funded_escrow, open_escrow
+from .conftest import funded_escrow, inquiry, open_escrow, operator
 
 pytestmark = pytest.mark.django_db
 S = Escrow.Status
@@ -137,6 +137,24 @@ def test_refund_under_company_bears_keeps_the_processing_fee_back(world, parties
         220_000 - CHARGE_FEE
     )
     assert selectors.escrow_summary(escrow.pk).processing_fee_withheld == CHARGE_FEE
+
+
+def test_an_operators_refund_follows_the_fee_policy_too(world, parties, settle, settings):
+    settings.REFUND_FEE_POLICY = "company_bears"
+    admin, org, engineer = parties
+    escrow = funded_escrow(world, settle, org, engineer, admin)
+    result = settle(services.escrow_refund_remainder_by_operator, escrow_id=escrow.pk, actor=operator(), note="stuck")
+    assert (result.refund_amount, result.status) == (220_000 - CHARGE_FEE, S.REFUNDED)
+    assert selectors.escrow_summary(escrow.pk).processing_fee_withheld == CHARGE_FEE
+
+
+def test_an_inquiry_refund_returns_the_whole_charge_whatever_the_fee_policy(stripe_world, parties, settle, settings):
+    settings.REFUND_FEE_POLICY = "company_bears"
+    escrow, _ = inquiry(stripe_world, settle, parties)
+    result = settle(services.escrow_inquiry_refund, escrow_id=escrow.pk, actor=operator(), note="customer agreed")
+    # Only a refund of the whole charge ends an inquiry without a chargeback.
+    assert result.refund_amount == 220_000
+    assert selectors.escrow_summary(escrow.pk).processing_fee_withheld == 0
 
 
 def test_company_bears_after_a_partial_release_withholds_the_refunded_share(world, parties, settle, settings):
