@@ -28,9 +28,17 @@ SIDE_BY_SIDE_ROWS = (
     ("Speedup interval", "speedup_interval"),
     ("Host", "host_id"),
     ("Certificate", "certificate"),
-    ("Plot", "plot_png_url"),
+    ("Plot", "plot"),
     ("Finished", "finished_at"),
 )
+
+
+def _plot_img(side: dict):
+    # Operators see the plot through the admin's own view, so the page needs no API token or API URL.
+    if not side.get("plot_png_url"):
+        return "—"
+    src = reverse("admin:verification_verificationrun_plot", args=[side["run"], "png"])
+    return format_html('<img src="{}" alt="Plot of run {}" style="max-width:480px">', src, side["run"])
 
 
 def side_by_side_html(dispute: Dispute):
@@ -41,6 +49,8 @@ def side_by_side_html(dispute: Dispute):
         value = side.get(key)
         if key == "certificate" and value:
             return f"{value.get('key_id') or '—'} ({'verified' if value.get('verified') else 'NOT verified'})"
+        if key == "plot":
+            return _plot_img(side)
         return "—" if value in (None, "") else str(value)
 
     rows = format_html_join(

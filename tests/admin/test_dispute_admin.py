@@ -9,10 +9,12 @@ from accounts.models import User
 from accounts.operators import SUPPORT
 from jobs.models import Dispute
 from jobs.services.disputes import dispute_open
+from tests.admin.conftest import _measurements
 from tests.factories import StaffFactory, funded_contract
 from tests.factories.accounts import UserFactory
 from tests.factories.disputes import Host, submit_and_verify, token_of
 from tests.factories.jobs import onboard
+from verification.services import verification_plot_render
 
 pytestmark = pytest.mark.django_db
 
@@ -62,3 +64,36 @@ def test_ruling_needs_a_note_and_the_payments_role(client, dispute):
         "overturn_withhold",
         "the second host fails it",
     )
+
+
+def test_side_by_side_shows_both_runs_plots_through_the_admin(client, dispatched, django_capture_on_commit_callbacks):
+    capture = django_capture_on_commit_callbacks
+    contract = funded_contract(review_window_hours=48, max_submissions=3)
+    onboard(contract.engineer)
+    original = submit_and_verify(
+        contract,
+        host=Host("host-a"),
+        dispatched=dispatched,
+        capture=capture,
+        fraction=0.5,
+        measurements=_measurements(12, 6),
+    )
+    with capture(execute=True):
+        dispute = dispute_open(actor=contract.job.created_by, contract_id=contract.pk, reason="cached outputs")
+    rerun = dispute.reverification_run
+    with capture(execute=True):
+        Host("host-b").finish(
+            rerun, token_of(dispatched, rerun), decision="FAIL", fraction=0.0, measurements=_measurements(12, 11)
+        )
+    for run_id in (original.pk, rerun.pk):
+        assert verification_plot_render(run_id=run_id).plot_png_id
+    client.force_login(StaffFactory())
+    for url in (
+        reverse("admin:jobs_dispute_change", args=[dispute.pk]),
+        reverse("admin:jobs_dispute_rule", args=[dispute.pk]),
+    ):
+        page = client.get(url).content.decode()
+        for run_id in (dispute.disputed_run_id, rerun.pk):
+            plot = reverse("admin:verification_verificationrun_plot", args=[run_id, "png"])
+            assert f'<img src="{plot}"' in page, (url, run_id)
+        assert "/api/v1/" not in page

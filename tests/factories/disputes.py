@@ -25,13 +25,17 @@ class Host:
     def start(self, run: VerificationRun, token: str) -> VerificationRun:
         return verification_run_start(run_id=run.pk, token=token, host_id=self.host_id, key_id=self.key_id)
 
-    def finish(self, run: VerificationRun, token: str, *, decision="PASS", fraction=1.0, estimate=2.2):
-        """Start (if not yet started) and record a signed result."""
+    def finish(
+        self, run: VerificationRun, token: str, *, decision="PASS", fraction=1.0, estimate=2.2, measurements=None
+    ):
+        """Start (if not yet started) and record a signed result; with `measurements`, a plot can be drawn."""
         run.refresh_from_db()
         if run.status == VerificationRun.Status.QUEUED:
             self.start(run, token)
             run.refresh_from_db()
         report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
+        if measurements is not None:
+            report["measurements"] = measurements
         return verification_record_result(
             run_id=run.pk, token=token, report=report, certificate=sign_report(report, self.key)
         )
@@ -42,14 +46,21 @@ def token_of(dispatched, run: VerificationRun) -> str:
 
 
 def submit_and_verify(
-    contract, *, host: Host, dispatched, capture, decision="PASS", fraction=1.0, estimate=2.2
+    contract, *, host: Host, dispatched, capture, decision="PASS", fraction=1.0, estimate=2.2, measurements=None
 ) -> VerificationRun:
     """The engineer submits a candidate and ``host`` verifies it; every on-commit effect runs."""
     with capture(execute=True):
         submission = submission_create(actor=contract.engineer, contract=contract, upload=_candidate_upload(), notes="")
     run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
     with capture(execute=True):
-        return host.finish(run, token_of(dispatched, run), decision=decision, fraction=fraction, estimate=estimate)
+        return host.finish(
+            run,
+            token_of(dispatched, run),
+            decision=decision,
+            fraction=fraction,
+            estimate=estimate,
+            measurements=measurements,
+        )
 
 
 def _candidate_upload():
