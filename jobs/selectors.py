@@ -419,7 +419,14 @@ def dispute_list_visible(*, user: User, contract: Contract) -> QuerySet[Dispute]
     contract = contract_get_visible(user=user, contract_id=contract.pk)
     return (
         Dispute.objects.filter(contract=contract)
-        .select_related("opened_by", "disputed_run__signing_key", "reverification_run__signing_key")
+        .select_related(
+            *(
+                f"{run}__{field}"
+                for run in ("disputed_run", "reverification_run")
+                for field in ("signing_key", "package", "candidate", "hidden_inputs")
+            ),
+            "opened_by",
+        )
         .prefetch_related("evidence__artifact")
         .order_by("-id")
     )
@@ -445,8 +452,6 @@ def dispute_run_side(*, run, submission_id: int) -> dict | None:
     """One column of the side-by-side: a run's outcome, where it ran and whether its certificate checks out."""
     if run is None:
         return None
-    from verification.runner import certificate as certificates
-
     speedup = next(
         (
             criterion
@@ -455,14 +460,7 @@ def dispute_run_side(*, run, submission_id: int) -> dict | None:
         ),
         {},
     )
-    verified = False
-    if run.certificate and run.signing_key_id:
-        try:
-            public_key = certificates.load_public_key(run.signing_key.public_key_pem.encode())
-            certificates.verify_certificate(run.certificate, public_key, report=run.report)
-            verified = True
-        except Exception:  # any failure to check is shown as not verified
-            verified = False
+    verified = verification_selectors.verification_certificate_status(run=run).valid
     plot = f"/api/v1/submissions/{submission_id}/verification/{run.pk}/plot"
     if run.status == run.Status.QUEUED:
         state = "waiting_for_another_host" if run.waiting_for_another_host else "queued"
