@@ -5,6 +5,7 @@ payments operator rules)."""
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -51,6 +52,11 @@ def side_by_side_html(dispute: Dispute):
             return f"{value.get('key_id') or '—'} ({'verified' if value.get('verified') else 'NOT verified'})"
         if key == "plot":
             return _plot_img(side)
+        if key == "tier" and value is not None:
+            # Shown as the story page counts tiers (from 1), with the index the ruling form takes.
+            return f"{value + 1} (index {value})"
+        if key == "speedup_interval" and isinstance(value, list | tuple):
+            return "[" + ", ".join(f"{b:.3f}" if isinstance(b, int | float) else "—" for b in value) + "]"
         return "—" if value in (None, "") else str(value)
 
     rows = format_html_join(
@@ -160,6 +166,9 @@ class DisputeAdmin(ReadOnlyModelAdmin):
                 self.message_user(request, f"Dispute {dispute.pk}: re-verification queued.")
 
     def rule_view(self, request, dispute_id: int):
+        # The page offers a money action: only a payments operator sees it (the service checks the role again).
+        if not self.has_rule_permission(request):
+            raise PermissionDenied
         dispute = get_object_or_404(Dispute.objects.select_related("disputed_run", "reverification_run"), pk=dispute_id)
         form = RulingForm(request.POST or None)
         if request.method == "POST" and form.is_valid():

@@ -23,10 +23,11 @@ from payments.models import ReconciliationIssue
 from payments.services import escrow_release
 from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, StaffFactory, funded_contract, open_job
 from tests.factories.archives import make_tar_gz, upload
+from tests.factories.disputes import Host, token_of
 from tests.factories.jobs import onboard
 from tests.verification.conftest import fake_report
 from verification.models import VerificationRun
-from verification.runner.certificate import generate_signing_key, public_key_pem, sign_report
+from verification.runner.certificate import generate_signing_key, key_id, public_key_pem, sign_report
 from verification.services import (
     signing_key_register,
     verification_plot_render,
@@ -163,9 +164,12 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def build_disputed_contract(*, dispatched: list, settle=_call, earlier_failed_attempt: bool = False) -> SimpleNamespace:
+def build_disputed_contract(
+    *, dispatched: list, settle=_call, earlier_failed_attempt: bool = False, reverified: bool = False
+) -> SimpleNamespace:
     """A funded contract whose submission passed (half the money, tier one) and that the company disputes;
-    with `earlier_failed_attempt`, a first submission failed before it.
+    with `earlier_failed_attempt`, a first submission failed before it; with `reverified`, a second host has
+    re-verified the disputed submission (it agrees), so the dispute awaits a ruling with a recommendation.
 
     Each run is recorded as a verification host would record it (a signed report with measurements), and its
     plot drawn as the platform's task draws it. Call with the `dispatched` fixture's list; `settle(fn, ...)` runs
@@ -185,7 +189,7 @@ def build_disputed_contract(*, dispatched: list, settle=_call, earlier_failed_at
         )
         run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
         token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
-        verification_run_start(run_id=run.pk, token=token)
+        verification_run_start(run_id=run.pk, token=token, host_id="verify-cpu-3", key_id=key_id(key.public_key()))
         report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
         report["measurements"] = _measurements(12.0, candidate_ms)
         report["environment"] = {"host": "verify-cpu-3", "cpu_model": "Test CPU", "cpu_count": 4}
@@ -201,7 +205,15 @@ def build_disputed_contract(*, dispatched: list, settle=_call, earlier_failed_at
         reason="outputs look cached",
     )
     contract.refresh_from_db()
-    return SimpleNamespace(contract=contract, submission=submission, run=runs[-1], runs=runs, key=key)
+    dispute = Dispute.objects.get(contract=contract)
+    if reverified:
+        rerun = dispute.reverification_run
+        second_host = Host("verify-cpu-7")
+        token = token_of(dispatched, rerun)
+        settle(second_host.finish, rerun, token, fraction=0.5, estimate=1.76, measurements=_measurements(12.0, 6.8))
+        verification_plot_render(run_id=rerun.pk)
+        dispute.refresh_from_db()
+    return SimpleNamespace(contract=contract, submission=submission, run=runs[-1], runs=runs, key=key, dispute=dispute)
 
 
 @pytest.fixture

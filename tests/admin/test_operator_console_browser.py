@@ -20,8 +20,9 @@ def _log_in(page, base: str, email: str) -> None:
     page.wait_for_selector("#site-name")
 
 
-def _plots_loaded(page) -> list[int]:
-    return page.eval_on_selector_all("img.run-plot", "imgs => imgs.map(img => img.complete ? img.naturalWidth : 0)")
+def _plots_loaded(page, selector: str = "img.run-plot") -> list[int]:
+    page.wait_for_load_state("load")
+    return page.eval_on_selector_all(selector, "imgs => imgs.map(img => img.complete ? img.naturalWidth : 0)")
 
 
 def _shot(page, tmp_path, name: str) -> None:
@@ -33,7 +34,7 @@ def _shot(page, tmp_path, name: str) -> None:
 
 @pytest.fixture
 def story(db, dispatched, eager_tasks):
-    built = build_disputed_contract(dispatched=dispatched, earlier_failed_attempt=True)
+    built = build_disputed_contract(dispatched=dispatched, earlier_failed_attempt=True, reverified=True)
     built.roles = operators()
     return built
 
@@ -42,6 +43,7 @@ def story(db, dispatched, eager_tasks):
 @pytest.mark.django_db(transaction=True)
 def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, story, tmp_path):
     base, contract = live_server.url, story.contract
+    assert story.dispute.status == "awaiting_ruling" and story.dispute.recommendation == "agree"
     _log_in(page, base, story.roles.payments.email)
 
     # Find it: the contract list's "disputed" queue.
@@ -53,23 +55,33 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     rows.first.locator("th a").click()
     page.wait_for_url(re.compile(rf"/admin/jobs/contract/{contract.pk}/change/"))
 
-    # Both runs, readable, with their plots drawn.
-    # The failed first attempt, the disputed PASS and its re-verification (queued for another host).
+    # Every run, readable, with its plot drawn: the failed first attempt, the disputed PASS and its
+    # re-verification on a second host.
     runs = page.locator(".story-run")
     assert runs.count() == 3
     assert "FAIL" in runs.nth(0).locator(".run-decision").inner_text()
     assert "PASS" in runs.nth(1).locator(".run-decision").inner_text()
-    assert _plots_loaded(page) and all(width > 100 for width in _plots_loaded(page))
-    assert len(_plots_loaded(page)) == 2
+    assert "PASS" in runs.nth(2).locator(".run-decision").inner_text()
+    assert "verify-cpu-7 (the host that started the run)" in runs.nth(2).locator(".run-host").inner_text()
+    plots = _plots_loaded(page)
+    assert len(plots) == 3 and all(width > 100 for width in plots)
     assert page.locator("#story-escrow .escrow-released").inner_text().startswith("0.00 USD")
     ledger_lines = page.locator("#story-ledger .ledger-line").count()
     assert "outputs look cached" in page.locator("#story-dispute").inner_text()
     _shot(page, tmp_path, "story-disputed")
 
-    # Rule: the ruling page shows both runs side by side and takes the note for the audit log.
+    # Rule: the ruling page shows both runs side by side, plots included, with the re-run's recommendation,
+    # and takes the note for the audit log.
     page.click("#rule-dispute")
+    page.wait_for_url(re.compile(rf"/admin/jobs/dispute/{story.dispute.pk}/rule/"))
     page.wait_for_selector("select[name=ruling]")
     assert "Original run" in page.content() and "Re-verification" in page.content()
+    assert "Recommendation: Agree: the original result stands" in page.locator("#content").inner_text()
+    side_by_side = _plots_loaded(page, "#content table img")
+    assert len(side_by_side) == 2 and all(width > 100 for width in side_by_side)
+    compared = page.locator("#content table").first.inner_text()
+    assert "verify-cpu-3" in compared and "verify-cpu-7" in compared
+    assert "3 (index 2)" in compared and "[1.620, 1.980]" in compared and "[1.584, 1.936]" in compared
     _shot(page, tmp_path, "ruling-confirmation")
     page.select_option("select[name=ruling]", "uphold")
     page.fill("textarea[name=note]", "timings vary per run: not cached")
@@ -100,7 +112,8 @@ def test_support_reads_the_story_and_cannot_move_money(live_server, page, story,
     _log_in(page, base, story.roles.support.email)
     page.goto(f"{base}/admin/jobs/contract/{contract.pk}/change/")
     assert page.locator(".story-run").count() == 3
-    assert len(_plots_loaded(page)) == 2 and all(width > 100 for width in _plots_loaded(page))
+    plots = _plots_loaded(page)
+    assert len(plots) == 3 and all(width > 100 for width in plots)
     assert "✔ signature valid" in page.locator("#story-submissions").inner_text()
     assert "host: verify-cpu-3" in page.locator("#story-submissions").inner_text()
     assert page.locator("#rule-dispute").count() == 0 and page.locator("#rule-release").count() == 0
@@ -134,6 +147,20 @@ def test_support_reads_the_story_and_cannot_move_money(live_server, page, story,
     )
     page.wait_for_load_state()
     _shot(page, tmp_path, "support-forged-ruling")
+
+    # The ruling page itself is refused, and a ruling posted to it (with a valid session and CSRF token) too.
+    rule_url = f"{base}/admin/jobs/dispute/{story.dispute.pk}/rule/"
+    assert page.goto(rule_url).status == 403
+    page.goto(f"{base}/admin/jobs/contract/{contract.pk}/change/")
+    csrf = page.locator("[name=csrfmiddlewaretoken]").first.get_attribute("value")
+    forged = page.request.post(
+        rule_url,
+        form={"csrfmiddlewaretoken": csrf, "ruling": "uphold", "note": "forged"},
+        headers={"Referer": rule_url},
+    )
+    assert forged.status == 403
+    story.dispute.refresh_from_db()
+    assert story.dispute.ruling == "" and story.dispute.status == "awaiting_ruling"
     contract.refresh_from_db()
     assert contract.review_disputed
     assert Escrow.objects.get(pk=contract.escrow_id).released_bps == 0
