@@ -391,6 +391,11 @@ def operator_queues() -> list[OperatorQueue]:
             "disputed", "Disputed contracts awaiting a ruling", Contract.objects.filter(review_disputed=True).count()
         ),
         OperatorQueue(
+            "disputes_escalated",
+            "Disputes escalated (no ruling in time)",
+            Dispute.objects.filter(status__in=Dispute.UNRESOLVED_STATUSES, escalated_at__isnull=False).count(),
+        ),
+        OperatorQueue(
             "runs_active",
             "Verifications queued or running",
             verification_selectors.verification_runs_filter(state="active").count(),

@@ -13,6 +13,10 @@ register = template.Library()
 QUEUE_LINKS = {
     "funding_overdue": ("admin:jobs_contract_changelist", "attention=funding_overdue"),
     "disputed": ("admin:jobs_contract_changelist", "attention=disputed"),
+    "disputes_escalated": (
+        "admin:jobs_dispute_changelist",
+        "escalated=yes&status__in=open,reverifying,awaiting_ruling",
+    ),
     "runs_active": ("admin:verification_verificationrun_changelist", "attention=active"),
     "runs_errored": ("admin:verification_verificationrun_changelist", "attention=errored"),
     "escrows_frozen": ("admin:payments_escrow_changelist", "frozen__exact=1"),

@@ -1,7 +1,10 @@
 """Rows of every kind the admin shows, made through the services (the way production data is made)."""
 
 import os
+import re
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -252,6 +255,29 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+# Screenshots of the browser tests, kept after the run (CI can publish the folder): one folder per test.
+SCREENSHOTS = Path(
+    os.environ.get("SPEEDPROOF_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "test-artifacts"
+)
+
+
+@pytest.fixture
+def screenshot(request, tmp_path):
+    """``screenshot(page, name)``: a full-page PNG under test-artifacts/screenshots/<test>/ (and the test's
+    tmp path); returns its path."""
+    folder = SCREENSHOTS / "screenshots" / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000, f"{path} looks empty"
+        shutil.copyfile(path, tmp_path / path.name)
+        return path
+
+    return take
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Operators' dispute pages: the list with its filters, both results side by side, and the ruling on a
 confirmation page that requires a note and goes through the service (support may not rule)."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
@@ -98,3 +100,29 @@ def test_side_by_side_shows_both_runs_plots_through_the_admin(client, dispatched
             plot = reverse("admin:verification_verificationrun_plot", args=[run_id, "png"])
             assert f'<img src="{plot}"' in page, (url, run_id)
         assert "/api/v1/" not in page
+
+
+def test_an_escalated_dispute_is_listed_and_counted_until_it_is_ruled(client, dispute, settings):
+    from jobs.services.disputes import dispute_rule, disputes_escalate_overdue
+
+    listing = reverse("admin:jobs_dispute_changelist")
+    client.force_login(StaffFactory())
+
+    def queue() -> tuple[str, int]:
+        page = client.get(reverse("admin:index")).content.decode()
+        found = re.search(r'href="([^"]+escalated=yes[^"]*)">[^<]+</a></th><td class="queue-count">(\d+)<', page)
+        assert found, "no escalated-disputes queue on the admin index"
+        return found.group(1).replace("&amp;", "&"), int(found.group(2))
+
+    assert queue()[1] == 0
+    settings.DISPUTE_ESCALATE_AFTER_HOURS = 0
+    assert disputes_escalate_overdue() == [dispute.pk]
+    url, count = queue()
+    assert count == 1
+    assert f">{dispute.pk}<" in client.get(url).content.decode()
+    assert f">{dispute.pk}<" in client.get(listing + "?escalated=yes").content.decode()
+    assert f">{dispute.pk}<" not in client.get(listing + "?escalated=no").content.decode()
+
+    dispute_rule(dispute_id=dispute.pk, actor=StaffFactory(), ruling="uphold", note="the first host stands")
+    url, count = queue()
+    assert count == 0 and f">{dispute.pk}<" not in client.get(url).content.decode()

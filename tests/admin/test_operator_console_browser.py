@@ -25,13 +25,6 @@ def _plots_loaded(page, selector: str = "img.run-plot") -> list[int]:
     return page.eval_on_selector_all(selector, "imgs => imgs.map(img => img.complete ? img.naturalWidth : 0)")
 
 
-def _shot(page, tmp_path, name: str) -> None:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 10_000
-    print(f"screenshot: {path}")
-
-
 @pytest.fixture
 def story(db, dispatched, eager_tasks):
     built = build_disputed_contract(dispatched=dispatched, earlier_failed_attempt=True, reverified=True)
@@ -41,7 +34,7 @@ def story(db, dispatched, eager_tasks):
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, story, tmp_path):
+def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, story, screenshot):
     base, contract = live_server.url, story.contract
     assert story.dispute.status == "awaiting_ruling" and story.dispute.recommendation == "agree"
     _log_in(page, base, story.roles.payments.email)
@@ -68,7 +61,7 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     assert page.locator("#story-escrow .escrow-released").inner_text().startswith("0.00 USD")
     ledger_lines = page.locator("#story-ledger .ledger-line").count()
     assert "outputs look cached" in page.locator("#story-dispute").inner_text()
-    _shot(page, tmp_path, "story-disputed")
+    screenshot(page, "story-disputed")
 
     # Rule: the ruling page shows both runs side by side, plots included, with the re-run's recommendation,
     # and takes the note for the audit log.
@@ -82,7 +75,7 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     compared = page.locator("#content table").first.inner_text()
     assert "verify-cpu-3" in compared and "verify-cpu-7" in compared
     assert "3 (index 2)" in compared and "[1.620, 1.980]" in compared and "[1.584, 1.936]" in compared
-    _shot(page, tmp_path, "ruling-confirmation")
+    screenshot(page, "ruling-confirmation")
     page.select_option("select[name=ruling]", "uphold")
     page.fill("textarea[name=note]", "timings vary per run: not cached")
     page.click("input[type=submit][value='Confirm the ruling']")
@@ -95,7 +88,7 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
     assert page.locator("#story-ledger .ledger-line").count() > ledger_lines
     assert "No open dispute." in page.locator("#story-dispute").inner_text()
     assert "timings vary per run: not cached" in page.locator("#story-timeline").inner_text()
-    _shot(page, tmp_path, "story-ruled")
+    screenshot(page, "story-ruled")
 
     contract.refresh_from_db()
     assert not contract.review_disputed
@@ -107,7 +100,7 @@ def test_a_payments_operator_rules_on_a_disputed_contract(live_server, page, sto
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_support_reads_the_story_and_cannot_move_money(live_server, page, story, tmp_path):
+def test_support_reads_the_story_and_cannot_move_money(live_server, page, story, screenshot):
     base, contract = live_server.url, story.contract
     _log_in(page, base, story.roles.support.email)
     page.goto(f"{base}/admin/jobs/contract/{contract.pk}/change/")
@@ -118,7 +111,7 @@ def test_support_reads_the_story_and_cannot_move_money(live_server, page, story,
     assert "host: verify-cpu-3" in page.locator("#story-submissions").inner_text()
     assert page.locator("#rule-dispute").count() == 0 and page.locator("#rule-release").count() == 0
     assert "needs the payments operator role" in page.locator("#story-dispute").inner_text()
-    _shot(page, tmp_path, "support-story")
+    screenshot(page, "support-story")
 
     # The actions list offers no money action either.
     page.goto(f"{base}/admin/jobs/contract/")
@@ -146,7 +139,7 @@ def test_support_reads_the_story_and_cannot_move_money(live_server, page, story,
         contract.pk,
     )
     page.wait_for_load_state()
-    _shot(page, tmp_path, "support-forged-ruling")
+    screenshot(page, "support-forged-ruling")
 
     # The ruling page itself is refused, and a ruling posted to it (with a valid session and CSRF token) too.
     rule_url = f"{base}/admin/jobs/dispute/{story.dispute.pk}/rule/"
