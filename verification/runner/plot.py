@@ -30,7 +30,10 @@ def write_plot(report: dict[str, Any], png_path: Path) -> tuple[Path, Path]:
     timeline.set_ylabel("wall time (ms)")
     timeline.set_yscale("log")
     timeline.set_title("Per-run wall time")
-    timeline.legend(loc="best")
+    if timeline.get_legend_handles_labels()[0]:
+        timeline.legend(loc="best")
+    else:
+        timeline.text(0.5, 0.5, "no timed runs", ha="center", va="center", transform=timeline.transAxes)
     timeline.grid(alpha=0.3)
 
     speedups = [c for c in report["criteria"] if c["criterion"]["kind"] == "speedup"]
