@@ -72,6 +72,10 @@ ORGANIZATION_INVITE = EmailKind(
     still_relevant=_invite_still_open,
 )
 
+WEBHOOK_ENDPOINT_DISABLED = EmailKind(
+    "webhook_endpoint_disabled", EmailCategory.WEBHOOKS, "Webhook endpoint {endpoint_id} was disabled"
+)
+
 EMAIL_KINDS = (
     BID_RECEIVED,
     BID_ACCEPTED,
@@ -85,6 +89,7 @@ EMAIL_KINDS = (
     DISPUTE_RESOLVED,
     REVIEW_WINDOW_CLOSING,
     ORGANIZATION_INVITE,
+    WEBHOOK_ENDPOINT_DISABLED,
 )
 KINDS_BY_TEMPLATE = {kind.template: kind for kind in EMAIL_KINDS}
 

@@ -131,6 +131,7 @@ class EmailCategory(models.TextChoices):
     DISPUTES = "disputes", "A dispute was opened or resolved"
     REVIEW_WINDOW_CLOSING = "review_window_closing", "A review window closes within 24 hours"
     ORGANIZATION_INVITE = "organization_invite", "An invitation to join an organization"
+    WEBHOOKS = "webhooks", "A webhook endpoint of yours was disabled after failing for days"
 
 
 class NotificationPreference(TimeStampedModel):
@@ -148,6 +149,7 @@ class NotificationPreference(TimeStampedModel):
     disputes = models.BooleanField(default=True)
     review_window_closing = models.BooleanField(default=True)
     organization_invite = models.BooleanField(default=True)
+    webhooks = models.BooleanField(default=True)
 
     def __str__(self) -> str:
         return f"Notification preferences of {self.user_id}"

@@ -1,6 +1,6 @@
 from django.db.models import Q, QuerySet
 
-from accounts.models import Membership, Organization, User
+from accounts.models import Membership, User
 from accounts.selectors import user_is_org_admin
 from common.errors import NotFound
 
@@ -49,14 +49,6 @@ def delivery_get_for(*, user: User, delivery_id: int) -> Delivery:
 
 def delivery_attempts(*, delivery: Delivery) -> QuerySet[DeliveryAttempt]:
     return delivery.attempts.order_by("number")
-
-
-def endpoint_owner_emails(*, endpoint: WebhookEndpoint) -> list[str]:
-    if endpoint.user_id is not None:
-        return [endpoint.user.email]
-    organization = Organization.objects.get(pk=endpoint.organization_id)
-    admins = organization.memberships.filter(role__in=Membership.ADMIN_ROLES, user__is_active=True)
-    return list(admins.order_by("id").values_list("user__email", flat=True))
 
 
 def deliveries_failing() -> QuerySet[Delivery]:

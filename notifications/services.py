@@ -14,7 +14,6 @@ from datetime import timedelta
 
 import structlog
 from django.conf import settings
-from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
@@ -435,29 +434,30 @@ def _endpoint_disable_locked(endpoint: WebhookEndpoint, *, reason: str) -> None:
 
 
 def endpoint_disabled_notify(*, endpoint_id: int) -> bool:
-    """Cancel what the disabled endpoint still had pending and email its owner, once."""
+    """Cancel what the disabled endpoint still had pending and email its owner, once. The email is recorded in
+    the same transaction (the outbox sends it after commit and retries it), so a crash loses neither."""
+    from .emails import WEBHOOK_ENDPOINT_DISABLED, email_notify
+
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
         if endpoint is None or endpoint.enabled or endpoint.disabled_notified_at is not None:
             return False
         endpoint.disabled_notified_at = timezone.now()
         endpoint.save(update_fields=["disabled_notified_at", "updated_at"])
-    Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING).update(
-        status=Delivery.Status.CANCELLED, next_attempt_at=None, updated_at=timezone.now()
-    )
-    recipients = selectors.endpoint_owner_emails(endpoint=endpoint)
-    if recipients:
-        send_mail(
-            subject="Speedproof disabled a webhook endpoint",
-            message=(
-                f"Every delivery to your webhook endpoint {endpoint.pk} ({endpoint.description or 'no description'}) "
-                f"failed for {settings.WEBHOOKS_DISABLE_AFTER_HOURS // 24} days, so it was disabled on "
-                f"{endpoint.disabled_at:%Y-%m-%d %H:%M} UTC and receives nothing until you enable it again "
-                f"(PATCH /api/v1/webhooks/endpoints/{endpoint.pk}/ with enabled=true). Its delivery log shows "
-                "each attempt's status code and error."
-            ),
-            from_email=None,
-            recipient_list=recipients,
+        Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING).update(
+            status=Delivery.Status.CANCELLED, next_attempt_at=None, updated_at=timezone.now()
+        )
+        disabled_at = endpoint.disabled_at or endpoint.disabled_notified_at
+        email_notify(
+            kind=WEBHOOK_ENDPOINT_DISABLED,
+            key=f"webhook-endpoint-disabled:{endpoint.pk}:{disabled_at.isoformat()}",
+            recipients=[Recipient(organization_id=endpoint.organization_id, user_id=endpoint.user_id)],
+            context={
+                "endpoint_id": endpoint.pk,
+                "description": endpoint.description or "no description",
+                "failing_days": settings.WEBHOOKS_DISABLE_AFTER_HOURS // 24,
+                "disabled_at": f"{disabled_at:%Y-%m-%d %H:%M} UTC",
+            },
         )
     return True
 

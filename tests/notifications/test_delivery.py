@@ -220,6 +220,43 @@ def test_three_days_of_failures_disable_the_endpoint_and_email_its_owner(
     assert len(mail.outbox) == 1
 
 
+def test_an_organization_endpoint_disabled_emails_its_owners_and_admins_through_the_outbox(
+    receiver, django_capture_on_commit_callbacks
+):
+    from notifications.models import EmailNotification
+    from tests.factories.accounts import CompanyAdminFactory as AdminOf
+    from tests.factories.accounts import CompanyMemberFactory
+
+    admin = CompanyAdminFactory()
+    organization = admin.memberships.get().organization
+    second_admin = AdminOf(organization=organization)
+    member = CompanyMemberFactory(organization=organization)
+    endpoint = services.endpoint_create(
+        actor=admin, url=receiver.url, event_types=["*"], organization_id=organization.pk, description="ci hooks"
+    ).endpoint
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(enabled=False, disabled_at=timezone.now())
+
+    # The notice is recorded with the endpoint's change; until the send runs, nothing is lost if a process dies.
+    with django_capture_on_commit_callbacks(execute=False):
+        assert services.endpoint_disabled_notify(endpoint_id=endpoint.pk)
+    pending = EmailNotification.objects.filter(template="webhook_endpoint_disabled")
+    assert sorted(pending.values_list("user_id", "status")) == sorted(
+        [(admin.pk, "pending"), (second_admin.pk, "pending")]
+    )
+    assert mail.outbox == []
+    from notifications.emails import email_send
+
+    for notification in pending:
+        email_send(notification_id=notification.pk)
+        email_send(notification_id=notification.pk)  # twice: once
+    assert sorted(message.to[0] for message in mail.outbox) == sorted([admin.email, second_admin.email])
+    assert member.email not in {message.to[0] for message in mail.outbox}
+    body = mail.outbox[0].body
+    assert f"endpoint {endpoint.pk} (ci hooks)" in body and endpoint.secret not in body
+    assert not services.endpoint_disabled_notify(endpoint_id=endpoint.pk)  # once
+    assert pending.count() == 2
+
+
 def _emit_second(engineer, django_capture_on_commit_callbacks) -> Delivery:
     with django_capture_on_commit_callbacks(execute=True):
         [event] = event_emit(

@@ -244,8 +244,11 @@ def test_every_email_is_free_of_hidden_inputs_and_secrets(
     )
     job = job_publish(actor=admin, job=job)
     secrets = [HIDDEN_CANARY, "0.123456789", "secret stderr"]
+    endpoints = []
     for person in (admin, winner):
-        secrets.append(services.endpoint_create(actor=person, url=receiver.url, event_types=["*"]).secret)
+        issued = services.endpoint_create(actor=person, url=receiver.url, event_types=["*"])
+        secrets.append(issued.secret)
+        endpoints.append(issued.endpoint)
         api_client_for(person)  # issues an API token
     contract = fund(
         bid_accept(actor=admin, bid=bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="x"))
@@ -282,6 +285,9 @@ def test_every_email_is_free_of_hidden_inputs_and_secrets(
     contract.save(update_fields=["review_disputed"])
     contracts_remind_review_closing()
     invite = invite_create(actor=owner, organization=organization, email="invitee@example.test", role="member")
+    # The organization's endpoint has failed for days and is disabled.
+    type(endpoints[0]).objects.filter(pk=endpoints[0].pk).update(enabled=False, disabled_at=timezone.now())
+    services.endpoint_disabled_notify(endpoint_id=endpoints[0].pk)
     send_all()
 
     assert set(EmailNotification.objects.values_list("template", flat=True)) == set(emails.KINDS_BY_TEMPLATE)
