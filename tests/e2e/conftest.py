@@ -76,7 +76,14 @@ def broker_url(settings):
 
 
 @pytest.fixture
-def stack(live_server, settings, tmp_path, broker_url, transactional_db):
+def default_worker_environment() -> dict[str, str]:
+    """Variables the default worker gets besides this process's; a test module overrides this fixture to give its
+    worker settings of its own (the worker reads its settings from the environment, not from `settings`)."""
+    return {}
+
+
+@pytest.fixture
+def stack(live_server, settings, tmp_path, broker_url, transactional_db, default_worker_environment):
     """Start both workers; yields a handle to start or kill the verification worker again."""
     settings.INTERNAL_API_BASE_URL = live_server.url
     settings.PUBLIC_BASE_URL = live_server.url
@@ -94,6 +101,7 @@ def stack(live_server, settings, tmp_path, broker_url, transactional_db):
         "CELERY_BROKER_URL": broker_url,
         "PYTHONPATH": str(REPO),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),  # the live server's files, shared with the worker
+        **default_worker_environment,
     }
     host_env = {name: os.environ[name] for name in HOST_ENVIRONMENT if name in os.environ}
     host_env.update(
