@@ -19,6 +19,12 @@ from tests.factories import CompanyAdminFactory, EngineerFactory
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("local_webhooks")]
 
 
+@pytest.fixture(autouse=True)
+def production_backoff(settings):
+    """The production retry base, whatever the environment says (the e2e tests shorten it)."""
+    settings.WEBHOOKS_RETRY_BASE_SECONDS = 30
+
+
 @pytest.fixture
 def engineer():
     return EngineerFactory()
