@@ -466,6 +466,7 @@ def dispute_run_side(*, run, submission_id: int) -> dict | None:
         {},
     )
     verified = verification_selectors.verification_certificate_status(run=run).valid
+    # The route's own form (the router ends every path with a slash): without it a client gets a redirect.
     plot = f"/api/v1/submissions/{submission_id}/verification/{run.pk}/plot"
     if run.status == run.Status.QUEUED:
         state = "waiting_for_another_host" if run.waiting_for_another_host else "queued"
@@ -486,7 +487,7 @@ def dispute_run_side(*, run, submission_id: int) -> dict | None:
             "key_id": run.signing_key.key_id if run.signing_key_id else None,
             "verified": verified,
         },
-        "plot_png_url": f"{plot}.png" if run.plot_png_id else None,
-        "plot_svg_url": f"{plot}.svg" if run.plot_svg_id else None,
+        "plot_png_url": f"{plot}.png/" if run.plot_png_id else None,
+        "plot_svg_url": f"{plot}.svg/" if run.plot_svg_id else None,
         "finished_at": run.finished_at,
     }

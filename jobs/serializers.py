@@ -313,6 +313,12 @@ class DisputeRunSideSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
+def _run_side(side: dict | None) -> dict | None:
+    """Rendered by its declared serializer, so a webhook event (stored as JSON without DRF's renderer) carries
+    the same strings as the API, e.g. `finished_at` to the microsecond."""
+    return DisputeRunSideSerializer(side).data if side is not None else None
+
+
 class DisputeSerializer(serializers.ModelSerializer):
     opened_by = serializers.SerializerMethodField()
     evidence = DisputeEvidenceSerializer(many=True, read_only=True)
@@ -353,11 +359,11 @@ class DisputeSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(DisputeRunSideSerializer)
     def get_original(self, dispute: Dispute) -> dict | None:
-        return dispute_run_side(run=dispute.disputed_run, submission_id=dispute.submission_id)
+        return _run_side(dispute_run_side(run=dispute.disputed_run, submission_id=dispute.submission_id))
 
     @extend_schema_field(DisputeRunSideSerializer(allow_null=True))
     def get_reverification(self, dispute: Dispute) -> dict | None:
-        return dispute_run_side(run=dispute.reverification_run, submission_id=dispute.submission_id)
+        return _run_side(dispute_run_side(run=dispute.reverification_run, submission_id=dispute.submission_id))
 
     def get_escalated(self, dispute: Dispute) -> bool:
         return dispute.escalated_at is not None

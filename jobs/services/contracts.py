@@ -12,6 +12,7 @@ from common.errors import IllegalTransition, NotPermitted
 from common.services import audit_record
 from common.transitions import transition_apply
 from notifications import event_types
+from payments import selectors as payments_selectors
 from payments import services as payments
 from payments.errors import EscrowFrozen
 
@@ -284,6 +285,8 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
                     data={"reason": reason, "until": waits_until.isoformat()},
                 )
             return contract
+        # A tier released after its review window was announced then; settling only repeats that release.
+        released_before = payments_selectors.escrow_get(escrow_id=contract.escrow_id).released_bps
         try:
             with transaction.atomic():
                 if contract.earned_bps:
@@ -299,7 +302,7 @@ def contract_settle(*, contract_id: int, reason: str) -> Contract:
             log.info("settlement_postponed_chargeback_open", contract_id=contract.pk)
             return contract  # the settle beat task tries again once the chargeback is settled
         contract.release_due_at = contract.settle_due_at = None
-        escrow_settled_event_emit(contract=contract)
+        escrow_settled_event_emit(contract=contract, released=contract.earned_bps > released_before)
         contract.save(update_fields=["release_due_at", "settle_due_at", "updated_at"])
         _close(
             contract,

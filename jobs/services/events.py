@@ -222,9 +222,10 @@ def escrow_event_emit(*, event_type: str, contract: Contract) -> None:
         )
 
 
-def escrow_settled_event_emit(*, contract: Contract) -> None:
-    """Settlement pays what was earned and refunds the rest: one event for each movement that happened."""
-    if contract.earned_bps:
+def escrow_settled_event_emit(*, contract: Contract, released: bool) -> None:
+    """Settlement pays what was earned and refunds the rest: one event for each movement that happened
+    (`released`: the settlement released more than was released before it)."""
+    if released:
         escrow_event_emit(event_type=event_types.ESCROW_RELEASED, contract=contract)
     if contract.earned_bps < FULL_BPS:
         escrow_event_emit(event_type=event_types.ESCROW_REFUNDED, contract=contract)

@@ -7,9 +7,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from jobs.models import Dispute
+from tests.admin.conftest import _measurements
 from tests.factories import CompanyAdminFactory, EngineerFactory, StaffFactory, funded_contract
 from tests.factories.disputes import Host, submit_and_verify, token_of
 from tests.factories.jobs import onboard
+from verification.services import verification_plot_render
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +165,47 @@ def test_text_sniffing_refuses_binary_that_claims_to_be_text():
     assert _sniff(b"MZ\x90\x00\x03\x00\x00\x00") is None
     assert _sniff("caf\u00e9".encode()[:4]) == "text/plain"  # a character cut at the end of the sample
     assert _sniff(io.BytesIO(b"\xff\xfe\xfd\xfc" * 8).read()) is None
+
+
+def test_both_parties_fetch_both_runs_plots_and_outsiders_get_none(
+    api_client_for, dispatched, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    contract = funded_contract(review_window_hours=48, max_submissions=3)
+    onboard(contract.engineer)
+    original = submit_and_verify(
+        contract, host=Host("host-a"), dispatched=dispatched, capture=capture, measurements=_measurements(12, 6)
+    )
+    admin = contract.job.created_by
+    with capture(execute=True):
+        created = _open(api_client_for(admin), contract).json()
+    rerun = Dispute.objects.get(pk=created["id"]).reverification_run
+    with capture(execute=True):
+        Host("host-b").finish(
+            rerun, token_of(dispatched, rerun), decision="FAIL", fraction=0.0, measurements=_measurements(12, 11)
+        )
+    for run_id in (original.pk, rerun.pk):  # what the task queued after the results commit
+        verification_plot_render(run_id=run_id)
+
+    dispute_url = f"/api/v1/contracts/{contract.pk}/disputes/{created['id']}/"
+    urls = set()
+    for party in (admin, contract.engineer):
+        client = api_client_for(party)
+        detail = client.get(dispute_url).json()
+        sides = (detail["original"], detail["reverification"])
+        assert [side["run"] for side in sides] == [original.pk, rerun.pk]
+        party_urls = [side["plot_png_url"] for side in sides]
+        assert all(party_urls) and len(set(party_urls)) == 2, party_urls
+        for url in party_urls:
+            response = client.get(url)
+            assert response.status_code == 200 and response["Content-Type"] == "image/png", (party, url)
+            assert b"".join(response.streaming_content).startswith(b"\x89PNG\r\n\x1a\n")
+        urls.update(party_urls)
+    assert len(urls) == 2  # both parties are shown the same two plots
+
+    for outsider in (EngineerFactory(), CompanyAdminFactory()):
+        client = api_client_for(outsider)
+        assert client.get(dispute_url).status_code == 404
+        for url in urls:
+            assert client.get(url).status_code in (403, 404), (outsider, url)
+    assert all(api_client_for().get(url).status_code == 401 for url in urls)

@@ -5,14 +5,15 @@ import json
 import pytest
 from django.db import transaction
 
-from jobs.services.bids import bid_accept, bid_place
-from jobs.services.contracts import contract_settle
+from jobs.services.bids import bid_accept, bid_place, bid_withdraw
+from jobs.services.contracts import contract_release_earned, contract_settle
 from jobs.services.disputes import dispute_open, dispute_rule
 from jobs.services.submissions import submission_create
 from notifications import services
 from notifications.models import OutboundEvent
 from tests.factories import CompanyAdminFactory, EngineerFactory, StaffFactory, open_job
-from tests.factories.jobs import fund
+from tests.factories.disputes import Host, submit_and_verify, token_of
+from tests.factories.jobs import fund, onboard
 from tests.jobs.conftest import candidate_upload
 from tests.verification.conftest import fake_report
 from verification.models import VerificationRun
@@ -223,3 +224,126 @@ def test_payouts_and_payout_account_changes_reach_only_their_engineer(market):
     ]
     for others in ({"user": rival}, {"organization": organization}):
         assert not [kind for kind, _ in _events(**others) if kind.startswith("payout")]
+
+
+def _api(api_client_for, user, path: str) -> dict:
+    response = api_client_for(user).get(path)
+    assert response.status_code == 200, (path, response.status_code)
+    return response.json()
+
+
+def _kinds(prefix: str, **recipient) -> list[str]:
+    return [kind for kind, _ in _events(**recipient) if kind.startswith(prefix)]
+
+
+def test_a_withdrawn_bid_reaches_the_company_and_its_engineer_only(market, receiver, api_client_for):
+    admin, organization, winner, rival = market
+    other_admin = CompanyAdminFactory()
+    _subscribe(other_admin, receiver)
+    job = open_job(admin=admin)
+    withdrawn = bid_place(actor=winner, job=job, amount=123_456, estimated_days=3, proposal="Fuse.")
+    bid_place(actor=rival, job=job, amount=98_765, estimated_days=3, proposal="Tile.")
+    bid_withdraw(actor=winner, bid=withdrawn)
+
+    path = f"/api/v1/bids/{withdrawn.pk}/"
+    for recipient, viewer in (({"organization": organization}, admin), ({"user": winner}, winner)):
+        [data] = [data for kind, data in _events(**recipient) if kind == "bid.withdrawn"]
+        assert data == _api(api_client_for, viewer, path)
+        assert (data["id"], data["status"], data["amount"]) == (withdrawn.pk, "withdrawn", 123_456)
+    # A competitor learns nothing of it: neither the event nor the amount in any event it received.
+    assert _kinds("bid.withdrawn", user=rival) == []
+    assert "123456" not in json.dumps(_events(user=rival))
+    assert _events(organization=other_admin.memberships.get().organization) == []
+
+
+def test_a_ruling_reaches_both_parties_as_the_dispute_api_shows_each(
+    market, receiver, api_client_for, dispatched, django_capture_on_commit_callbacks
+):
+    admin, organization, winner, rival = market
+    other_admin = CompanyAdminFactory()
+    _subscribe(other_admin, receiver)
+    capture = django_capture_on_commit_callbacks
+    onboard(winner)
+    job = open_job(admin=admin, review_window_hours=48, max_submissions=3)
+    contract = fund(
+        bid_accept(actor=admin, bid=bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="x"))
+    )
+    submit_and_verify(contract, host=Host("host-a"), dispatched=dispatched, capture=capture, fraction=0.5)
+    with capture(execute=True):
+        dispute = dispute_open(actor=admin, contract_id=contract.pk, reason="outputs look cached")
+    rerun = dispute.reverification_run
+    with capture(execute=True):
+        Host("host-b").finish(rerun, token_of(dispatched, rerun), decision="FAIL", fraction=0.0)
+    assert _kinds("dispute.resolved", user=winner) == _kinds("dispute.resolved", organization=organization) == []
+    dispute_rule(dispute_id=dispute.pk, actor=StaffFactory(), ruling="overturn_withhold", note="the rerun fails")
+
+    path = f"/api/v1/contracts/{contract.pk}/disputes/{dispute.pk}/"
+    for recipient, viewer in (({"organization": organization}, admin), ({"user": winner}, winner)):
+        [data] = [data for kind, data in _events(**recipient) if kind == "dispute.resolved"]
+        assert data == _api(api_client_for, viewer, path)
+        assert (data["id"], data["status"], data["ruling"]) == (dispute.pk, "resolved", "overturn_withhold")
+        assert (data["original"]["host_id"], data["reverification"]["host_id"]) == ("host-a", "host-b")
+    assert "secret stderr" not in json.dumps(_events(user=winner))  # the company's package's logs
+    assert _kinds("dispute.", user=rival) == []
+    assert _events(organization=other_admin.memberships.get().organization) == []
+
+
+def test_a_calibration_reaches_the_company_only(
+    market, receiver, api_client_for, signing_key, dispatched, django_capture_on_commit_callbacks
+):
+    admin, organization, winner, rival = market
+    with django_capture_on_commit_callbacks(execute=True):  # the calibration run is dispatched after commit
+        job = open_job(admin=admin)
+    bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="x")
+    run = VerificationRun.objects.get(subject=f"calibration:job:{job.pk}")
+    token = token_of(dispatched, run)
+    verification_run_start(run_id=run.pk, token=token)
+    report = fake_report(run)
+    report["calibration"] = {
+        "criteria": [{"metric": "wall_time", "statistic": "median", "smallest_verifiable_speedup": 1.9}],
+        "sandbox_violations": [],
+    }
+    assert _kinds("job.calibrated", organization=organization) == []
+    verification_record_result(run_id=run.pk, token=token, report=report, certificate=sign_report(report, signing_key))
+
+    [data] = [data for kind, data in _events(organization=organization) if kind == "job.calibrated"]
+    assert data == _api(api_client_for, admin, f"/api/v1/jobs/{job.pk}/")
+    assert (data["id"], data["calibration"]["status"], data["calibration"]["run"]) == (job.pk, "done", run.pk)
+    assert "inside the noise floor" in data["calibration"]["flags"][0]  # the 1.5x threshold is below 1.9x
+    for engineer in (winner, rival):  # they may read the job, but its events are the company's
+        assert _kinds("job.", user=engineer) == []
+
+
+def test_escrow_release_and_refund_reach_both_parties_once(
+    market, receiver, api_client_for, dispatched, django_capture_on_commit_callbacks
+):
+    admin, organization, winner, rival = market
+    other_admin = CompanyAdminFactory()
+    _subscribe(other_admin, receiver)
+    onboard(winner)
+    job = open_job(admin=admin, review_window_hours=48, max_submissions=3)
+    contract = fund(
+        bid_accept(actor=admin, bid=bid_place(actor=winner, job=job, amount=100_000, estimated_days=3, proposal="x"))
+    )
+    submit_and_verify(
+        contract, host=Host("host-a"), dispatched=dispatched, capture=django_capture_on_commit_callbacks, fraction=0.5
+    )
+    assert _kinds("escrow.", user=winner) == []  # earned, but waiting for the company's review window
+    contract_release_earned(contract_id=contract.pk, force=True)
+
+    path = f"/api/v1/payments/escrows/{contract.escrow_id}/"
+    for recipient, viewer in (({"organization": organization}, admin), ({"user": winner}, winner)):
+        [(kind, data)] = [item for item in _events(**recipient) if item[0].startswith("escrow.")]
+        assert kind == "escrow.released" and data == _api(api_client_for, viewer, path)
+        assert (data["id"], data["state"], data["released"]) == (contract.escrow_id, "partially_released", 50_000)
+
+    contract_settle(contract_id=contract.pk, reason="the company closed it")  # pays nothing more, refunds the rest
+    for recipient, viewer in (({"organization": organization}, admin), ({"user": winner}, winner)):
+        escrow_events = [item for item in _events(**recipient) if item[0].startswith("escrow.")]
+        # The half released before settlement moved no money again: no second escrow.released.
+        assert [kind for kind, _ in escrow_events] == ["escrow.released", "escrow.refunded"], recipient
+        refunded = escrow_events[1][1]
+        assert refunded == _api(api_client_for, viewer, path)
+        assert (refunded["state"], refunded["released_bps"]) == ("closed", 5_000)  # the refund is paid after commit
+    assert _kinds("escrow.", user=rival) == []
+    assert _events(organization=other_admin.memberships.get().organization) == []
