@@ -420,46 +420,43 @@ def _endpoint_disable_locked(endpoint: WebhookEndpoint, *, reason: str) -> None:
         to_state="disabled",
         data={"reason": reason},
     )
-    endpoint_id = endpoint.pk
-
-    def send() -> None:
-        from .tasks import endpoint_disabled_notify
-
-        try:
-            endpoint_disabled_notify.delay(endpoint_id)
-        except Exception:
-            log.warning("webhook_disabled_notify_enqueue_failed", endpoint_id=endpoint_id)
-
-    transaction.on_commit(send)
+    _endpoint_disabled_notify_locked(endpoint)
 
 
 def endpoint_disabled_notify(*, endpoint_id: int) -> bool:
-    """Cancel what the disabled endpoint still had pending and email its owner, once. The email is recorded in
-    the same transaction (the outbox sends it after commit and retries it), so a crash loses neither."""
-    from .emails import WEBHOOK_ENDPOINT_DISABLED, email_notify
-
+    """Cancel what the disabled endpoint still had pending and email its owner, once (a no-op when the disable
+    did it already, as it does since the notice moved into its transaction)."""
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().filter(pk=endpoint_id).first()
         if endpoint is None or endpoint.enabled or endpoint.disabled_notified_at is not None:
             return False
-        endpoint.disabled_notified_at = timezone.now()
-        endpoint.save(update_fields=["disabled_notified_at", "updated_at"])
-        Delivery.objects.filter(endpoint_id=endpoint_id, status=Delivery.Status.PENDING).update(
-            status=Delivery.Status.CANCELLED, next_attempt_at=None, updated_at=timezone.now()
-        )
-        disabled_at = endpoint.disabled_at or endpoint.disabled_notified_at
-        email_notify(
-            kind=WEBHOOK_ENDPOINT_DISABLED,
-            key=f"webhook-endpoint-disabled:{endpoint.pk}:{disabled_at.isoformat()}",
-            recipients=[Recipient(organization_id=endpoint.organization_id, user_id=endpoint.user_id)],
-            context={
-                "endpoint_id": endpoint.pk,
-                "description": endpoint.description or "no description",
-                "failing_days": settings.WEBHOOKS_DISABLE_AFTER_HOURS // 24,
-                "disabled_at": f"{disabled_at:%Y-%m-%d %H:%M} UTC",
-            },
-        )
+        _endpoint_disabled_notify_locked(endpoint)
     return True
+
+
+def _endpoint_disabled_notify_locked(endpoint: WebhookEndpoint) -> None:
+    """In the disable's transaction: the pending deliveries are cancelled and the owner's email is recorded in
+    the outbox (sent after commit, retried by the sweep), so a crash loses neither."""
+    from .emails import WEBHOOK_ENDPOINT_DISABLED, email_notify
+
+    now = timezone.now()
+    endpoint.disabled_notified_at = now
+    endpoint.save(update_fields=["disabled_notified_at", "updated_at"])
+    Delivery.objects.filter(endpoint_id=endpoint.pk, status=Delivery.Status.PENDING).update(
+        status=Delivery.Status.CANCELLED, next_attempt_at=None, updated_at=now
+    )
+    disabled_at = endpoint.disabled_at or now
+    email_notify(
+        kind=WEBHOOK_ENDPOINT_DISABLED,
+        key=f"webhook-endpoint-disabled:{endpoint.pk}:{disabled_at.isoformat()}",
+        recipients=[Recipient(organization_id=endpoint.organization_id, user_id=endpoint.user_id)],
+        context={
+            "endpoint_id": endpoint.pk,
+            "description": endpoint.description or "no description",
+            "failing_days": settings.WEBHOOKS_DISABLE_AFTER_HOURS // 24,
+            "disabled_at": f"{disabled_at:%Y-%m-%d %H:%M} UTC",
+        },
+    )
 
 
 def delivery_redeliver(*, actor: User, delivery: Delivery) -> Delivery:
