@@ -392,7 +392,7 @@ def _attempt_record(*, delivery_id: int, number: int, started_at, result) -> Att
             endpoint.failing_since = started_at
             endpoint.save(update_fields=["failing_since", "updated_at"])
         if endpoint.enabled and now - endpoint.failing_since >= timedelta(hours=settings.WEBHOOKS_DISABLE_AFTER_HOURS):
-            _endpoint_disable_locked(endpoint, reason="every delivery failed for three days")
+            _endpoint_disable_locked(endpoint, reason=AUTOMATIC_DISABLE_REASON)
         countdown = retry_countdown(number)
         if not endpoint.enabled:
             delivery.status = Delivery.Status.CANCELLED
@@ -405,6 +405,9 @@ def _attempt_record(*, delivery_id: int, number: int, started_at, result) -> Att
         delivery.next_attempt_at = None
         delivery.save(update_fields=["status", "next_attempt_at", "updated_at"])
     return AttemptOutcome()
+
+
+AUTOMATIC_DISABLE_REASON = "every delivery failed for three days"
 
 
 def _endpoint_disable_locked(endpoint: WebhookEndpoint, *, reason: str) -> None:
@@ -442,7 +445,12 @@ def _endpoint_disabled_notify_locked(endpoint: WebhookEndpoint) -> None:
     now = timezone.now()
     endpoint.disabled_notified_at = now
     endpoint.save(update_fields=["disabled_notified_at", "updated_at"])
-    Delivery.objects.filter(endpoint_id=endpoint.pk, status=Delivery.Status.PENDING).update(
+    # Rows another worker holds are skipped, not waited for: that worker locks the delivery before the endpoint
+    # (the opposite order) and cancels the delivery itself once it sees the endpoint disabled.
+    free = Delivery.objects.select_for_update(skip_locked=True).filter(
+        endpoint_id=endpoint.pk, status=Delivery.Status.PENDING
+    )
+    Delivery.objects.filter(pk__in=list(free.values_list("pk", flat=True))).update(
         status=Delivery.Status.CANCELLED, next_attempt_at=None, updated_at=now
     )
     disabled_at = endpoint.disabled_at or now
@@ -485,8 +493,15 @@ def deliveries_enqueue_overdue(*, limit: int = 500) -> int:
     overdue_before = timezone.now() - timedelta(seconds=settings.WEBHOOKS_SWEEP_GRACE_SECONDS)
     due = Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=overdue_before)
     ids = list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
-    from .tasks import delivery_send
+    from .tasks import delivery_send, endpoint_disabled_notify
 
     for delivery_id in ids:
         delivery_send.delay(delivery_id)
+    # Endpoints disabled automatically whose notice never ran (disabled before the notice joined the disable's
+    # transaction, with the follow-up message lost); an endpoint its owner disabled is left alone.
+    unnotified = WebhookEndpoint.objects.filter(
+        enabled=False, disabled_notified_at__isnull=True, disabled_reason=AUTOMATIC_DISABLE_REASON
+    )
+    for endpoint_id in unnotified.values_list("pk", flat=True)[:limit]:
+        endpoint_disabled_notify.delay(endpoint_id)
     return len(ids)

@@ -339,7 +339,8 @@ WEBHOOKS_SECRET_OVERLAP_HOURS = env.int("WEBHOOKS_SECRET_OVERLAP_HOURS", default
 WEBHOOKS_RETRY_WINDOW_HOURS = 72
 WEBHOOKS_DISABLE_AFTER_HOURS = 72
 # From the environment so that an end-to-end test's worker process retries in seconds, not minutes.
-WEBHOOKS_RETRY_BASE_SECONDS = env.int("WEBHOOKS_RETRY_BASE_SECONDS", default=30)
+# At least 1 s: a zero or negative base would retry every second for three days.
+WEBHOOKS_RETRY_BASE_SECONDS = max(1, env.int("WEBHOOKS_RETRY_BASE_SECONDS", default=30))
 WEBHOOKS_RETRY_MAX_SECONDS = 4 * 3600
 WEBHOOKS_CONNECT_TIMEOUT_SECONDS = 3
 WEBHOOKS_READ_TIMEOUT_SECONDS = 5
