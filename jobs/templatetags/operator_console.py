@@ -6,6 +6,7 @@ from django.urls import reverse
 from accounts.operators import SUPPORT, operator_has_role
 
 from .. import selectors
+from ..models import Dispute
 
 register = template.Library()
 
@@ -15,7 +16,7 @@ QUEUE_LINKS = {
     "disputed": ("admin:jobs_contract_changelist", "attention=disputed"),
     "disputes_escalated": (
         "admin:jobs_dispute_changelist",
-        "escalated=yes&status__in=open,reverifying,awaiting_ruling",
+        "escalated=yes&status__in=" + ",".join(Dispute.UNRESOLVED_STATUSES),
     ),
     "runs_active": ("admin:verification_verificationrun_changelist", "attention=active"),
     "runs_errored": ("admin:verification_verificationrun_changelist", "attention=errored"),

@@ -28,14 +28,11 @@ from tests.factories import CompanyAdminFactory, EngineerFactory, JobFactory, St
 from tests.factories.archives import make_tar_gz, upload
 from tests.factories.disputes import Host, token_of
 from tests.factories.jobs import onboard
-from tests.verification.conftest import fake_report
 from verification.models import VerificationRun
-from verification.runner.certificate import generate_signing_key, key_id, public_key_pem, sign_report
+from verification.runner.certificate import generate_signing_key, public_key_pem
 from verification.services import (
     signing_key_register,
     verification_plot_render,
-    verification_record_result,
-    verification_run_start,
 )
 
 OPERATOR_PASSWORD = "correct horse battery"
@@ -178,8 +175,7 @@ def build_disputed_contract(
     plot drawn as the platform's task draws it. Call with the `dispatched` fixture's list; `settle(fn, ...)` runs
     each step and the work it leaves for after its commit (needed where tests run inside one transaction).
     """
-    key = generate_signing_key()
-    signing_key_register(public_key_pem=public_key_pem(key).decode())
+    first_host = Host("verify-cpu-3")
     contract = funded_contract(amount=250_000, review_window_hours=48, max_submissions=3, title="Disputed kernel")
     onboard(contract.engineer)
     runs = []
@@ -191,15 +187,20 @@ def build_disputed_contract(
             submission_create, actor=contract.engineer, contract=contract, upload=candidate, notes=f"v{number}"
         )
         run = VerificationRun.objects.get(subject=f"submission:{submission.pk}")
-        token = next(d.token for d in reversed(dispatched) if d.run_id == run.pk)
-        verification_run_start(run_id=run.pk, token=token, host_id="verify-cpu-3", key_id=key_id(key.public_key()))
-        report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
-        report["measurements"] = _measurements(12.0, candidate_ms)
-        report["environment"] = {"host": "verify-cpu-3", "cpu_model": "Test CPU", "cpu_count": 4}
-        report["blocked_actions"] = [{"role": "candidate", "action": "network", "runs": 2}]
-        report["logs"] = [{"role": "candidate", "phase": "measure", "stderr": HIDDEN_MARKER}]
-        certificate = sign_report(report, key)
-        settle(verification_record_result, run_id=run.pk, token=token, report=report, certificate=certificate)
+        settle(
+            first_host.finish,
+            run,
+            token_of(dispatched, run),
+            decision=decision,
+            fraction=fraction,
+            estimate=estimate,
+            measurements=_measurements(12.0, candidate_ms),
+            report_extra={
+                "environment": {"host": "verify-cpu-3", "cpu_model": "Test CPU", "cpu_count": 4},
+                "blocked_actions": [{"role": "candidate", "action": "network", "runs": 2}],
+                "logs": [{"role": "candidate", "phase": "measure", "stderr": HIDDEN_MARKER}],
+            },
+        )
         runs.append(verification_plot_render(run_id=run.pk))
     settle(
         contract_services.contract_dispute_review,
@@ -216,7 +217,9 @@ def build_disputed_contract(
         settle(second_host.finish, rerun, token, fraction=0.5, estimate=1.76, measurements=_measurements(12.0, 6.8))
         verification_plot_render(run_id=rerun.pk)
         dispute.refresh_from_db()
-    return SimpleNamespace(contract=contract, submission=submission, run=runs[-1], runs=runs, key=key, dispute=dispute)
+    return SimpleNamespace(
+        contract=contract, submission=submission, run=runs[-1], runs=runs, key=first_host.key, dispute=dispute
+    )
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from jobs.models import Job
 from tests.factories import CompanyAdminFactory, EngineerFactory
 from tests.factories.jobs import JobFactory
+from tests.loopback import loopback_server
 
 from .conftest import wait_for
 from .test_marketplace_flow import Api
@@ -96,28 +96,13 @@ class SigningReceiver:
 def signing_receiver():
     state = SigningReceiver()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status = state.take(dict(self.headers), body)
-            reply = b"ok" if status == 200 else b"refused"
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
+    def respond(path: str, headers: dict, body: bytes) -> tuple[int, bytes, dict]:
+        status = state.take(headers, body)
+        return status, b"ok" if status == 200 else b"refused", {}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/speedproof-hooks"
-    try:
+    with loopback_server(respond, path="/speedproof-hooks") as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _gaps(times: list[float]) -> list[float]:

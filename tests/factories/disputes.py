@@ -26,9 +26,18 @@ class Host:
         return verification_run_start(run_id=run.pk, token=token, host_id=self.host_id, key_id=self.key_id)
 
     def finish(
-        self, run: VerificationRun, token: str, *, decision="PASS", fraction=1.0, estimate=2.2, measurements=None
+        self,
+        run: VerificationRun,
+        token: str,
+        *,
+        decision="PASS",
+        fraction=1.0,
+        estimate=2.2,
+        measurements=None,
+        report_extra: dict | None = None,
     ):
-        """Start (if not yet started) and record a signed result; with `measurements`, a plot can be drawn."""
+        """Start (if not yet started) and record a signed result; with `measurements`, a plot can be drawn;
+        `report_extra` adds or replaces report fields (environment, blocked actions, logs)."""
         run.refresh_from_db()
         if run.status == VerificationRun.Status.QUEUED:
             self.start(run, token)
@@ -36,6 +45,7 @@ class Host:
         report = fake_report(run, decision=decision, fraction=fraction, estimate=estimate)
         if measurements is not None:
             report["measurements"] = measurements
+        report.update(report_extra or {})
         return verification_record_result(
             run_id=run.pk, token=token, report=report, certificate=sign_report(report, self.key)
         )

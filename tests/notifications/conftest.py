@@ -1,10 +1,10 @@
 """Webhook fixtures: a real HTTP receiver on 127.0.0.1 in a thread, and deliveries recorded instead of queued."""
 
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from tests.loopback import loopback_server
 
 
 @dataclass
@@ -31,28 +31,13 @@ class Receiver:
 def receiver():
     state = Receiver(url="")
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            state.requests.append(Received(self.path, dict(self.headers), self.rfile.read(length)))
-            status, body, headers = state.answers.pop(0) if state.answers else state.default
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(path: str, headers: dict, body: bytes) -> tuple[int, bytes, dict]:
+        state.requests.append(Received(path, headers, body))
+        return state.answers.pop(0) if state.answers else state.default
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with loopback_server(respond) as url:
+        state.url = url
+        yield state
 
 
 @pytest.fixture
